@@ -1,0 +1,1 @@
+//! The cluster as the mesh sees it (work in progress this session).

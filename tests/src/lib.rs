@@ -1,0 +1,1 @@
+//! Cluster-in-a-box harness (work in progress this session).
