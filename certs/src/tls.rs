@@ -1,0 +1,370 @@
+//! rustls configurations for the mesh (DESIGN §3, HBONE): TLS 1.3 only, AES-GCM, ALPN `h2`.
+//!
+//! Chain validation is webpki's; the only policy written here is which SPIFFE identity a peer
+//! must present: a server accepts any client of its own trust domain, a client accepts only the
+//! identities it expects the destination to have. Certificates are looked up per handshake from
+//! a [`CurrentCertificate`], so a renewal applies to new connections without touching live ones.
+
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
+
+use crate::identity::SpiffeId;
+use crate::material::{identity_of, MaterialError, TrustBundle, WorkloadCertificate};
+
+/// The ALPN protocol HBONE speaks.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The crypto provider for every mesh connection: ring, restricted to the TLS 1.3 AES-GCM suites.
+pub fn crypto_provider() -> CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ],
+        ..default_provider()
+    }
+}
+
+fn signature_algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot build the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot build the client-certificate verifier from the trust bundle: {0}")]
+    Verifier(String),
+}
+
+/// Why a peer's certificate was refused by Ambit's identity policy (after webpki accepted the
+/// chain). Carried inside `rustls::Error` and recovered by [`HandshakeFailure::classify`].
+#[derive(Debug, thiserror::Error)]
+pub enum PeerIdentityError {
+    #[error("peer presented identity {got} but {expected} was expected; the destination runs as another service account, or something is intercepting traffic")]
+    UnexpectedIdentity { got: String, expected: String },
+    #[error("peer identity {got} is in trust domain {got_domain:?} but this mesh is {expected:?}; peers of other trust domains are refused")]
+    WrongTrustDomain {
+        got: String,
+        got_domain: String,
+        expected: String,
+    },
+    #[error("peer certificate carries no usable SPIFFE identity: {0}")]
+    NoIdentity(#[from] MaterialError),
+}
+
+fn identity_rejection(error: PeerIdentityError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(error))))
+}
+
+/// The certificate a TLS config presents right now. Cheap to clone; all clones see a replacement.
+#[derive(Clone, Debug)]
+pub struct CurrentCertificate(Arc<RwLock<Arc<WorkloadCertificate>>>);
+
+impl CurrentCertificate {
+    pub fn new(certificate: WorkloadCertificate) -> Self {
+        CurrentCertificate(Arc::new(RwLock::new(Arc::new(certificate))))
+    }
+
+    pub fn get(&self) -> Arc<WorkloadCertificate> {
+        // A poisoned lock only means a writer panicked mid-assignment of an Arc, which cannot
+        // leave a torn value; keep serving.
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, certificate: WorkloadCertificate) {
+        let certificate = Arc::new(certificate);
+        match self.0.write() {
+            Ok(mut guard) => *guard = certificate,
+            Err(poisoned) => *poisoned.into_inner() = certificate,
+        }
+    }
+
+    fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.get().certified_key().clone()
+    }
+}
+
+impl ResolvesServerCert for CurrentCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+}
+
+impl ResolvesClientCert for CurrentCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Server side of mTLS: requires a client certificate that chains to the bundle and names an
+/// identity in the bundle's trust domain.
+pub fn server_config(
+    certificate: CurrentCertificate,
+    bundle: &TrustBundle,
+) -> Result<ServerConfig, TlsConfigError> {
+    let verifier = SpiffeClientVerifier::new(bundle)?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(certificate));
+    finish_server(&mut config);
+    Ok(config)
+}
+
+/// Server side without client authentication, for the CA's API: callers have no certificate
+/// yet and authenticate with a token instead.
+pub fn server_config_without_client_auth(
+    certificate: CurrentCertificate,
+) -> Result<ServerConfig, TlsConfigError> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(certificate));
+    finish_server(&mut config);
+    Ok(config)
+}
+
+fn finish_server(config: &mut ServerConfig) {
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No resumption: every connection proves its identity with a full handshake, so a renewed
+    // or revoked certificate takes effect on the next connection.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+}
+
+/// Client side of mTLS: presents `certificate` and accepts the server only if it chains to the
+/// bundle and its URI SAN is one of `expected`. No SNI is sent.
+pub fn client_config(
+    certificate: CurrentCertificate,
+    bundle: &TrustBundle,
+    expected: Vec<SpiffeId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let verifier = SpiffeServerVerifier::new(bundle, expected);
+    let mut config = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(certificate));
+    finish_client(&mut config);
+    Ok(config)
+}
+
+/// Client side without a certificate, used to reach the CA before the node has any.
+pub fn client_config_without_certificate(
+    bundle: &TrustBundle,
+    expected: Vec<SpiffeId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let verifier = SpiffeServerVerifier::new(bundle, expected);
+    let mut config = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    finish_client(&mut config);
+    Ok(config)
+}
+
+fn finish_client(config: &mut ClientConfig) {
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.enable_sni = false;
+    config.resumption = Resumption::disabled();
+}
+
+/// The identity the peer of an established connection proved.
+pub fn peer_identity(connection: &rustls::CommonState) -> Result<SpiffeId, PeerIdentityError> {
+    let certs = connection
+        .peer_certificates()
+        .ok_or(PeerIdentityError::NoIdentity(MaterialError::UriSanCount {
+            count: 0,
+        }))?;
+    let leaf = certs.first().ok_or(PeerIdentityError::NoIdentity(
+        MaterialError::UriSanCount { count: 0 },
+    ))?;
+    Ok(identity_of(leaf)?)
+}
+
+/// Checks that a chain (leaf first) verifies against the bundle, as a TLS client would.
+pub fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    bundle: &TrustBundle,
+) -> Result<(), rustls::Error> {
+    let leaf = chain
+        .first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    let parsed = ParsedCertificate::try_from(leaf)?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        bundle.roots(),
+        &chain[1..],
+        UnixTime::now(),
+        signature_algorithms().all,
+    )
+}
+
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    bundle: TrustBundle,
+    expected: Vec<SpiffeId>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeServerVerifier {
+    fn new(bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Self {
+        SpiffeServerVerifier {
+            bundle: bundle.clone(),
+            expected,
+            algorithms: signature_algorithms(),
+        }
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            self.bundle.roots(),
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        let got = identity_of(end_entity)
+            .map_err(|e| identity_rejection(PeerIdentityError::NoIdentity(e)))?;
+        if self.expected.contains(&got) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let expected = self
+            .expected
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(identity_rejection(PeerIdentityError::UnexpectedIdentity {
+            got: got.to_string(),
+            expected,
+        }))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust_domain: String,
+}
+
+impl SpiffeClientVerifier {
+    fn new(bundle: &TrustBundle) -> Result<Self, TlsConfigError> {
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            bundle.roots().clone(),
+            Arc::new(crypto_provider()),
+        )
+        .build()
+        .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+        Ok(SpiffeClientVerifier {
+            inner,
+            trust_domain: bundle.trust_domain().to_owned(),
+        })
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Root hints only help clients with several certificates choose; ours have one.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let got = identity_of(end_entity)
+            .map_err(|e| identity_rejection(PeerIdentityError::NoIdentity(e)))?;
+        if got.trust_domain() != self.trust_domain {
+            return Err(identity_rejection(PeerIdentityError::WrongTrustDomain {
+                got: got.to_string(),
+                got_domain: got.trust_domain().to_owned(),
+                expected: self.trust_domain.clone(),
+            }));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
