@@ -15,9 +15,7 @@ use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::X509Certificate;
 
 use crate::identity::SpiffeId;
-use crate::material::{
-    certificates_from_pem, der_to_pem, parse_x509, MaterialError, TrustBundle,
-};
+use crate::material::{certificates_from_pem, der_to_pem, parse_x509, MaterialError, TrustBundle};
 
 /// Default lifetime of workload certificates, as in Istio.
 pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -42,7 +40,10 @@ pub enum CaError {
     #[error("the CA certificate may not sign certificates (keyUsage lacks keyCertSign)")]
     CannotSign,
     #[error("the CA certificate expired or is not yet valid (valid {not_before} to {not_after}); issue a new CA certificate")]
-    OutsideValidity { not_before: String, not_after: String },
+    OutsideValidity {
+        not_before: String,
+        not_after: String,
+    },
     #[error("the CA certificate is an intermediate but no root was provided; add the issuing root as ca.crt")]
     MissingRoot,
     #[error("the CA chain does not lead to any root in the trust bundle: {0}; check that ca.crt holds the root that issued tls.crt")]
@@ -54,7 +55,10 @@ pub enum CaError {
     #[error("the certificate signing request uses an unsupported key ({0}); workload keys must be ECDSA P-256")]
     UnsupportedKeyType(String),
     #[error("the certificate signing request names {requested:?} but the caller is authorised for {authorised}; request the identity you were granted")]
-    CsrIdentityMismatch { requested: String, authorised: String },
+    CsrIdentityMismatch {
+        requested: String,
+        authorised: String,
+    },
     #[error("the identity's trust domain {got:?} is not this CA's trust domain {expected:?}")]
     WrongTrustDomain { got: String, expected: String },
     #[error("signing failed: {0}")]
@@ -104,7 +108,10 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "Ambit");
-        name.push(DnType::CommonName, format!("Ambit mesh root CA {trust_domain}"));
+        name.push(
+            DnType::CommonName,
+            format!("Ambit mesh root CA {trust_domain}"),
+        );
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -152,8 +159,8 @@ impl CertificateAuthority {
             .filter(|cert| !roots.contains(cert))
             .cloned()
             .collect();
-        let issuer = Issuer::from_ca_cert_der(&chain[0], key)
-            .map_err(|e| CaError::BadKey(e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&chain[0], key).map_err(|e| CaError::BadKey(e.to_string()))?;
         let ca = CertificateAuthority {
             trust_domain: trust_domain.to_owned(),
             issuer,
@@ -185,7 +192,8 @@ impl CertificateAuthority {
         ttl: Option<Duration>,
     ) -> Result<IssuedCertificate, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(csr_error)?;
-        if csr.public_key.der_bytes().len() != 65 || csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256
+        if csr.public_key.der_bytes().len() != 65
+            || csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256
         {
             return Err(CaError::UnsupportedKeyType(format!(
                 "{:?}",

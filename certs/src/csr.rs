@@ -28,7 +28,8 @@ impl KeyAndCsr {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(fail)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into().map_err(fail)?)];
+        params.subject_alt_names =
+            vec![SanType::URI(identity.to_string().try_into().map_err(fail)?)];
         let csr = params.serialize_request(&key).map_err(fail)?;
         let csr_pem = csr.pem().map_err(fail)?;
         Ok(KeyAndCsr { csr_pem, key })

@@ -19,14 +19,19 @@ const MAX_K8S_NAME_LEN: usize = 253;
 /// Why a string is not a valid Ambit SPIFFE identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    #[error("identity is empty; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "identity is empty; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     Empty,
     #[error("identity {0:?} is not a SPIFFE ID: it must start with \"spiffe://\"")]
     NotSpiffe(String),
     #[error("identity is {0} bytes long; SPIFFE IDs are at most 2048 bytes")]
     TooLong(usize),
     #[error("trust domain {domain:?} is invalid: {reason}")]
-    BadTrustDomain { domain: String, reason: &'static str },
+    BadTrustDomain {
+        domain: String,
+        reason: &'static str,
+    },
     #[error(
         "identity {0:?} has no path; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
     )]
@@ -40,7 +45,11 @@ pub enum IdentityError {
     #[error("identity {id:?} has extra path segments after the service account ({extra:?})")]
     ExtraPath { id: String, extra: String },
     #[error("{what} {value:?} in identity is invalid: {reason}")]
-    BadName { what: &'static str, value: String, reason: &'static str },
+    BadName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("identity {0:?} carries a query or fragment, which SPIFFE IDs may not have")]
     QueryOrFragment(String),
 }
@@ -218,8 +227,7 @@ fn validate_k8s_name(what: &'static str, value: &str) -> Result<(), IdentityErro
         return Err(bad("Kubernetes names use only a-z, 0-9, '-' and '.'"));
     }
     let first_and_last_alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_and_last_alnum(value.chars().next()) || !first_and_last_alnum(value.chars().last())
-    {
+    if !first_and_last_alnum(value.chars().next()) || !first_and_last_alnum(value.chars().last()) {
         return Err(bad("it must start and end with a letter or digit"));
     }
     Ok(())
@@ -256,31 +264,77 @@ mod tests {
         let long_ns = format!("spiffe://td/ns/{}/sa/x", "a".repeat(300));
         let table: Vec<(&str, fn(&IdentityError) -> bool)> = vec![
             ("", |e| matches!(e, E::Empty)),
-            ("http://cluster.local/ns/a/sa/b", |e| matches!(e, E::NotSpiffe(_))),
-            ("SPIFFE://cluster.local/ns/a/sa/b", |e| matches!(e, E::NotSpiffe(_))),
+            ("http://cluster.local/ns/a/sa/b", |e| {
+                matches!(e, E::NotSpiffe(_))
+            }),
+            ("SPIFFE://cluster.local/ns/a/sa/b", |e| {
+                matches!(e, E::NotSpiffe(_))
+            }),
             ("cluster.local/ns/a/sa/b", |e| matches!(e, E::NotSpiffe(_))),
-            ("spiffe:///ns/a/sa/b", |e| matches!(e, E::BadTrustDomain { .. })),
-            ("spiffe://Cluster.Local/ns/a/sa/b", |e| matches!(e, E::BadTrustDomain { .. })),
-            ("spiffe://cluster.local:443/ns/a/sa/b", |e| matches!(e, E::BadTrustDomain { .. })),
-            ("spiffe://clu$ter/ns/a/sa/b", |e| matches!(e, E::BadTrustDomain { .. })),
-            ("spiffe://a..b/ns/a/sa/b", |e| matches!(e, E::BadTrustDomain { .. })),
+            ("spiffe:///ns/a/sa/b", |e| {
+                matches!(e, E::BadTrustDomain { .. })
+            }),
+            ("spiffe://Cluster.Local/ns/a/sa/b", |e| {
+                matches!(e, E::BadTrustDomain { .. })
+            }),
+            ("spiffe://cluster.local:443/ns/a/sa/b", |e| {
+                matches!(e, E::BadTrustDomain { .. })
+            }),
+            ("spiffe://clu$ter/ns/a/sa/b", |e| {
+                matches!(e, E::BadTrustDomain { .. })
+            }),
+            ("spiffe://a..b/ns/a/sa/b", |e| {
+                matches!(e, E::BadTrustDomain { .. })
+            }),
             ("spiffe://cluster.local", |e| matches!(e, E::MissingPath(_))),
-            ("spiffe://cluster.local/", |e| matches!(e, E::BadPath { .. })),
-            ("spiffe://cluster.local/ns/a", |e| matches!(e, E::BadPath { .. })),
-            ("spiffe://cluster.local/sa/b/ns/a", |e| matches!(e, E::BadPath { .. })),
+            ("spiffe://cluster.local/", |e| {
+                matches!(e, E::BadPath { .. })
+            }),
+            ("spiffe://cluster.local/ns/a", |e| {
+                matches!(e, E::BadPath { .. })
+            }),
+            ("spiffe://cluster.local/sa/b/ns/a", |e| {
+                matches!(e, E::BadPath { .. })
+            }),
             ("spiffe://cluster.local/ns//sa/b", |e| {
-                matches!(e, E::EmptySegment { segment: "namespace", .. })
+                matches!(
+                    e,
+                    E::EmptySegment {
+                        segment: "namespace",
+                        ..
+                    }
+                )
             }),
             ("spiffe://cluster.local/ns/a/sa/", |e| {
-                matches!(e, E::EmptySegment { segment: "service account", .. })
+                matches!(
+                    e,
+                    E::EmptySegment {
+                        segment: "service account",
+                        ..
+                    }
+                )
             }),
-            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| matches!(e, E::ExtraPath { .. })),
-            ("spiffe://cluster.local/ns/a/sa/b/", |e| matches!(e, E::ExtraPath { .. })),
-            ("spiffe://cluster.local/ns/A/sa/b", |e| matches!(e, E::BadName { .. })),
-            ("spiffe://cluster.local/ns/a/sa/-b", |e| matches!(e, E::BadName { .. })),
-            ("spiffe://cluster.local/ns/a b/sa/c", |e| matches!(e, E::BadName { .. })),
-            ("spiffe://cluster.local/ns/a/sa/b?x=1", |e| matches!(e, E::QueryOrFragment(_))),
-            ("spiffe://cluster.local/ns/a/sa/b#frag", |e| matches!(e, E::QueryOrFragment(_))),
+            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| {
+                matches!(e, E::ExtraPath { .. })
+            }),
+            ("spiffe://cluster.local/ns/a/sa/b/", |e| {
+                matches!(e, E::ExtraPath { .. })
+            }),
+            ("spiffe://cluster.local/ns/A/sa/b", |e| {
+                matches!(e, E::BadName { .. })
+            }),
+            ("spiffe://cluster.local/ns/a/sa/-b", |e| {
+                matches!(e, E::BadName { .. })
+            }),
+            ("spiffe://cluster.local/ns/a b/sa/c", |e| {
+                matches!(e, E::BadName { .. })
+            }),
+            ("spiffe://cluster.local/ns/a/sa/b?x=1", |e| {
+                matches!(e, E::QueryOrFragment(_))
+            }),
+            ("spiffe://cluster.local/ns/a/sa/b#frag", |e| {
+                matches!(e, E::QueryOrFragment(_))
+            }),
             (long.as_str(), |e| matches!(e, E::TooLong(_))),
             (long_ns.as_str(), |e| matches!(e, E::BadName { .. })),
         ];

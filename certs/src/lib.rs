@@ -6,6 +6,8 @@ pub mod csr;
 pub mod failure;
 pub mod identity;
 pub mod material;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod tls;
 
 pub use ca::{CaError, CertificateAuthority, IssuedCertificate};

@@ -57,7 +57,10 @@ pub fn certificates_from_pem(
 }
 
 /// Parses the first private key in a PEM text.
-pub fn private_key_from_pem(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, MaterialError> {
+pub fn private_key_from_pem(
+    pem: &[u8],
+    what: &str,
+) -> Result<PrivateKeyDer<'static>, MaterialError> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => MaterialError::NoPrivateKey {
             what: what.to_owned(),
@@ -124,7 +127,10 @@ fn to_system_time(time: x509_parser::time::ASN1Time) -> SystemTime {
 pub fn validity_of(cert: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime), MaterialError> {
     let parsed = parse_x509(cert, "certificate")?;
     let validity = parsed.validity();
-    Ok((to_system_time(validity.not_before), to_system_time(validity.not_after)))
+    Ok((
+        to_system_time(validity.not_before),
+        to_system_time(validity.not_after),
+    ))
 }
 
 /// A workload's certificate chain and key, ready for rustls, with the facts the mesh reports.

@@ -201,9 +201,11 @@ pub fn peer_identity(connection: &rustls::CommonState) -> Result<SpiffeId, PeerI
         .ok_or(PeerIdentityError::NoIdentity(MaterialError::UriSanCount {
             count: 0,
         }))?;
-    let leaf = certs.first().ok_or(PeerIdentityError::NoIdentity(
-        MaterialError::UriSanCount { count: 0 },
-    ))?;
+    let leaf = certs
+        .first()
+        .ok_or(PeerIdentityError::NoIdentity(MaterialError::UriSanCount {
+            count: 0,
+        }))?;
     Ok(identity_of(leaf)?)
 }
 
