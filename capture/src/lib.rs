@@ -1,0 +1,1 @@
+//! In-pod capture plumbing (in progress this session).

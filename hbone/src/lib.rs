@@ -1,0 +1,1 @@
+//! HBONE tunnel protocol (in progress this session).
