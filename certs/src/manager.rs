@@ -1,0 +1,342 @@
+//! The node's certificate manager: one workload certificate per identity that has pods on this
+//! node, fetched from the CA, renewed at half of its lifetime, and kept in service while the CA
+//! is unreachable (retrying with backoff) until it actually expires.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::csr::KeyAndCsr;
+use crate::identity::SpiffeId;
+use crate::material::WorkloadCertificate;
+use crate::tls::CurrentCertificate;
+
+/// Something that turns a CSR into a signed chain: the CA client in production, an in-process
+/// CA in tests.
+pub trait CertificateSource: Send + Sync + 'static {
+    /// Returns the PEM chain, leaf first.
+    fn sign<'a>(
+        &'a self,
+        identity: &'a SpiffeId,
+        csr_pem: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// First retry delay after a failed fetch; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long [`CertificateManager::certificate`] waits for a first certificate.
+    pub first_fetch_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            first_fetch_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManagerError {
+    #[error("no certificate for {identity} yet: {last_error}; check that the CA is reachable (--ca-address) and that this node may hold that identity")]
+    NotYetIssued {
+        identity: String,
+        last_error: String,
+    },
+    #[error("{identity} is not managed on this node")]
+    NotTracked { identity: String },
+}
+
+/// What the admin endpoint and the expiry metric report for one identity.
+#[derive(Debug, Clone)]
+pub struct CertificateStatus {
+    pub identity: SpiffeId,
+    pub not_before: Option<SystemTime>,
+    pub not_after: Option<SystemTime>,
+    pub next_refresh: Option<SystemTime>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
+
+struct Entry {
+    /// Pods on this node that hold the identity; the certificate is dropped at zero.
+    holders: usize,
+    state: watch::Receiver<EntryState>,
+    worker: JoinHandle<()>,
+}
+
+#[derive(Clone, Default)]
+struct EntryState {
+    current: Option<CurrentCertificate>,
+    next_refresh: Option<SystemTime>,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+}
+
+/// Shared handle; clone freely.
+#[derive(Clone)]
+pub struct CertificateManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn CertificateSource>,
+    config: ManagerConfig,
+    entries: Mutex<HashMap<SpiffeId, Entry>>,
+}
+
+impl CertificateManager {
+    pub fn new(source: Arc<dyn CertificateSource>, config: ManagerConfig) -> Self {
+        CertificateManager {
+            inner: Arc::new(Inner {
+                source,
+                config,
+                entries: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<SpiffeId, Entry>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers one more holder of `identity` and starts fetching its certificate if needed.
+    /// Must be called from within a tokio runtime.
+    pub fn track(&self, identity: &SpiffeId) {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.get_mut(identity) {
+            entry.holders += 1;
+            return;
+        }
+        let (sender, receiver) = watch::channel(EntryState::default());
+        let worker = tokio::spawn(renew_forever(
+            self.inner.source.clone(),
+            self.inner.config.clone(),
+            identity.clone(),
+            sender,
+        ));
+        entries.insert(
+            identity.clone(),
+            Entry {
+                holders: 1,
+                state: receiver,
+                worker,
+            },
+        );
+    }
+
+    /// Drops one holder; the last one stops renewal and forgets the certificate.
+    pub fn untrack(&self, identity: &SpiffeId) {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.get_mut(identity) {
+            entry.holders = entry.holders.saturating_sub(1);
+            if entry.holders == 0 {
+                entry.worker.abort();
+                entries.remove(identity);
+                tracing::info!(identity = %identity, "certificate released: no pod on this node holds the identity any more");
+            }
+        }
+    }
+
+    /// The certificate for a tracked identity, waiting for the first issuance if necessary.
+    pub async fn certificate(
+        &self,
+        identity: &SpiffeId,
+    ) -> Result<CurrentCertificate, ManagerError> {
+        let mut state = self
+            .entries()
+            .get(identity)
+            .map(|entry| entry.state.clone())
+            .ok_or_else(|| ManagerError::NotTracked {
+                identity: identity.to_string(),
+            })?;
+        let outcome = {
+            let wait = state.wait_for(|s| s.current.is_some());
+            match tokio::time::timeout(self.inner.config.first_fetch_timeout, wait).await {
+                Ok(Ok(s)) => s.current.clone(),
+                _ => None,
+            }
+        };
+        outcome.ok_or_else(|| ManagerError::NotYetIssued {
+            identity: identity.to_string(),
+            last_error: state
+                .borrow()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the CA has not answered yet".to_owned()),
+        })
+    }
+
+    /// The certificate if one has been issued, without waiting.
+    pub fn current(&self, identity: &SpiffeId) -> Option<CurrentCertificate> {
+        self.entries()
+            .get(identity)
+            .and_then(|entry| entry.state.borrow().current.clone())
+    }
+
+    /// Every tracked identity with its expiry and renewal state, sorted by identity.
+    pub fn status(&self) -> Vec<CertificateStatus> {
+        let mut all: Vec<CertificateStatus> = self
+            .entries()
+            .iter()
+            .map(|(identity, entry)| {
+                let state = entry.state.borrow();
+                let certificate = state.current.as_ref().map(CurrentCertificate::get);
+                CertificateStatus {
+                    identity: identity.clone(),
+                    not_before: certificate.as_ref().map(|c| c.not_before()),
+                    not_after: certificate.as_ref().map(|c| c.not_after()),
+                    next_refresh: state.next_refresh,
+                    consecutive_failures: state.consecutive_failures,
+                    last_error: state.last_error.clone(),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.identity.cmp(&b.identity));
+        all
+    }
+
+    /// True when every tracked identity has a certificate (readiness).
+    pub fn all_issued(&self) -> bool {
+        self.entries()
+            .values()
+            .all(|entry| entry.state.borrow().current.is_some())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let entries = self
+            .entries
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for entry in entries.values() {
+            entry.worker.abort();
+        }
+    }
+}
+
+/// When to renew: half-way through the certificate's lifetime.
+fn refresh_time(certificate: &WorkloadCertificate) -> SystemTime {
+    let lifetime = certificate
+        .not_after()
+        .duration_since(certificate.not_before())
+        .unwrap_or(Duration::ZERO);
+    certificate.not_before() + lifetime / 2
+}
+
+async fn fetch(
+    source: &dyn CertificateSource,
+    identity: &SpiffeId,
+) -> Result<WorkloadCertificate, String> {
+    let request = KeyAndCsr::generate(identity).map_err(|e| e.to_string())?;
+    let chain_pem = source.sign(identity, &request.csr_pem).await?;
+    let certificate = WorkloadCertificate::from_pem(&chain_pem, request.private_key())
+        .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
+    if certificate.identity() != identity {
+        return Err(format!(
+            "the CA returned a certificate for {} instead of {identity}",
+            certificate.identity()
+        ));
+    }
+    Ok(certificate)
+}
+
+async fn renew_forever(
+    source: Arc<dyn CertificateSource>,
+    config: ManagerConfig,
+    identity: SpiffeId,
+    state: watch::Sender<EntryState>,
+) {
+    let mut backoff = config.initial_backoff;
+    loop {
+        match fetch(source.as_ref(), &identity).await {
+            Ok(certificate) => {
+                let refresh_at = refresh_time(&certificate);
+                tracing::info!(
+                    identity = %identity,
+                    not_after = ?certificate.not_after(),
+                    refresh_at = ?refresh_at,
+                    "workload certificate issued"
+                );
+                state.send_modify(|s| {
+                    match &s.current {
+                        // Live TLS configs hold this handle: new handshakes pick up the new
+                        // certificate, established connections keep theirs.
+                        Some(current) => current.replace(certificate),
+                        None => s.current = Some(CurrentCertificate::new(certificate)),
+                    }
+                    s.next_refresh = Some(refresh_at);
+                    s.consecutive_failures = 0;
+                    s.last_error = None;
+                });
+                backoff = config.initial_backoff;
+                let wait = refresh_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) => {
+                let mut still_valid = None;
+                state.send_modify(|s| {
+                    s.consecutive_failures += 1;
+                    s.last_error = Some(error.clone());
+                    s.next_refresh = Some(SystemTime::now() + backoff);
+                    still_valid = s.current.as_ref().map(|c| c.get().not_after());
+                });
+                match still_valid {
+                    Some(not_after) => tracing::warn!(
+                        identity = %identity,
+                        error = %error,
+                        retry_in = ?backoff,
+                        expires = ?not_after,
+                        "certificate renewal failed; still serving the current certificate"
+                    ),
+                    None => tracing::warn!(
+                        identity = %identity,
+                        error = %error,
+                        retry_in = ?backoff,
+                        "certificate fetch failed; pods with this identity cannot join the mesh yet"
+                    ),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// An in-process CA as a source, for tests and single-process setups.
+pub struct LocalCaSource {
+    pub ca: crate::ca::CertificateAuthority,
+    pub ttl: Option<Duration>,
+}
+
+impl CertificateSource for LocalCaSource {
+    fn sign<'a>(
+        &'a self,
+        identity: &'a SpiffeId,
+        csr_pem: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.ca
+                .issue(csr_pem, identity, self.ttl)
+                .map(|issued| issued.chain_pem)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
