@@ -262,7 +262,8 @@ mod tests {
         use IdentityError as E;
         let long = format!("spiffe://td/ns/{}/sa/x", "a".repeat(2100));
         let long_ns = format!("spiffe://td/ns/{}/sa/x", "a".repeat(300));
-        let table: Vec<(&str, fn(&IdentityError) -> bool)> = vec![
+        type Expectation = fn(&IdentityError) -> bool;
+        let table: Vec<(&str, Expectation)> = vec![
             ("", |e| matches!(e, E::Empty)),
             ("http://cluster.local/ns/a/sa/b", |e| {
                 matches!(e, E::NotSpiffe(_))
