@@ -1,1 +1,46 @@
-//! The cluster as the mesh sees it (work in progress this session).
+//! The cluster as the mesh sees it.
+//!
+//! Data flows one way (DESIGN §2): a **source** turns Kubernetes objects into the compact
+//! [`model`] (through [`convert`], shared by all sources), builds an indexed, immutable
+//! [`Snapshot`], and publishes it as `Arc<Snapshot>` on a `tokio::sync::watch` channel; proxies
+//! only read snapshots.
+//!
+//! Sources:
+//! - [`LocalSource`]: `--manifests` files and folders (multi-document YAML or JSON), reloaded
+//!   live when their content changes; a bad edit is reported with file, document (1-based) and
+//!   field, and the last good snapshot stays in force.
+//! - The Kubernetes API source (kube reflectors) is a later addition; it will feed the same
+//!   `convert` functions into [`Snapshot::build`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), discovery::ManifestErrors> {
+//! use discovery::{LocalSource, LocalSourceConfig};
+//! let source = LocalSource::load(LocalSourceConfig::new(["/etc/ambit/manifests"]))?;
+//! let _poller = source.spawn();
+//! let mut snapshots = source.subscribe();
+//! while snapshots.changed().await.is_ok() {
+//!     let snapshot = snapshots.borrow_and_update().clone();
+//!     tracing::info!(generation = snapshot.generation(), "new snapshot");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod convert;
+mod decode;
+pub mod error;
+pub mod local;
+pub mod model;
+pub mod policy;
+pub mod snapshot;
+
+pub use error::{Location, ManifestError, ManifestErrors};
+pub use local::{LocalSource, LocalSourceConfig, PollOutcome, DEFAULT_POLL_INTERVAL};
+pub use model::{
+    ambient_enrolled, EndpointSlice, Labels, NamedPort, Namespace, Protocol, Secret, Service,
+    ServicePort, TargetPort, WaypointBinding, Workload,
+};
+pub use policy::{authorize, Action, AuthorizationPolicy, ConnectionAttrs, Decision};
+pub use snapshot::{
+    Conflict, Endpoint, Objects, Snapshot, SnapshotOptions, DEFAULT_ROOT_NAMESPACE,
+};

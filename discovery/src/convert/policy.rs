@@ -1,0 +1,424 @@
+//! `security.istio.io` AuthorizationPolicy: the resource as written, and its conversion to the
+//! compact L4 form in [`crate::policy`].
+//!
+//! The spec types reject unknown fields: a misspelt field in a security policy that was silently
+//! ignored could widen access, so the operator hears about it instead. L7 fields are recognised
+//! (a waypoint enforces them) and recorded on the rule; see `crate::policy` for their L4 meaning.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::{name, namespace_of, ConvertError};
+use crate::policy::{Action, AuthorizationPolicy, Operation, Rule, Source, StringMatch};
+
+/// An AuthorizationPolicy object (`security.istio.io/v1` or `v1beta1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicyResource {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: AuthorizationPolicySpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicySpec {
+    pub selector: Option<SelectorSpec>,
+    pub target_ref: Option<TargetRefSpec>,
+    pub target_refs: Option<Vec<TargetRefSpec>>,
+    /// `ALLOW` (the default) or `DENY`; `AUDIT` and `CUSTOM` are rejected.
+    pub action: Option<String>,
+    /// Only meaningful with `CUSTOM`, which is rejected; accepted so the error says why.
+    pub provider: Option<IgnoredAny>,
+    pub rules: Option<Vec<RuleSpec>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelectorSpec {
+    pub match_labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRefSpec {
+    pub group: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    pub from: Option<Vec<FromSpec>>,
+    pub to: Option<Vec<ToSpec>>,
+    /// Conditions: L7 for ztunnel whatever their key.
+    pub when: Option<Vec<ConditionSpec>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FromSpec {
+    pub source: Option<SourceSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    pub principals: Option<Vec<String>>,
+    pub not_principals: Option<Vec<String>>,
+    /// `<namespace>/<service account>`: shorthand for a principal in any trust domain.
+    pub service_accounts: Option<Vec<String>>,
+    pub not_service_accounts: Option<Vec<String>>,
+    pub namespaces: Option<Vec<String>>,
+    pub not_namespaces: Option<Vec<String>>,
+    pub ip_blocks: Option<Vec<String>>,
+    pub not_ip_blocks: Option<Vec<String>>,
+    // L7: JWT principals and client addresses from X-Forwarded-For.
+    pub request_principals: Option<Vec<String>>,
+    pub not_request_principals: Option<Vec<String>>,
+    pub remote_ip_blocks: Option<Vec<String>>,
+    pub not_remote_ip_blocks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToSpec {
+    pub operation: Option<OperationSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperationSpec {
+    pub ports: Option<Vec<PortSpec>>,
+    pub not_ports: Option<Vec<PortSpec>>,
+    // L7.
+    pub hosts: Option<Vec<String>>,
+    pub not_hosts: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub not_methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub not_paths: Option<Vec<String>>,
+}
+
+/// Istio's API types ports as strings ("8080"), but YAML authors often write bare numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionSpec {
+    pub key: String,
+    pub values: Option<Vec<String>>,
+    pub not_values: Option<Vec<String>>,
+}
+
+/// Converts an AuthorizationPolicy to the compact form.
+pub fn authorization_policy(
+    resource: &AuthorizationPolicyResource,
+) -> Result<AuthorizationPolicy, ConvertError> {
+    let spec = &resource.spec;
+    let action = match spec.action.as_deref() {
+        None | Some("ALLOW") => Action::Allow,
+        Some("DENY") => Action::Deny,
+        Some(other @ ("AUDIT" | "CUSTOM")) => {
+            return Err(ConvertError::new(
+                "spec.action",
+                format!("{other} is not supported; Ambit enforces ALLOW and DENY policies"),
+            ))
+        }
+        Some(other) => {
+            return Err(ConvertError::new(
+                "spec.action",
+                format!("{other:?} is not an action; use ALLOW or DENY"),
+            ))
+        }
+    };
+    let target_refs: Vec<String> = spec
+        .target_ref
+        .iter()
+        .chain(spec.target_refs.iter().flatten())
+        .map(|r| format!("{}/{}", r.kind, r.name))
+        .collect();
+    let selector = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .filter(|labels| !labels.is_empty());
+    if selector.is_some() && !target_refs.is_empty() {
+        return Err(ConvertError::new(
+            "spec.selector",
+            "set either selector (workloads) or targetRef(s) (a waypoint or gateway), not both",
+        ));
+    }
+    let rules = spec
+        .rules
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, rule)| convert_rule(&format!("spec.rules[{i}]"), rule))
+        .collect::<Result<_, _>>()?;
+    Ok(AuthorizationPolicy {
+        name: name(&resource.metadata)?.to_owned(),
+        namespace: namespace_of(&resource.metadata),
+        action,
+        selector,
+        target_refs,
+        rules,
+    })
+}
+
+fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
+    let mut l7_fields = Vec::new();
+    if rule.when.is_some() {
+        l7_fields.push("when".to_owned());
+    }
+    let from = match &rule.from {
+        None => None,
+        Some(entries) => Some(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(j, entry)| {
+                    let source = entry.source.clone().unwrap_or_default();
+                    convert_source(&format!("{field}.from[{j}].source"), &source, &mut l7_fields)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let to = match &rule.to {
+        None => None,
+        Some(entries) => Some(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(j, entry)| {
+                    let op = entry.operation.clone().unwrap_or_default();
+                    convert_operation(&format!("{field}.to[{j}].operation"), &op, &mut l7_fields)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    l7_fields.dedup();
+    Ok(Rule {
+        from,
+        to,
+        has_l7_fields: !l7_fields.is_empty(),
+        l7_fields,
+    })
+}
+
+fn convert_source(
+    field: &str,
+    source: &SourceSpec,
+    l7_fields: &mut Vec<String>,
+) -> Result<Source, ConvertError> {
+    for (name, present) in [
+        ("requestPrincipals", source.request_principals.is_some()),
+        ("notRequestPrincipals", source.not_request_principals.is_some()),
+        ("remoteIpBlocks", source.remote_ip_blocks.is_some()),
+        ("notRemoteIpBlocks", source.not_remote_ip_blocks.is_some()),
+    ] {
+        if present {
+            l7_fields.push(name.to_owned());
+        }
+    }
+    if source.principals.is_some() && source.service_accounts.is_some() {
+        return Err(ConvertError::new(
+            format!("{field}.serviceAccounts"),
+            "cannot be combined with principals in one source; use separate from entries",
+        ));
+    }
+    let principals = |list: &Option<Vec<String>>| -> Vec<StringMatch> {
+        // Istio principals omit the scheme; accept it anyway since it is a common slip.
+        list.iter()
+            .flatten()
+            .map(|p| StringMatch::parse(p.strip_prefix("spiffe://").unwrap_or(p)))
+            .collect()
+    };
+    let service_accounts = |name: &str, list: &Option<Vec<String>>| {
+        list.iter()
+            .flatten()
+            .enumerate()
+            .map(|(k, sa)| match sa.split_once('/') {
+                // Any trust domain, this namespace and account: a suffix of the principal.
+                Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => {
+                    Ok(StringMatch::Suffix(format!("/ns/{ns}/sa/{sa}")))
+                }
+                _ => Err(ConvertError::new(
+                    format!("{field}.{name}[{k}]"),
+                    format!("{sa:?} is not <namespace>/<service account>"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut principal_matches = principals(&source.principals);
+    principal_matches.extend(service_accounts("serviceAccounts", &source.service_accounts)?);
+    let mut not_principal_matches = principals(&source.not_principals);
+    not_principal_matches.extend(service_accounts(
+        "notServiceAccounts",
+        &source.not_service_accounts,
+    )?);
+    let patterns = |list: &Option<Vec<String>>| -> Vec<StringMatch> {
+        list.iter().flatten().map(|p| StringMatch::parse(p)).collect()
+    };
+    Ok(Source {
+        principals: principal_matches,
+        not_principals: not_principal_matches,
+        namespaces: patterns(&source.namespaces),
+        not_namespaces: patterns(&source.not_namespaces),
+        ip_blocks: ip_blocks(&format!("{field}.ipBlocks"), &source.ip_blocks)?,
+        not_ip_blocks: ip_blocks(&format!("{field}.notIpBlocks"), &source.not_ip_blocks)?,
+    })
+}
+
+fn convert_operation(
+    field: &str,
+    op: &OperationSpec,
+    l7_fields: &mut Vec<String>,
+) -> Result<Operation, ConvertError> {
+    for (name, present) in [
+        ("hosts", op.hosts.is_some()),
+        ("notHosts", op.not_hosts.is_some()),
+        ("methods", op.methods.is_some()),
+        ("notMethods", op.not_methods.is_some()),
+        ("paths", op.paths.is_some()),
+        ("notPaths", op.not_paths.is_some()),
+    ] {
+        if present {
+            l7_fields.push(name.to_owned());
+        }
+    }
+    Ok(Operation {
+        ports: ports(&format!("{field}.ports"), &op.ports)?,
+        not_ports: ports(&format!("{field}.notPorts"), &op.not_ports)?,
+    })
+}
+
+fn ports(field: &str, list: &Option<Vec<PortSpec>>) -> Result<Vec<u16>, ConvertError> {
+    list.iter()
+        .flatten()
+        .enumerate()
+        .map(|(k, port)| {
+            let parsed = match port {
+                PortSpec::Number(n) => u16::try_from(*n).ok(),
+                PortSpec::Text(text) => text.trim().parse::<u16>().ok(),
+            };
+            parsed.filter(|p| *p != 0).ok_or_else(|| {
+                ConvertError::new(
+                    format!("{field}[{k}]"),
+                    format!("{port:?} is not a port number from 1 to 65535"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn ip_blocks(field: &str, list: &Option<Vec<String>>) -> Result<Vec<IpNet>, ConvertError> {
+    list.iter()
+        .flatten()
+        .enumerate()
+        .map(|(k, block)| {
+            let block = block.trim();
+            block
+                .parse::<IpNet>()
+                .or_else(|_| block.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConvertError::new(
+                        format!("{field}[{k}]"),
+                        format!("{block:?} is not an IP address or CIDR block such as 10.0.0.0/16"),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::test_support::from_yaml;
+    use super::*;
+
+    const BASE: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules:
+  - from:
+    - source: {principals: ['cluster.local/ns/shop/sa/web', 'spiffe://x/ns/a/sa/b'], ipBlocks: [10.0.0.0/8, 192.168.1.1]}
+    - source: {serviceAccounts: [shop/api], notNamespaces: [test*]}
+    to:
+    - operation: {ports: ['5432', 5433]}
+";
+
+    #[test]
+    fn converts_an_l4_policy() {
+        let p = authorization_policy(&from_yaml(BASE)).unwrap();
+        assert_eq!(p.action, Action::Allow);
+        assert_eq!(p.selector.unwrap()["app"], "db");
+        let rule = &p.rules[0];
+        assert!(!rule.has_l7_fields);
+        let from = rule.from.as_ref().unwrap();
+        assert_eq!(from[0].principals[1], StringMatch::Exact("x/ns/a/sa/b".into()));
+        assert_eq!(from[0].ip_blocks[1], "192.168.1.1/32".parse::<IpNet>().unwrap());
+        assert_eq!(from[1].principals[0], StringMatch::Suffix("/ns/shop/sa/api".into()));
+        assert_eq!(from[1].not_namespaces[0], StringMatch::Prefix("test".into()));
+        assert_eq!(rule.to.as_ref().unwrap()[0].ports, vec![5432, 5433]);
+    }
+
+    #[test]
+    fn policy_table() {
+        type Check = fn(&AuthorizationPolicy) -> bool;
+        let cases: &[(&str, &str, &str, Result<Check, &str>)] = &[
+            ("deny", "spec:\n", "spec:\n  action: DENY\n", Ok(|p| p.action == Action::Deny)),
+            ("l7 methods", "ports: ['5432', 5433]", "ports: ['5432'], methods: [GET]", Ok(|p| p.rules[0].has_l7_fields && p.rules[0].l7_fields == ["methods"])),
+            ("l7 when", "  rules:\n", "  rules:\n  - when: [{key: request.headers[x], values: [y]}]\n", Ok(|p| p.rules[0].l7_fields == ["when"] && !p.rules[1].has_l7_fields)),
+            ("l7 request principals", "notNamespaces: [test*]", "requestPrincipals: ['*']", Ok(|p| p.rules[0].l7_fields == ["requestPrincipals"])),
+            ("unknown field", "  rules:\n", "  rulez:\n", Err("<decode>")),
+            ("audit rejected", "spec:\n", "spec:\n  action: AUDIT\n", Err("spec.action")),
+            ("typo action", "spec:\n", "spec:\n  action: allow\n", Err("spec.action")),
+            ("bad port", "5433]", "70000]", Err("spec.rules[0].to[0].operation.ports[1]")),
+            ("bad ip block", "192.168.1.1", "192.168.1.300", Err("spec.rules[0].from[0].source.ipBlocks[1]")),
+            ("bad service account", "[shop/api]", "[shop]", Err("spec.rules[0].from[1].source.serviceAccounts[0]")),
+            ("selector with target", "spec:\n", "spec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]\n", Err("spec.selector")),
+        ];
+        for (case, from, to, want) in cases {
+            assert!(BASE.contains(from), "{case}: edit does not apply");
+            let edited = BASE.replacen(from, to, 1);
+            // Unknown fields fail at decode time, the others in conversion.
+            let resource: Result<AuthorizationPolicyResource, _> = serde_yaml::from_str(&edited);
+            let got = match resource {
+                Ok(resource) => authorization_policy(&resource),
+                Err(err) => Err(ConvertError::new("<decode>", err.to_string())),
+            };
+            match (got, want) {
+                (Ok(p), Ok(check)) => assert!(check(&p), "{case}: {p:?}"),
+                (Err(err), Err(field)) => assert_eq!(err.field, *field, "{case}: {err}"),
+                (got, _) => panic!("{case}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_spec_is_allow_nothing() {
+        let p = authorization_policy(&from_yaml(
+            "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {}",
+        ))
+        .unwrap();
+        assert_eq!((p.action, p.rules.len(), p.namespace.as_str()), (Action::Allow, 0, "default"));
+    }
+}

@@ -1,0 +1,310 @@
+//! Manifest text → typed Kubernetes objects → model, with errors that point into the file.
+//!
+//! Each YAML document is first read as a generic value (so its `kind` picks the type, and a
+//! syntax error is reported as such), then decoded into the k8s-openapi type (or our
+//! AuthorizationPolicy type) with `serde_path_to_error` so a type error names its field path,
+//! then converted by [`crate::convert`], the same code the Kubernetes API source will use.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::convert::{self, AuthorizationPolicyResource, ConvertError};
+use crate::error::{Location, ManifestError, ManifestErrors};
+use crate::model::{self, Namespace, Secret, Service, Workload, DEFAULT_NAMESPACE};
+use crate::policy::AuthorizationPolicy;
+use crate::snapshot::{Conflict, Objects, Snapshot, SnapshotOptions};
+
+/// The kinds the mesh keeps; everything else is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    Secret,
+    AuthorizationPolicy,
+}
+
+const ISTIO_SECURITY_GROUP: &str = "security.istio.io";
+
+impl Kind {
+    fn parse(kind: &str) -> Option<Kind> {
+        Some(match kind {
+            "Namespace" => Kind::Namespace,
+            "Pod" => Kind::Pod,
+            "Service" => Kind::Service,
+            "EndpointSlice" => Kind::EndpointSlice,
+            "Secret" => Kind::Secret,
+            "AuthorizationPolicy" => Kind::AuthorizationPolicy,
+            _ => return None,
+        })
+    }
+
+    fn api_versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Secret => &["v1"],
+            Kind::EndpointSlice => &["discovery.k8s.io/v1"],
+            Kind::AuthorizationPolicy => &["security.istio.io/v1", "security.istio.io/v1beta1"],
+        }
+    }
+}
+
+/// A converted object, ready to be added to [`Objects`].
+enum Converted {
+    Namespace(Namespace),
+    Workload(Workload),
+    Service(Service),
+    EndpointSlice(model::EndpointSlice),
+    Secret(Secret),
+    Policy(AuthorizationPolicy),
+}
+
+impl Converted {
+    fn key(&self) -> (Kind, &str, &str) {
+        match self {
+            Converted::Namespace(o) => (Kind::Namespace, "", &o.name),
+            Converted::Workload(o) => (Kind::Pod, &o.namespace, &o.name),
+            Converted::Service(o) => (Kind::Service, &o.namespace, &o.name),
+            Converted::EndpointSlice(o) => (Kind::EndpointSlice, &o.namespace, &o.name),
+            Converted::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
+            Converted::Policy(o) => (Kind::AuthorizationPolicy, &o.namespace, &o.name),
+        }
+    }
+}
+
+/// Gathers objects from many files, remembering where each came from, and every problem.
+#[derive(Default)]
+pub(crate) struct Collector {
+    objects: Objects,
+    origins: HashMap<(Kind, String, String), Location>,
+    errors: Vec<ManifestError>,
+}
+
+impl Collector {
+    pub(crate) fn read_error(&mut self, path: &Path, source: io::Error) {
+        self.errors.push(ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        });
+    }
+
+    /// Decodes every document of one file.
+    pub(crate) fn add_file(&mut self, path: &Path, text: &str) {
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let location = Location {
+                file: path.to_owned(),
+                document: index + 1,
+            };
+            let parsed = Value::deserialize(document).and_then(|mut value| {
+                // YAML merge keys (`<<: *defaults`) are plain keys until applied.
+                value.apply_merge().map(|()| value)
+            });
+            match parsed {
+                Ok(value) => self.add_value(value, &location, ""),
+                Err(err) => {
+                    self.errors.push(ManifestError::Yaml {
+                        location,
+                        message: err.to_string(),
+                    });
+                    // The parser cannot resynchronise after a syntax error; later documents
+                    // of this file are not read.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Decodes one object; `prefix` is the field path of a `List` item (`items[2].`).
+    fn add_value(&mut self, value: Value, location: &Location, prefix: &str) {
+        if value.is_null() {
+            return; // an empty document, e.g. a trailing `---`
+        }
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let object = describe(&kind, &value);
+        let field_error = |field: &str, message: String| ManifestError::Field {
+            location: location.clone(),
+            object: object.clone(),
+            field: format!("{prefix}{field}"),
+            message,
+        };
+        if kind.is_empty() {
+            let message = "missing; every manifest needs apiVersion and kind".to_owned();
+            self.errors.push(field_error("kind", message));
+            return;
+        }
+        // `kubectl get -o yaml` writes a List of objects.
+        if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
+            if let Some(Value::Sequence(items)) = value.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    self.add_value(item.clone(), location, &format!("{prefix}items[{i}]."));
+                }
+            }
+            return;
+        }
+        let Some(known) = Kind::parse(&kind) else {
+            tracing::debug!(file = %location.file.display(), document = location.document, %kind, "kind not used by the mesh; skipped");
+            return;
+        };
+        if !known.api_versions().contains(&api_version.as_str()) {
+            // Another project's CRD may share a kind name; only our groups' are ours to judge.
+            if known == Kind::AuthorizationPolicy
+                && !api_version.starts_with(&format!("{ISTIO_SECURITY_GROUP}/"))
+            {
+                tracing::debug!(file = %location.file.display(), %api_version, "AuthorizationPolicy of another group; skipped");
+                return;
+            }
+            let message = format!(
+                "{api_version:?} is not supported for {kind}; use {}",
+                known.api_versions().join(" or ")
+            );
+            self.errors.push(field_error("apiVersion", message));
+            return;
+        }
+
+        let converted = match convert_value(known, value) {
+            Ok(Some(converted)) => converted,
+            Ok(None) => return,
+            Err(Problem::Decode { field, message }) => {
+                let message = format!("{message}; fix it to match the {kind} schema of {api_version}");
+                self.errors.push(field_error(&field, message));
+                return;
+            }
+            Err(Problem::Convert(ConvertError { field, problem })) => {
+                self.errors.push(field_error(&field, problem));
+                return;
+            }
+        };
+        let (k, ns, name) = converted.key();
+        let key = (k, ns.to_owned(), name.to_owned());
+        if let Some(first) = self.origins.get(&key) {
+            self.errors.push(ManifestError::Duplicate {
+                location: location.clone(),
+                object,
+                first: first.clone(),
+            });
+            return;
+        }
+        self.origins.insert(key, location.clone());
+        let objects = &mut self.objects;
+        match converted {
+            Converted::Namespace(o) => objects.namespaces.push(o),
+            Converted::Workload(o) => objects.workloads.push(o),
+            Converted::Service(o) => objects.services.push(o),
+            Converted::EndpointSlice(o) => objects.endpoint_slices.push(o),
+            Converted::Secret(o) => objects.secrets.push(o),
+            Converted::Policy(o) => objects.policies.push(o),
+        }
+    }
+
+    /// Builds the snapshot if every document was good and no two objects claim one address.
+    pub(crate) fn finish(mut self, options: &SnapshotOptions) -> Result<Snapshot, ManifestErrors> {
+        if let Some(errors) = ManifestErrors::new(std::mem::take(&mut self.errors)) {
+            return Err(errors);
+        }
+        let (snapshot, conflicts) = Snapshot::build(self.objects, options);
+        let errors = conflicts
+            .into_iter()
+            .map(|conflict| {
+                let (kind, what, kept, dropped) = match conflict {
+                    Conflict::WorkloadIp { ip, kept, dropped } => {
+                        (Kind::Pod, format!("pod IP {ip}"), kept, dropped)
+                    }
+                    Conflict::ServiceVip { ip, port, kept, dropped } => {
+                        (Kind::Service, format!("cluster IP and port {ip}:{port}"), kept, dropped)
+                    }
+                };
+                let origin = |(ns, name): &(String, String)| {
+                    self.origins
+                        .get(&(kind, ns.clone(), name.clone()))
+                        .cloned()
+                        .unwrap_or_else(|| Location {
+                            file: "<unknown>".into(),
+                            document: 0,
+                        })
+                };
+                ManifestError::Conflict {
+                    location: origin(&dropped),
+                    object: format!("{kind:?} {}/{}", dropped.0, dropped.1),
+                    what,
+                    other_object: format!("{kind:?} {}/{}", kept.0, kept.1),
+                    other_location: origin(&kept),
+                }
+            })
+            .collect();
+        match ManifestErrors::new(errors) {
+            Some(errors) => Err(errors),
+            None => Ok(snapshot),
+        }
+    }
+}
+
+enum Problem {
+    Decode { field: String, message: String },
+    Convert(ConvertError),
+}
+
+impl From<ConvertError> for Problem {
+    fn from(err: ConvertError) -> Self {
+        Problem::Convert(err)
+    }
+}
+
+fn convert_value(kind: Kind, value: Value) -> Result<Option<Converted>, Problem> {
+    Ok(Some(match kind {
+        Kind::Namespace => Converted::Namespace(convert::namespace(&decode::<core::Namespace>(value)?)?),
+        Kind::Pod => Converted::Workload(convert::workload(&decode::<core::Pod>(value)?)?),
+        Kind::Service => Converted::Service(convert::service(&decode::<core::Service>(value)?)?),
+        Kind::EndpointSlice => {
+            let slice = decode::<discovery::EndpointSlice>(value)?;
+            match convert::endpoint_slice(&slice)? {
+                Some(slice) => Converted::EndpointSlice(slice),
+                None => return Ok(None),
+            }
+        }
+        Kind::Secret => Converted::Secret(convert::secret(&decode::<core::Secret>(value)?)?),
+        Kind::AuthorizationPolicy => Converted::Policy(convert::authorization_policy(
+            &decode::<AuthorizationPolicyResource>(value)?,
+        )?),
+    }))
+}
+
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = match err.path().to_string() {
+            path if path == "." || path.is_empty() => "(document root)".to_owned(),
+            path => path,
+        };
+        Problem::Decode {
+            field,
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+/// `Pod shop/web-0`, from whatever the document says before it is decoded.
+fn describe(kind: &str, value: &Value) -> String {
+    let kind = if kind.is_empty() { "object" } else { kind };
+    let meta = value.get("metadata");
+    let field = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str);
+    match (field("name"), kind) {
+        (None, _) => format!("{kind} without a name"),
+        (Some(name), "Namespace") => format!("Namespace {name}"),
+        (Some(name), _) => format!("{kind} {}/{name}", field("namespace").unwrap_or(DEFAULT_NAMESPACE)),
+    }
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;
