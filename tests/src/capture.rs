@@ -14,6 +14,8 @@ use crate::error::{HarnessError, Result};
 use crate::netns::Netns;
 use crate::process::{Process, ProcessSpec};
 
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// A running capture. Dropping it stops tcpdump and discards the result.
 #[derive(Debug)]
 pub struct Capture {
@@ -30,11 +32,13 @@ impl Capture {
             netns.name(),
             rand::random::<u32>()
         ));
+        // --immediate-mode: hand each packet to tcpdump at once; otherwise packets wait in a
+        // kernel ring block that SIGINT abandons ("N received by filter, 0 captured").
         // -Z root: Debian's tcpdump otherwise drops to user `tcpdump`, which cannot write into
         // the cluster's root-only temp dir. -s 0: whole packets, the payload is what we check.
         let mut spec = ProcessSpec::new("tcpdump")
             .name(format!("tcpdump-{interface}"))
-            .args(["-i", interface, "-n", "-U", "-s", "0", "-Z", "root", "-w"])
+            .args(["-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root", "-w"])
             .arg(&file);
         if !filter.trim().is_empty() {
             spec = spec.args(filter.split_whitespace());
@@ -50,6 +54,8 @@ impl Capture {
 
     /// Stop tcpdump and return what it captured.
     pub fn stop(mut self) -> Result<Packets> {
+        // Let tcpdump drain packets that arrived just before the stop.
+        std::thread::sleep(SETTLE);
         self.process.stop_with(Signal::SIGINT)?;
         let bytes = std::fs::read(&self.file).map_err(|e| HarnessError::file("reading", &self.file, e))?;
         parse_pcap(&bytes)

@@ -8,7 +8,9 @@ use std::time::Duration;
 pub const NEEDS_ROOT: &str =
     "this test needs root (network namespaces): run as root, e.g. sudo -E cargo test";
 
-#[derive(Debug, thiserror::Error)]
+/// `Debug` prints the same text as `Display`: a test returning `Result` or calling `unwrap`
+/// then shows "this test needs root …" rather than `NotRoot`.
+#[derive(thiserror::Error)]
 pub enum HarnessError {
     #[error("{NEEDS_ROOT}")]
     NotRoot,
@@ -73,6 +75,12 @@ pub enum HarnessError {
 
     #[error("{0}")]
     Invalid(String),
+}
+
+impl std::fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, HarnessError>;
