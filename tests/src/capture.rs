@@ -38,7 +38,18 @@ impl Capture {
         // the cluster's root-only temp dir. -s 0: whole packets, the payload is what we check.
         let mut spec = ProcessSpec::new("tcpdump")
             .name(format!("tcpdump-{interface}"))
-            .args(["-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root", "-w"])
+            .args([
+                "-i",
+                interface,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "0",
+                "-Z",
+                "root",
+                "-w",
+            ])
             .arg(&file);
         if !filter.trim().is_empty() {
             spec = spec.args(filter.split_whitespace());
@@ -57,7 +68,8 @@ impl Capture {
         // Let tcpdump drain packets that arrived just before the stop.
         std::thread::sleep(SETTLE);
         self.process.stop_with(Signal::SIGINT)?;
-        let bytes = std::fs::read(&self.file).map_err(|e| HarnessError::file("reading", &self.file, e))?;
+        let bytes =
+            std::fs::read(&self.file).map_err(|e| HarnessError::file("reading", &self.file, e))?;
         parse_pcap(&bytes)
     }
 }
@@ -95,7 +107,9 @@ impl Packets {
 /// Minimal pcap reader (classic format, either byte order, micro- or nanosecond stamps).
 pub fn parse_pcap(bytes: &[u8]) -> Result<Packets> {
     let bad = |what: &str| HarnessError::Invalid(format!("pcap: {what}"));
-    let magic = bytes.get(..4).ok_or_else(|| bad("file shorter than its header"))?;
+    let magic = bytes
+        .get(..4)
+        .ok_or_else(|| bad("file shorter than its header"))?;
     let little = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,

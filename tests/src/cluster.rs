@@ -74,7 +74,10 @@ impl ClusterBuilder {
     }
 
     /// Chain a plugin whose config depends on the node (paths under [`Node::dir`], its name).
-    pub fn chain_plugin_per_node(mut self, config: impl Fn(&Node) -> Value + Send + Sync + 'static) -> Self {
+    pub fn chain_plugin_per_node(
+        mut self,
+        config: impl Fn(&Node) -> Value + Send + Sync + 'static,
+    ) -> Self {
         self.chained.push(Arc::new(config));
         self
     }
@@ -160,7 +163,8 @@ impl Node {
     /// The conflist pods on this node are attached with (first `*.conflist` in sort order).
     pub fn network_list(&self) -> Result<NetworkList> {
         let dir = self.cni_conf_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|e| HarnessError::file("listing", &dir, e))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| HarnessError::file("listing", &dir, e))?;
         let mut lists: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|ext| ext == "conflist"))
@@ -256,10 +260,10 @@ impl Cluster {
         self.fabric = self.create_netns(&name)?;
         let bridge = self.fabric_bridge();
         let address = format!("{}/24", self.control_plane_ip());
-        self.fabric.ip(&["link", "add", &bridge, "type", "bridge"])?;
+        self.fabric
+            .ip(&["link", "add", &bridge, "type", "bridge"])?;
         self.fabric.ip(&["addr", "add", &address, "dev", &bridge])?;
-        self.fabric.ip(&["link", "set", &bridge, "up"])
-            .map(|_| ())
+        self.fabric.ip(&["link", "set", &bridge, "up"]).map(|_| ())
     }
 
     fn create_node(&mut self, index: usize, builder: &ClusterBuilder) -> Result<()> {
@@ -270,15 +274,28 @@ impl Cluster {
         let ip = Ipv4Addr::new(10, x, 0, 10 + index as u8);
         // Both veth ends are born inside namespaces: nothing ever appears in the root one.
         let fabric_ns = self.fabric.name().to_string();
-        netns.ip(&["link", "add", &underlay, "type", "veth", "peer", "name", &fabric_end, "netns", &fabric_ns])?;
-        self.fabric.ip(&["link", "set", &fabric_end, "master", &self.fabric_bridge()])?;
+        netns.ip(&[
+            "link",
+            "add",
+            &underlay,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &fabric_end,
+            "netns",
+            &fabric_ns,
+        ])?;
+        self.fabric
+            .ip(&["link", "set", &fabric_end, "master", &self.fabric_bridge()])?;
         self.fabric.ip(&["link", "set", &fabric_end, "up"])?;
         netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &underlay])?;
         netns.ip(&["link", "set", &underlay, "up"])?;
         // A node routes between its pods and the other nodes, like a kubelet host.
         netns.sysctl(&[("net.ipv4.ip_forward", "1")])?;
         let dir = self.root.join("nodes").join(format!("node-{index}"));
-        std::fs::create_dir_all(dir.join("net.d")).map_err(|e| HarnessError::file("creating", &dir, e))?;
+        std::fs::create_dir_all(dir.join("net.d"))
+            .map_err(|e| HarnessError::file("creating", &dir, e))?;
         let node = Node {
             index,
             name: format!("node-{index}"),
@@ -423,7 +440,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Err(error) = self.teardown_inner() {
-            eprintln!("ambit-tests: teardown of cluster {} incomplete: {error}", self.prefix);
+            eprintln!(
+                "ambit-tests: teardown of cluster {} incomplete: {error}",
+                self.prefix
+            );
         }
     }
 }

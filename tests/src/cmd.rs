@@ -51,9 +51,13 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// killed when the timeout passes, so nothing outlives the call.
 pub fn run_unchecked(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output> {
     let command = describe(cmd);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn {
         command: command.clone(),
         source,

@@ -58,7 +58,9 @@ impl NetworkList {
 
     pub fn from_json(value: &Value) -> Result<NetworkList> {
         let invalid = |what: &str| HarnessError::Invalid(format!("CNI conflist: {what}"));
-        let name = value["name"].as_str().ok_or_else(|| invalid("missing `name`"))?;
+        let name = value["name"]
+            .as_str()
+            .ok_or_else(|| invalid("missing `name`"))?;
         let cni_version = value["cniVersion"]
             .as_str()
             .ok_or_else(|| invalid("missing `cniVersion`"))?;
@@ -88,10 +90,11 @@ impl NetworkList {
     /// Write as pretty JSON, atomically (a watcher such as the ambit-cni installer must never
     /// see half a file).
     pub fn store(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(&self.to_json()).map_err(|e| HarnessError::Encode {
-            what: "CNI conflist".into(),
-            message: e.to_string(),
-        })?;
+        let text =
+            serde_json::to_string_pretty(&self.to_json()).map_err(|e| HarnessError::Encode {
+                what: "CNI conflist".into(),
+                message: e.to_string(),
+            })?;
         crate::manifests::write_atomic(path, text.as_bytes())
     }
 }
@@ -129,7 +132,9 @@ impl CniRunner {
             let result = self.invoke("ADD", list, plugin, prev.as_ref(), rt)?;
             prev = Some(result);
         }
-        prev.ok_or_else(|| HarnessError::Invalid(format!("CNI list `{}` has no plugins", list.name)))
+        prev.ok_or_else(|| {
+            HarnessError::Invalid(format!("CNI list `{}` has no plugins", list.name))
+        })
     }
 
     /// DEL every plugin in reverse order with the cached ADD result. Unlike libcni it goes on
@@ -192,10 +197,9 @@ impl CniRunner {
 
 /// The stdin of one plugin: its config plus the list's name and version and `prevResult`.
 pub fn one_config(list: &NetworkList, plugin: &Value, prev: Option<&Value>) -> Result<Vec<u8>> {
-    let mut conf: Map<String, Value> = plugin
-        .as_object()
-        .cloned()
-        .ok_or_else(|| HarnessError::Invalid(format!("CNI plugin config is not an object: {plugin}")))?;
+    let mut conf: Map<String, Value> = plugin.as_object().cloned().ok_or_else(|| {
+        HarnessError::Invalid(format!("CNI plugin config is not an object: {plugin}"))
+    })?;
     conf.insert("name".into(), Value::String(list.name.clone()));
     conf.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
     if let Some(prev) = prev {
@@ -255,10 +259,14 @@ pub fn result_ipv4(result: &Value, ifname: &str) -> Option<(Ipv4Addr, u8)> {
         };
         iface["name"] == ifname && iface.get("sandbox").is_some()
     };
-    result["ips"].as_array()?.iter().filter(|ip| belongs(ip)).find_map(|ip| {
-        let (addr, len) = ip["address"].as_str()?.split_once('/')?;
-        Some((addr.parse().ok()?, len.parse().ok()?))
-    })
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter(|ip| belongs(ip))
+        .find_map(|ip| {
+            let (addr, len) = ip["address"].as_str()?.split_once('/')?;
+            Some((addr.parse().ok()?, len.parse().ok()?))
+        })
 }
 
 #[cfg(test)]
@@ -269,7 +277,10 @@ mod tests {
         NetworkList {
             name: "ambit".into(),
             cni_version: CNI_VERSION.into(),
-            plugins: vec![json!({"type": "bridge", "bridge": "br0"}), json!({"type": "ambit-cni"})],
+            plugins: vec![
+                json!({"type": "bridge", "bridge": "br0"}),
+                json!({"type": "ambit-cni"}),
+            ],
         }
     }
 
@@ -307,7 +318,10 @@ mod tests {
                 {"address": "10.1.1.5/24", "gateway": "10.1.1.1", "interface": 2}
             ]
         });
-        assert_eq!(result_ipv4(&result, "eth0"), Some((Ipv4Addr::new(10, 1, 1, 5), 24)));
+        assert_eq!(
+            result_ipv4(&result, "eth0"),
+            Some((Ipv4Addr::new(10, 1, 1, 5), 24))
+        );
         assert_eq!(result_ipv4(&result, "eth1"), None);
     }
 }

@@ -86,7 +86,11 @@ impl std::fmt::Debug for HarnessError {
 pub type Result<T> = std::result::Result<T, HarnessError>;
 
 impl HarnessError {
-    pub(crate) fn file(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn file(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         HarnessError::File {
             action,
             path: path.into(),

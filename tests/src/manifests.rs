@@ -347,7 +347,10 @@ mod tests {
             node_name: "node-0".into(),
             host_ip: Ipv4Addr::new(10, 20, 0, 10),
             service_account: "default".into(),
-            ports: vec![ContainerPort { name: Some("http".into()), port: 8080 }],
+            ports: vec![ContainerPort {
+                name: Some("http".into()),
+                port: 8080,
+            }],
             ip: Some(Ipv4Addr::new(10, 20, 1, 2)),
         }
     }
@@ -360,8 +363,15 @@ mod tests {
         assert_eq!(v["status"]["podIP"], "10.20.1.2");
         assert_eq!(v["status"]["podIPs"][0]["ip"], "10.20.1.2");
         assert_eq!(v["status"]["phase"], "Running");
-        assert_eq!(v["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
-        let pending = PodObject { ip: None, ..pod("web-1", "web") }.render();
+        assert_eq!(
+            v["spec"]["containers"][0]["ports"][0]["containerPort"],
+            8080
+        );
+        let pending = PodObject {
+            ip: None,
+            ..pod("web-1", "web")
+        }
+        .render();
         assert_eq!(pending["status"]["phase"], "Pending");
         assert!(pending["status"].get("podIP").is_none());
     }
@@ -374,9 +384,16 @@ mod tests {
             labels: Labels::new(),
             selector: [("app".to_string(), "web".to_string())].into(),
             vip: Ipv4Addr::new(10, 20, 200, 1),
-            ports: vec![ServicePort { name: "http".into(), port: 80, target_port: 8080 }],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+            }],
         };
-        let pending = PodObject { ip: None, ..pod("web-1", "web") };
+        let pending = PodObject {
+            ip: None,
+            ..pod("web-1", "web")
+        };
         let pods = [pod("web-0", "web"), pod("db-0", "db"), pending];
         let slice = svc.render_endpoints(pods.iter());
         let endpoints = slice["endpoints"].as_array().cloned().unwrap_or_default();
@@ -390,7 +407,9 @@ mod tests {
         let temp = tempfile::tempdir().map_err(|e| HarnessError::file("creating", "tempdir", e))?;
         let mut dir = ManifestDir::create(temp.path().join("m"))?;
         let mut objects = ClusterObjects::default();
-        objects.pods.insert(("shop".into(), "web-0".into()), pod("web-0", "web"));
+        objects
+            .pods
+            .insert(("shop".into(), "web-0".into()), pod("web-0", "web"));
         dir.sync(&objects.files())?;
         let file = dir.path().join("20-pod.shop.web-0.yaml");
         let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -398,7 +417,9 @@ mod tests {
         objects.pods.clear();
         dir.sync(&objects.files())?;
         assert!(!file.exists());
-        assert!(dir.sync(&[("../x.yaml".to_string(), vec![])].into()).is_err());
+        assert!(dir
+            .sync(&[("../x.yaml".to_string(), vec![])].into())
+            .is_err());
         Ok(())
     }
 }

@@ -13,7 +13,9 @@ use crate::cluster::Cluster;
 use crate::cmd::Output;
 use crate::cni::{self, CniRunner, NetworkList, RuntimeConf};
 use crate::error::{HarnessError, Result};
-use crate::manifests::{ContainerPort, Labels, NamespaceObject, PodObject, ServiceObject, ServicePort};
+use crate::manifests::{
+    ContainerPort, Labels, NamespaceObject, PodObject, ServiceObject, ServicePort,
+};
 use crate::netns::{self, Netns};
 use crate::process::{Process, ProcessSpec};
 
@@ -137,7 +139,12 @@ impl Pod {
     }
 
     /// Run a command inside the pod with a timeout; the caller judges the exit status.
-    pub fn exec_output<I, S>(&self, program: impl AsRef<OsStr>, args: I, timeout: Duration) -> Result<Output>
+    pub fn exec_output<I, S>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: I,
+        timeout: Duration,
+    ) -> Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -146,7 +153,13 @@ impl Pod {
     }
 
     fn runtime_conf(&self) -> RuntimeConf {
-        runtime_conf(&self.namespace, &self.name, &self.uid, &self.container_id, &self.netns)
+        runtime_conf(
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            &self.container_id,
+            &self.netns,
+        )
     }
 
     /// DEL the chain this pod was added with, in the node's namespace.
@@ -201,7 +214,13 @@ impl ServiceSpec {
     }
 }
 
-fn runtime_conf(namespace: &str, name: &str, uid: &str, container_id: &str, netns: &Netns) -> RuntimeConf {
+fn runtime_conf(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    container_id: &str,
+    netns: &Netns,
+) -> RuntimeConf {
     RuntimeConf {
         container_id: container_id.to_string(),
         netns_path: netns.path(),
@@ -218,7 +237,14 @@ fn runtime_conf(namespace: &str, name: &str, uid: &str, container_id: &str, netn
 
 fn random_uid() -> String {
     let hex = format!("{:032x}", rand::random::<u128>());
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 impl Cluster {
@@ -227,14 +253,24 @@ impl Cluster {
     /// names the plugin and what it said.
     pub fn add_pod(&mut self, spec: PodSpec) -> Result<Pod> {
         let node = self.nodes.get(spec.node).cloned().ok_or_else(|| {
-            HarnessError::Invalid(format!("pod {}: no node {} in this cluster", spec.name, spec.node))
+            HarnessError::Invalid(format!(
+                "pod {}: no node {} in this cluster",
+                spec.name, spec.node
+            ))
         })?;
         let key = (spec.namespace.clone(), spec.name.clone());
         if self.objects.pods.contains_key(&key) {
-            return Err(HarnessError::Invalid(format!("pod {}/{} already exists", key.0, key.1)));
+            return Err(HarnessError::Invalid(format!(
+                "pod {}/{} already exists",
+                key.0, key.1
+            )));
         }
         let uid = random_uid();
-        let container_id = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        let container_id = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
         // Published first without an IP, like a scheduled pod whose sandbox is being created:
         // ambit-cni / ztunnel may look the pod up by name during ADD.
         let mut object = PodObject {
@@ -295,7 +331,10 @@ impl Cluster {
         };
         let added = runner.add(&network, &rt).and_then(|result| {
             let (ip, _) = cni::result_ipv4(&result, POD_IFNAME).ok_or_else(|| {
-                HarnessError::Invalid(format!("CNI result for pod {} has no IPv4 for {POD_IFNAME}: {result}", spec.name))
+                HarnessError::Invalid(format!(
+                    "CNI result for pod {} has no IPv4 for {POD_IFNAME}: {result}",
+                    spec.name
+                ))
             })?;
             Ok((result, ip))
         });
@@ -335,13 +374,20 @@ impl Cluster {
             .pods
             .iter()
             .position(|p| p.netns.name() == pod.netns.name())
-            .ok_or_else(|| HarnessError::Invalid(format!("pod {}/{} is not in this cluster", pod.namespace, pod.name)))?;
+            .ok_or_else(|| {
+                HarnessError::Invalid(format!(
+                    "pod {}/{} is not in this cluster",
+                    pod.namespace, pod.name
+                ))
+            })?;
         let pod = self.pods.remove(position);
         let del = pod.cni_del(&self.cni_path);
         netns::kill_all_in(pod.netns.name());
         netns::delete(pod.netns.name())?;
         self.created.retain(|n| n != pod.netns.name());
-        self.objects.pods.remove(&(pod.namespace.clone(), pod.name.clone()));
+        self.objects
+            .pods
+            .remove(&(pod.namespace.clone(), pod.name.clone()));
         self.sync_manifests()?;
         del
     }
@@ -353,11 +399,9 @@ impl Cluster {
     /// Replace a pod's labels (e.g. `istio.io/dataplane-mode`) and rewrite its manifest.
     pub fn set_pod_labels(&mut self, pod: &Pod, labels: Labels) -> Result<()> {
         let key = (pod.namespace.clone(), pod.name.clone());
-        let object = self
-            .objects
-            .pods
-            .get_mut(&key)
-            .ok_or_else(|| HarnessError::Invalid(format!("pod {}/{} is not in this cluster", key.0, key.1)))?;
+        let object = self.objects.pods.get_mut(&key).ok_or_else(|| {
+            HarnessError::Invalid(format!("pod {}/{} is not in this cluster", key.0, key.1))
+        })?;
         object.labels = labels;
         self.sync_manifests()
     }
@@ -378,11 +422,16 @@ impl Cluster {
     /// EndpointSlice (kept in step with pods as they come and go).
     pub fn add_service(&mut self, spec: ServiceSpec) -> Result<ServiceObject> {
         if self.next_vip == u8::MAX {
-            return Err(HarnessError::Invalid("Service VIP range 10.X.200.0/24 is full".into()));
+            return Err(HarnessError::Invalid(
+                "Service VIP range 10.X.200.0/24 is full".into(),
+            ));
         }
         let key = (spec.namespace.clone(), spec.name.clone());
         if self.objects.services.contains_key(&key) {
-            return Err(HarnessError::Invalid(format!("service {}/{} already exists", key.0, key.1)));
+            return Err(HarnessError::Invalid(format!(
+                "service {}/{} already exists",
+                key.0, key.1
+            )));
         }
         let service = ServiceObject {
             namespace: spec.namespace.clone(),

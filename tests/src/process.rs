@@ -91,7 +91,8 @@ impl Process {
         let log_path = netns
             .log_dir()
             .join(format!("{}-{}-{seq}.log", netns.name(), spec.name));
-        let log = File::create(&log_path).map_err(|e| HarnessError::file("creating", &log_path, e))?;
+        let log =
+            File::create(&log_path).map_err(|e| HarnessError::file("creating", &log_path, e))?;
         let log_err = log
             .try_clone()
             .map_err(|e| HarnessError::file("duplicating", &log_path, e))?;
@@ -140,10 +141,13 @@ impl Process {
     /// `None` while running, the exit status once it has exited.
     pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
         if self.exit.is_none() {
-            self.exit = self.child.try_wait().map_err(|source| HarnessError::Spawn {
-                command: self.command.clone(),
-                source,
-            })?;
+            self.exit = self
+                .child
+                .try_wait()
+                .map_err(|source| HarnessError::Spawn {
+                    command: self.command.clone(),
+                    source,
+                })?;
         }
         Ok(self.exit)
     }
@@ -188,9 +192,11 @@ impl Process {
 
     /// Wait for the log to contain `needle`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<String> {
-        self.wait_for_line(&format!("log line containing {needle:?}"), timeout, |line| {
-            line.contains(needle)
-        })
+        self.wait_for_line(
+            &format!("log line containing {needle:?}"),
+            timeout,
+            |line| line.contains(needle),
+        )
     }
 
     /// Send a signal to the process (not its group), e.g. SIGHUP to reload.

@@ -104,7 +104,9 @@ pub fn sweep_stale() -> Result<SweepReport> {
 pub fn harness_prefix(name: &str) -> Option<&str> {
     let prefix = name.get(..NAME_PREFIX.len() + 5)?;
     let hex = prefix.strip_prefix(NAME_PREFIX)?;
-    let is_ours = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    let is_ours = hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && name[prefix.len()..].starts_with('-');
     is_ours.then_some(prefix)
 }

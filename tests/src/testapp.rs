@@ -20,7 +20,8 @@ pub fn testapp_path() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(TESTAPP_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
     let candidates: Vec<PathBuf> = exe
         .ancestors()
         .skip(1)
@@ -97,7 +98,12 @@ impl TestApp {
 
     /// Start an HTTP/1.1 server answering every request with `body_bytes` bytes.
     pub fn http_server(&self, netns: &Netns, port: u16, body_bytes: usize) -> Result<Process> {
-        self.server(netns, "http", port, &["--body-bytes".into(), body_bytes.to_string()])
+        self.server(
+            netns,
+            "http",
+            port,
+            &["--body-bytes".into(), body_bytes.to_string()],
+        )
     }
 
     fn server(&self, netns: &Netns, mode: &str, port: u16, extra: &[String]) -> Result<Process> {
@@ -130,7 +136,9 @@ impl TestApp {
         }
         let stdout = netns.exec(&self.path, &args)?;
         EchoReport::parse(stdout.trim()).ok_or_else(|| {
-            HarnessError::Invalid(format!("unexpected ambit-testapp client output: {stdout:?}"))
+            HarnessError::Invalid(format!(
+                "unexpected ambit-testapp client output: {stdout:?}"
+            ))
         })
     }
 }
@@ -141,9 +149,13 @@ mod tests {
 
     #[test]
     fn parses_client_report() {
-        let line = "sent=5 received=5 sent_sha256=ab received_sha256=ab peer=10.1.2.3:80 elapsed_ms=1";
+        let line =
+            "sent=5 received=5 sent_sha256=ab received_sha256=ab peer=10.1.2.3:80 elapsed_ms=1";
         let report = EchoReport::parse(line);
-        assert_eq!(report.as_ref().map(|r| r.peer.as_str()), Some("10.1.2.3:80"));
+        assert_eq!(
+            report.as_ref().map(|r| r.peer.as_str()),
+            Some("10.1.2.3:80")
+        );
         assert!(report.is_some_and(|r| r.intact()));
         assert_eq!(EchoReport::parse("sent=1"), None);
     }

@@ -35,9 +35,23 @@ fn pod_reaches_pod_on_other_node_with_payload_intact() -> Result<()> {
     let mut cluster = Cluster::builder().nodes(2).build()?;
     let a0 = cluster.add_pod(PodSpec::new("shop", "client-0").on_node(0))?;
     let a1 = cluster.add_pod(PodSpec::new("shop", "client-1").on_node(0))?;
-    let b0 = cluster.add_pod(PodSpec::new("shop", "web-0").on_node(1).label("app", "web").port(8080))?;
-    let _b1 = cluster.add_pod(PodSpec::new("shop", "web-1").on_node(1).label("app", "web").port(8080))?;
-    eprintln!("2x2 cluster {} up in {:?}", cluster.prefix(), started.elapsed());
+    let b0 = cluster.add_pod(
+        PodSpec::new("shop", "web-0")
+            .on_node(1)
+            .label("app", "web")
+            .port(8080),
+    )?;
+    let _b1 = cluster.add_pod(
+        PodSpec::new("shop", "web-1")
+            .on_node(1)
+            .label("app", "web")
+            .port(8080),
+    )?;
+    eprintln!(
+        "2x2 cluster {} up in {:?}",
+        cluster.prefix(),
+        started.elapsed()
+    );
 
     // Pod CIDRs follow the plan: node i hands out 10.X.(i+1).0/24.
     let x = cluster.octet();
@@ -50,7 +64,10 @@ fn pod_reaches_pod_on_other_node_with_payload_intact() -> Result<()> {
     assert!(report.intact(), "{report:?}");
     assert_eq!(report.received, 8 << 20);
     // No NAT anywhere: the server sees the client pod's own address.
-    server.wait_for_log(&format!("accepted from {}:", a0.ip()), Duration::from_secs(5))?;
+    server.wait_for_log(
+        &format!("accepted from {}:", a0.ip()),
+        Duration::from_secs(5),
+    )?;
 
     // Same node, over the node's bridge.
     let same_node = app.echo_client(b0.netns(), b0.addr(8080), 4096, None);
@@ -73,11 +90,24 @@ fn nothing_routes_outside_the_cluster() -> Result<()> {
     let node = cluster.node(0);
     // Nodes and the fabric have no default route and no link to the root namespace.
     assert_eq!(node.netns().ip(&["route", "show", "default"])?.trim(), "");
-    assert_eq!(cluster.fabric().ip(&["route", "show", "default"])?.trim(), "");
+    assert_eq!(
+        cluster.fabric().ip(&["route", "show", "default"])?.trim(),
+        ""
+    );
     for netns in [node.netns(), cluster.fabric(), pod.netns()] {
-        let routed = netns.exec_output("ip", ["route", "get", "192.0.2.1"], None, Duration::from_secs(5))?;
+        let routed = netns.exec_output(
+            "ip",
+            ["route", "get", "192.0.2.1"],
+            None,
+            Duration::from_secs(5),
+        )?;
         let reaches_uplink = routed.success && !routed.stdout.contains(" via 10.");
-        assert!(!reaches_uplink, "{} routes to the uplink: {}", netns.name(), routed.stdout);
+        assert!(
+            !reaches_uplink,
+            "{} routes to the uplink: {}",
+            netns.name(),
+            routed.stdout
+        );
     }
     // From the pod, a non-cluster address is unreachable (dies at the node).
     let out = pod.exec_output(
@@ -106,8 +136,13 @@ fn teardown_removes_every_namespace_link_and_process() -> Result<()> {
     assert!(!leftovers(&prefix).is_empty());
     cluster.teardown()?;
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
-    assert!(!std::path::Path::new(&lease).exists(), "lease {lease} not released");
-    let status = stray.wait().map_err(|e| HarnessError::Invalid(e.to_string()))?;
+    assert!(
+        !std::path::Path::new(&lease).exists(),
+        "lease {lease} not released"
+    );
+    let status = stray
+        .wait()
+        .map_err(|e| HarnessError::Invalid(e.to_string()))?;
     assert!(!status.success(), "stray process was not killed");
     Ok(())
 }
@@ -118,8 +153,11 @@ fn teardown_happens_when_a_test_panics() {
     let (tx, rx) = std::sync::mpsc::channel();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut cluster = Cluster::builder().nodes(2).build().unwrap();
-        tx.send((cluster.prefix().to_string(), cluster.root_dir().to_path_buf()))
-            .unwrap();
+        tx.send((
+            cluster.prefix().to_string(),
+            cluster.root_dir().to_path_buf(),
+        ))
+        .unwrap();
         let pod = cluster.add_pod(PodSpec::new("default", "p")).unwrap();
         let _server = testapp().echo_server(pod.netns(), 8080).unwrap();
         let _agent = cluster
@@ -132,7 +170,10 @@ fn teardown_happens_when_a_test_panics() {
     let (prefix, root) = rx.recv().unwrap();
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
     // Artifacts of a failed test are kept for debugging; clean them up here.
-    assert!(root.join("logs").exists(), "logs of the failed cluster were not kept");
+    assert!(
+        root.join("logs").exists(),
+        "logs of the failed cluster were not kept"
+    );
     let _ = std::fs::remove_dir_all(root);
 }
 
@@ -148,7 +189,11 @@ fn capture_on_the_fabric_sees_plaintext_between_nodes() -> Result<()> {
     let report = app.echo_client(client.netns(), server.addr(9000), 200, Some(&marker))?;
     assert!(report.intact());
     let packets = capture.stop()?;
-    assert!(packets.contains(marker.as_bytes()), "{} frames, marker absent", packets.len());
+    assert!(
+        packets.contains(marker.as_bytes()),
+        "{} frames, marker absent",
+        packets.len()
+    );
     assert!(!packets.contains(b"AMBIT-NEVER-SENT"));
     Ok(())
 }
@@ -208,5 +253,43 @@ fn binaries_run_in_node_and_control_plane_namespaces() -> Result<()> {
     assert!(agent.log()?.contains("accepted from"));
     agent.stop()?;
     assert!(agent.try_exit_status()?.is_some());
+    Ok(())
+}
+
+#[test]
+fn sweep_removes_what_a_crashed_run_left() -> Result<()> {
+    ambit_tests::require_root()?;
+    let crashed = format!("ab{:05x}", rand::random::<u32>() & 0xf_ffff);
+    let orphan = format!("ab{:05x}", rand::random::<u32>() & 0xf_ffff);
+    // A lease whose owner is gone: our pid, but a start time that is not ours.
+    let lease = format!("/run/ambit-tests/net-crashed-{crashed}.lock");
+    std::fs::write(
+        &lease,
+        format!("pid={} start=0 prefix={crashed}\n", std::process::id()),
+    )
+    .map_err(|e| HarnessError::Invalid(e.to_string()))?;
+    let run = |args: &[&str]| ambit_tests::cmd::ip(args);
+    run(&["netns", "add", &format!("{crashed}-n0")])?;
+    run(&["netns", "add", &format!("{orphan}-fab")])?; // no lease at all
+    let mut stray = std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{crashed}-n0"), "sleep", "600"])
+        .spawn()
+        .map_err(|e| HarnessError::Invalid(e.to_string()))?;
+
+    let report = ambit_tests::sweep_stale()?;
+    assert!(
+        report.namespaces.contains(&format!("{crashed}-n0")),
+        "{report:?}"
+    );
+    assert!(
+        report.namespaces.contains(&format!("{orphan}-fab")),
+        "{report:?}"
+    );
+    assert!(leftovers(&crashed).is_empty() && leftovers(&orphan).is_empty());
+    assert!(!std::path::Path::new(&lease).exists());
+    let status = stray
+        .wait()
+        .map_err(|e| HarnessError::Invalid(e.to_string()))?;
+    assert!(!status.success(), "process in a swept namespace survived");
     Ok(())
 }

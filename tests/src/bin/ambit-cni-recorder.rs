@@ -53,6 +53,9 @@ fn main() -> ExitCode {
 
 /// A CNI error on stdout, non-zero exit.
 fn fail(message: &str) -> ExitCode {
-    println!("{}", json!({"cniVersion": "1.0.0", "code": 999, "msg": message}));
+    println!(
+        "{}",
+        json!({"cniVersion": "1.0.0", "code": 999, "msg": message})
+    );
     ExitCode::FAILURE
 }

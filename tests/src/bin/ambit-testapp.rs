@@ -131,7 +131,11 @@ fn http_connection(stream: TcpStream, body_bytes: usize) -> std::io::Result<()> 
         if reader.read_line(&mut request_line)? == 0 {
             return Ok(());
         }
-        let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let target = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let mut content_length = 0usize;
         let mut close = false;
         loop {
@@ -152,7 +156,10 @@ fn http_connection(stream: TcpStream, body_bytes: usize) -> std::io::Result<()> 
                 }
             }
         }
-        std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+        std::io::copy(
+            &mut (&mut reader).take(content_length as u64),
+            &mut std::io::sink(),
+        )?;
         let size = target
             .split_once("bytes=")
             .and_then(|(_, n)| n.split('&').next()?.parse().ok())
@@ -179,8 +186,12 @@ fn connect(args: &[String]) -> AppResult<(TcpStream, Duration)> {
     let timeout = Duration::from_millis(parsed(args, "--timeout-ms", 10_000)?);
     let stream = TcpStream::connect_timeout(&target, timeout)
         .map_err(|e| format!("connect {target}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     Ok((stream, timeout))
 }
@@ -227,7 +238,9 @@ fn client(args: &[String]) -> AppResult<()> {
             hash.update(&chunk);
             sent += len as u64;
         }
-        writer.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+        writer
+            .shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
         Ok(hex(&hash.finalize()))
     });
     let mut reader = stream;
@@ -242,7 +255,9 @@ fn client(args: &[String]) -> AppResult<()> {
         hash.update(&buf[..n]);
         received += n as u64;
     }
-    let sent_sha = sender.join().map_err(|_| "sender thread panicked".to_string())??;
+    let sent_sha = sender
+        .join()
+        .map_err(|_| "sender thread panicked".to_string())??;
     println!(
         "sent={total} received={received} sent_sha256={sent_sha} received_sha256={} peer={peer} elapsed_ms={}",
         hex(&hash.finalize()),
@@ -256,16 +271,23 @@ fn http_get(args: &[String]) -> AppResult<()> {
     let (mut stream, _) = connect(args)?;
     let host = option(args, "--connect").unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| format!("receive: {e}"))?;
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("receive: {e}"))?;
     let head_end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or("response has no header end")?;
     let head = String::from_utf8_lossy(&response[..head_end]);
     let status = head.split_whitespace().nth(1).unwrap_or("?");
-    println!("status={status} body_bytes={}", response.len() - head_end - 4);
+    println!(
+        "status={status} body_bytes={}",
+        response.len() - head_end - 4
+    );
     for line in head.lines().skip(1) {
         println!("header {line}");
     }
