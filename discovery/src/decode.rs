@@ -126,7 +126,11 @@ impl Collector {
         if value.is_null() {
             return; // an empty document, e.g. a trailing `---`
         }
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let api_version = value
             .get("apiVersion")
             .and_then(Value::as_str)
@@ -177,7 +181,8 @@ impl Collector {
             Ok(Some(converted)) => converted,
             Ok(None) => return,
             Err(Problem::Decode { field, message }) => {
-                let message = format!("{message}; fix it to match the {kind} schema of {api_version}");
+                let message =
+                    format!("{message}; fix the value to match the {api_version} {kind} schema");
                 self.errors.push(field_error(&field, message));
                 return;
             }
@@ -208,6 +213,15 @@ impl Collector {
         }
     }
 
+    /// The objects collected, without the address-conflict check of [`Collector::finish`].
+    #[cfg(test)]
+    pub(crate) fn into_objects(self) -> Result<Objects, ManifestErrors> {
+        match ManifestErrors::new(self.errors) {
+            Some(errors) => Err(errors),
+            None => Ok(self.objects),
+        }
+    }
+
     /// Builds the snapshot if every document was good and no two objects claim one address.
     pub(crate) fn finish(mut self, options: &SnapshotOptions) -> Result<Snapshot, ManifestErrors> {
         if let Some(errors) = ManifestErrors::new(std::mem::take(&mut self.errors)) {
@@ -221,9 +235,17 @@ impl Collector {
                     Conflict::WorkloadIp { ip, kept, dropped } => {
                         (Kind::Pod, format!("pod IP {ip}"), kept, dropped)
                     }
-                    Conflict::ServiceVip { ip, port, kept, dropped } => {
-                        (Kind::Service, format!("cluster IP and port {ip}:{port}"), kept, dropped)
-                    }
+                    Conflict::ServiceVip {
+                        ip,
+                        port,
+                        kept,
+                        dropped,
+                    } => (
+                        Kind::Service,
+                        format!("cluster IP and port {ip}:{port}"),
+                        kept,
+                        dropped,
+                    ),
                 };
                 let origin = |(ns, name): &(String, String)| {
                     self.origins
@@ -263,7 +285,9 @@ impl From<ConvertError> for Problem {
 
 fn convert_value(kind: Kind, value: Value) -> Result<Option<Converted>, Problem> {
     Ok(Some(match kind {
-        Kind::Namespace => Converted::Namespace(convert::namespace(&decode::<core::Namespace>(value)?)?),
+        Kind::Namespace => {
+            Converted::Namespace(convert::namespace(&decode::<core::Namespace>(value)?)?)
+        }
         Kind::Pod => Converted::Workload(convert::workload(&decode::<core::Pod>(value)?)?),
         Kind::Service => Converted::Service(convert::service(&decode::<core::Service>(value)?)?),
         Kind::EndpointSlice => {
@@ -274,9 +298,11 @@ fn convert_value(kind: Kind, value: Value) -> Result<Option<Converted>, Problem>
             }
         }
         Kind::Secret => Converted::Secret(convert::secret(&decode::<core::Secret>(value)?)?),
-        Kind::AuthorizationPolicy => Converted::Policy(convert::authorization_policy(
-            &decode::<AuthorizationPolicyResource>(value)?,
-        )?),
+        Kind::AuthorizationPolicy => {
+            Converted::Policy(convert::authorization_policy(&decode::<
+                AuthorizationPolicyResource,
+            >(value)?)?)
+        }
     }))
 }
 
@@ -301,7 +327,10 @@ fn describe(kind: &str, value: &Value) -> String {
     match (field("name"), kind) {
         (None, _) => format!("{kind} without a name"),
         (Some(name), "Namespace") => format!("Namespace {name}"),
-        (Some(name), _) => format!("{kind} {}/{name}", field("namespace").unwrap_or(DEFAULT_NAMESPACE)),
+        (Some(name), _) => format!(
+            "{kind} {}/{name}",
+            field("namespace").unwrap_or(DEFAULT_NAMESPACE)
+        ),
     }
 }
 

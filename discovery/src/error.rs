@@ -39,7 +39,9 @@ pub enum ManifestError {
         message: String,
     },
 
-    #[error("{location}: {object} is defined twice, first in {first}; remove or rename one of them")]
+    #[error(
+        "{location}: {object} is defined twice, first in {first}; remove or rename one of them"
+    )]
     Duplicate {
         location: Location,
         object: String,

@@ -287,7 +287,12 @@ mod tests {
         let cases: &[(&str, &Labels, Option<&Labels>, bool)] = &[
             ("namespace enrolls", &pod_plain, Some(&ns_ambient), true),
             ("pod none opts out", &pod_none, Some(&ns_ambient), false),
-            ("pod ambient enrolls alone", &pod_ambient, Some(&ns_plain), true),
+            (
+                "pod ambient enrolls alone",
+                &pod_ambient,
+                Some(&ns_plain),
+                true,
+            ),
             ("pod ambient without namespace", &pod_ambient, None, true),
             ("nothing labelled", &pod_plain, Some(&ns_plain), false),
             ("namespace unknown", &pod_plain, None, false),

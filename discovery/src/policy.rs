@@ -126,9 +126,14 @@ pub fn authorize<'p>(
     conn: &ConnectionAttrs<'_>,
 ) -> Decision {
     // Istio principals are the SPIFFE ID without its scheme: "td/ns/x/sa/y".
-    let principal = conn
-        .src_identity
-        .map(|id| format!("{}/ns/{}/sa/{}", id.trust_domain(), id.namespace(), id.service_account()));
+    let principal = conn.src_identity.map(|id| {
+        format!(
+            "{}/ns/{}/sa/{}",
+            id.trust_domain(),
+            id.namespace(),
+            id.service_account()
+        )
+    });
     let facts = Facts {
         conn,
         principal: principal.as_deref(),
@@ -139,13 +144,21 @@ pub fn authorize<'p>(
     for policy in policies {
         match policy.action {
             Action::Deny => {
-                if policy.rules.iter().any(|rule| rule.matches(&facts, Action::Deny)) {
+                if policy
+                    .rules
+                    .iter()
+                    .any(|rule| rule.matches(&facts, Action::Deny))
+                {
                     return Decision::DeniedBy(format!("{}/{}", policy.namespace, policy.name));
                 }
             }
             Action::Allow => {
                 any_allow = true;
-                allowed = allowed || policy.rules.iter().any(|rule| rule.matches(&facts, Action::Allow));
+                allowed = allowed
+                    || policy
+                        .rules
+                        .iter()
+                        .any(|rule| rule.matches(&facts, Action::Allow));
             }
         }
     }
@@ -257,7 +270,10 @@ mod tests {
             dst_port: port,
         };
         let web: &'static SpiffeId = Box::leak(Box::new(web));
-        let allow_web = policy(Action::Allow, vec![from_principal("cluster.local/ns/shop/sa/web")]);
+        let allow_web = policy(
+            Action::Allow,
+            vec![from_principal("cluster.local/ns/shop/sa/web")],
+        );
         let allow_ns_prefix = policy(
             Action::Allow,
             vec![Rule {
@@ -287,16 +303,66 @@ mod tests {
         let denied = Decision::DeniedBy("shop/p".into());
         let cases: Vec<(&str, Vec<&AuthorizationPolicy>, ConnectionAttrs, Decision)> = vec![
             ("no policies", vec![], conn(None, 80), Decision::Allow),
-            ("principal allowed", vec![&allow_web], conn(Some(web), 80), Decision::Allow),
-            ("plaintext not allowed", vec![&allow_web], conn(None, 80), Decision::NotAllowed),
-            ("namespace prefix", vec![&allow_ns_prefix], conn(Some(web), 80), Decision::Allow),
-            ("deny wins", vec![&allow_web, &deny_port], conn(Some(web), 9090), denied.clone()),
-            ("deny other port", vec![&deny_port], conn(None, 80), Decision::Allow),
-            ("deny with l7 applies", vec![&deny_l7_port], conn(None, 8080), denied),
-            ("allow with l7 matches nothing", vec![&allow_l7], conn(Some(web), 80), Decision::NotAllowed),
-            ("allow without rules", vec![&allow_nothing], conn(Some(web), 80), Decision::NotAllowed),
-            ("allow empty rule", vec![&allow_all], conn(None, 80), Decision::Allow),
-            ("ip block", vec![&allow_block], conn(None, 80), Decision::Allow),
+            (
+                "principal allowed",
+                vec![&allow_web],
+                conn(Some(web), 80),
+                Decision::Allow,
+            ),
+            (
+                "plaintext not allowed",
+                vec![&allow_web],
+                conn(None, 80),
+                Decision::NotAllowed,
+            ),
+            (
+                "namespace prefix",
+                vec![&allow_ns_prefix],
+                conn(Some(web), 80),
+                Decision::Allow,
+            ),
+            (
+                "deny wins",
+                vec![&allow_web, &deny_port],
+                conn(Some(web), 9090),
+                denied.clone(),
+            ),
+            (
+                "deny other port",
+                vec![&deny_port],
+                conn(None, 80),
+                Decision::Allow,
+            ),
+            (
+                "deny with l7 applies",
+                vec![&deny_l7_port],
+                conn(None, 8080),
+                denied,
+            ),
+            (
+                "allow with l7 matches nothing",
+                vec![&allow_l7],
+                conn(Some(web), 80),
+                Decision::NotAllowed,
+            ),
+            (
+                "allow without rules",
+                vec![&allow_nothing],
+                conn(Some(web), 80),
+                Decision::NotAllowed,
+            ),
+            (
+                "allow empty rule",
+                vec![&allow_all],
+                conn(None, 80),
+                Decision::Allow,
+            ),
+            (
+                "ip block",
+                vec![&allow_block],
+                conn(None, 80),
+                Decision::Allow,
+            ),
         ];
         for (name, policies, conn, want) in cases {
             assert_eq!(authorize(policies, &conn), want, "{name}");
@@ -321,7 +387,11 @@ mod tests {
             ("abc", "ab", false),
         ];
         for (pattern, value, want) in cases {
-            assert_eq!(StringMatch::parse(pattern).matches(value), want, "{pattern} vs {value}");
+            assert_eq!(
+                StringMatch::parse(pattern).matches(value),
+                want,
+                "{pattern} vs {value}"
+            );
         }
     }
 }

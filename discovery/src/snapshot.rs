@@ -113,8 +113,10 @@ impl Snapshot {
             secrets,
         } = objects;
         let mut conflicts = Vec::new();
-        let namespaces: HashMap<String, Namespace> =
-            namespaces.into_iter().map(|ns| (ns.name.clone(), ns)).collect();
+        let namespaces: HashMap<String, Namespace> = namespaces
+            .into_iter()
+            .map(|ns| (ns.name.clone(), ns))
+            .collect();
 
         workloads.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let workloads: Vec<Arc<Workload>> = workloads
@@ -131,7 +133,10 @@ impl Snapshot {
         let mut workloads_by_node: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, w) in workloads.iter().enumerate() {
             insert_by_name(&mut workload_by_name, &w.namespace, &w.name, index);
-            workloads_by_node.entry(w.node.clone()).or_default().push(index);
+            workloads_by_node
+                .entry(w.node.clone())
+                .or_default()
+                .push(index);
             if w.host_network {
                 continue;
             }
@@ -171,7 +176,12 @@ impl Snapshot {
         let mut service_by_vip: HashMap<(IpAddr, u16), (usize, usize)> = HashMap::new();
         let mut entries = Vec::with_capacity(services.len());
         for (index, service) in services.into_iter().enumerate() {
-            insert_by_name(&mut service_by_name, &service.namespace, &service.name, index);
+            insert_by_name(
+                &mut service_by_name,
+                &service.namespace,
+                &service.name,
+                index,
+            );
             for (port_index, port) in service.ports.iter().enumerate() {
                 if port.protocol != Protocol::Tcp {
                     continue;
@@ -179,7 +189,9 @@ impl Snapshot {
                 for vip in &service.vips {
                     if let Some(&(other, _)) = service_by_vip.get(&(*vip, port.port)) {
                         // The same service listing a port twice is not a conflict between two.
-                        let Some(other) = entries.get(other) else { continue };
+                        let Some(other) = entries.get(other) else {
+                            continue;
+                        };
                         let other: &ServiceEntry = other;
                         conflicts.push(Conflict::ServiceVip {
                             ip: *vip,
@@ -201,9 +213,13 @@ impl Snapshot {
                 .map(|port| match slices {
                     // EndpointSlices, when a Service has any, are the truth (they also cover
                     // Services without selectors); otherwise derive from the selector.
-                    Some(slices) => {
-                        slice_endpoints(slices, port, &workloads, &workload_by_ip, &workload_by_name)
-                    }
+                    Some(slices) => slice_endpoints(
+                        slices,
+                        port,
+                        &workloads,
+                        &workload_by_ip,
+                        &workload_by_name,
+                    ),
                     None => selector_endpoints(&service, port, &workloads, &workload_by_name),
                 })
                 .collect();

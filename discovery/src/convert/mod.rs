@@ -159,7 +159,10 @@ mod tests {
 
         let s: core::Secret = from_yaml("metadata: {name: plain}");
         let s = secret(&s).unwrap();
-        assert_eq!((s.namespace.as_str(), s.type_.as_str()), ("default", "Opaque"));
+        assert_eq!(
+            (s.namespace.as_str(), s.type_.as_str()),
+            ("default", "Opaque")
+        );
     }
 
     #[test]

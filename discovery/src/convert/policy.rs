@@ -194,7 +194,11 @@ fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
                 .enumerate()
                 .map(|(j, entry)| {
                     let source = entry.source.clone().unwrap_or_default();
-                    convert_source(&format!("{field}.from[{j}].source"), &source, &mut l7_fields)
+                    convert_source(
+                        &format!("{field}.from[{j}].source"),
+                        &source,
+                        &mut l7_fields,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
@@ -228,7 +232,10 @@ fn convert_source(
 ) -> Result<Source, ConvertError> {
     for (name, present) in [
         ("requestPrincipals", source.request_principals.is_some()),
-        ("notRequestPrincipals", source.not_request_principals.is_some()),
+        (
+            "notRequestPrincipals",
+            source.not_request_principals.is_some(),
+        ),
         ("remoteIpBlocks", source.remote_ip_blocks.is_some()),
         ("notRemoteIpBlocks", source.not_remote_ip_blocks.is_some()),
     ] {
@@ -266,14 +273,20 @@ fn convert_source(
             .collect::<Result<Vec<_>, _>>()
     };
     let mut principal_matches = principals(&source.principals);
-    principal_matches.extend(service_accounts("serviceAccounts", &source.service_accounts)?);
+    principal_matches.extend(service_accounts(
+        "serviceAccounts",
+        &source.service_accounts,
+    )?);
     let mut not_principal_matches = principals(&source.not_principals);
     not_principal_matches.extend(service_accounts(
         "notServiceAccounts",
         &source.not_service_accounts,
     )?);
     let patterns = |list: &Option<Vec<String>>| -> Vec<StringMatch> {
-        list.iter().flatten().map(|p| StringMatch::parse(p)).collect()
+        list.iter()
+            .flatten()
+            .map(|p| StringMatch::parse(p))
+            .collect()
     };
     Ok(Source {
         principals: principal_matches,
@@ -373,10 +386,22 @@ spec:
         let rule = &p.rules[0];
         assert!(!rule.has_l7_fields);
         let from = rule.from.as_ref().unwrap();
-        assert_eq!(from[0].principals[1], StringMatch::Exact("x/ns/a/sa/b".into()));
-        assert_eq!(from[0].ip_blocks[1], "192.168.1.1/32".parse::<IpNet>().unwrap());
-        assert_eq!(from[1].principals[0], StringMatch::Suffix("/ns/shop/sa/api".into()));
-        assert_eq!(from[1].not_namespaces[0], StringMatch::Prefix("test".into()));
+        assert_eq!(
+            from[0].principals[1],
+            StringMatch::Exact("x/ns/a/sa/b".into())
+        );
+        assert_eq!(
+            from[0].ip_blocks[1],
+            "192.168.1.1/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            from[1].principals[0],
+            StringMatch::Suffix("/ns/shop/sa/api".into())
+        );
+        assert_eq!(
+            from[1].not_namespaces[0],
+            StringMatch::Prefix("test".into())
+        );
         assert_eq!(rule.to.as_ref().unwrap()[0].ports, vec![5432, 5433]);
     }
 
@@ -386,7 +411,7 @@ spec:
         let cases: &[(&str, &str, &str, Result<Check, &str>)] = &[
             ("deny", "spec:\n", "spec:\n  action: DENY\n", Ok(|p| p.action == Action::Deny)),
             ("l7 methods", "ports: ['5432', 5433]", "ports: ['5432'], methods: [GET]", Ok(|p| p.rules[0].has_l7_fields && p.rules[0].l7_fields == ["methods"])),
-            ("l7 when", "  rules:\n", "  rules:\n  - when: [{key: request.headers[x], values: [y]}]\n", Ok(|p| p.rules[0].l7_fields == ["when"] && !p.rules[1].has_l7_fields)),
+            ("l7 when", "  rules:\n", "  rules:\n  - when: [{key: 'request.headers[x]', values: [y]}]\n", Ok(|p| p.rules[0].l7_fields == ["when"] && !p.rules[1].has_l7_fields)),
             ("l7 request principals", "notNamespaces: [test*]", "requestPrincipals: ['*']", Ok(|p| p.rules[0].l7_fields == ["requestPrincipals"])),
             ("unknown field", "  rules:\n", "  rulez:\n", Err("<decode>")),
             ("audit rejected", "spec:\n", "spec:\n  action: AUDIT\n", Err("spec.action")),
@@ -419,6 +444,9 @@ spec:
             "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {}",
         ))
         .unwrap();
-        assert_eq!((p.action, p.rules.len(), p.namespace.as_str()), (Action::Allow, 0, "default"));
+        assert_eq!(
+            (p.action, p.rules.len(), p.namespace.as_str()),
+            (Action::Allow, 0, "default")
+        );
     }
 }

@@ -19,7 +19,9 @@ pub fn service(svc: &core::Service) -> Result<model::Service, ConvertError> {
 
     let mut vips = Vec::new();
     let single = spec.and_then(|s| s.cluster_ip.as_deref());
-    let listed = spec.and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
+    let listed = spec
+        .and_then(|s| s.cluster_ips.as_deref())
+        .unwrap_or_default();
     let candidates = single
         .map(|ip| ("spec.clusterIP".to_owned(), ip))
         .into_iter()
@@ -37,7 +39,9 @@ pub fn service(svc: &core::Service) -> Result<model::Service, ConvertError> {
         let ip: IpAddr = value.trim().parse().map_err(|_| {
             ConvertError::new(
                 field,
-                format!("{value:?} is not an IP address; use an IP, or \"None\" for a headless Service"),
+                format!(
+                    "{value:?} is not an IP address; use an IP, or \"None\" for a headless Service"
+                ),
             )
         })?;
         if !vips.contains(&ip) {
@@ -46,7 +50,12 @@ pub fn service(svc: &core::Service) -> Result<model::Service, ConvertError> {
     }
 
     let mut ports = Vec::new();
-    for (i, port) in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten().enumerate() {
+    for (i, port) in spec
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let field = format!("spec.ports[{i}]");
         let number = port_number(format!("{field}.port"), port.port)?;
         let target_port = match &port.target_port {
@@ -56,7 +65,9 @@ pub fn service(svc: &core::Service) -> Result<model::Service, ConvertError> {
             }
             // A quoted number ("8080") is a number to the API server too.
             Some(IntOrString::String(target)) => match target.parse::<i32>() {
-                Ok(target) => TargetPort::Number(port_number(format!("{field}.targetPort"), target)?),
+                Ok(target) => {
+                    TargetPort::Number(port_number(format!("{field}.targetPort"), target)?)
+                }
                 Err(_) if target.is_empty() => {
                     return Err(ConvertError::new(
                         format!("{field}.targetPort"),
@@ -152,7 +163,11 @@ pub fn endpoint_slice(
             });
         endpoints.push(SliceEndpoint {
             addresses,
-            ready: endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+            ready: endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true),
             pod,
         });
     }
@@ -205,17 +220,63 @@ spec:
 
     #[test]
     fn service_errors_and_edge_cases() {
-        let cases: &[(&str, &str, &str, Result<fn(&model::Service) -> bool, &str>)] = &[
-            ("headless", "clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10, 'fd00:96::10']", "clusterIP: None", Ok(|s| s.vips.is_empty())),
-            ("empty selector", "selector: {app: web}", "selector: {}", Ok(|s| s.selector.is_none())),
-            ("bad vip", "clusterIP: 10.96.0.10", "clusterIP: 10.96.0", Err("spec.clusterIP")),
+        type Check = fn(&model::Service) -> bool;
+        let cases: &[(&str, &str, &str, Result<Check, &str>)] = &[
+            (
+                "headless",
+                "clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10, 'fd00:96::10']",
+                "clusterIP: None",
+                Ok(|s| s.vips.is_empty()),
+            ),
+            (
+                "empty selector",
+                "selector: {app: web}",
+                "selector: {}",
+                Ok(|s| s.selector.is_none()),
+            ),
+            (
+                "bad vip",
+                "clusterIP: 10.96.0.10",
+                "clusterIP: 10.96.0",
+                Err("spec.clusterIP"),
+            ),
             ("bad vips", "'fd00:96::10'", "x", Err("spec.clusterIPs[1]")),
-            ("target out of range", "targetPort: 9001", "targetPort: 70000", Err("spec.ports[1].targetPort")),
-            ("target zero", "targetPort: 9001", "targetPort: 0", Err("spec.ports[1].targetPort")),
-            ("quoted target out of range", "'5353'", "'65536'", Err("spec.ports[3].targetPort")),
-            ("empty target name", "targetPort: http", "targetPort: ''", Err("spec.ports[0].targetPort")),
-            ("port out of range", "port: 9000", "port: 90000", Err("spec.ports[1].port")),
-            ("bad protocol", "protocol: UDP", "protocol: QUIC", Err("spec.ports[3].protocol")),
+            (
+                "target out of range",
+                "targetPort: 9001",
+                "targetPort: 70000",
+                Err("spec.ports[1].targetPort"),
+            ),
+            (
+                "target zero",
+                "targetPort: 9001",
+                "targetPort: 0",
+                Err("spec.ports[1].targetPort"),
+            ),
+            (
+                "quoted target out of range",
+                "'5353'",
+                "'65536'",
+                Err("spec.ports[3].targetPort"),
+            ),
+            (
+                "empty target name",
+                "targetPort: http",
+                "targetPort: ''",
+                Err("spec.ports[0].targetPort"),
+            ),
+            (
+                "port out of range",
+                "port: 9000",
+                "port: 90000",
+                Err("spec.ports[1].port"),
+            ),
+            (
+                "bad protocol",
+                "protocol: UDP",
+                "protocol: QUIC",
+                Err("spec.ports[3].protocol"),
+            ),
         ];
         for (case, from, to, want) in cases {
             assert!(SVC.contains(from), "{case}: edit does not apply");
@@ -230,7 +291,8 @@ spec:
 
     #[test]
     fn converts_endpoint_slices() {
-        let yaml = "metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+        let yaml =
+            "metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
 addressType: IPv4
 ports: [{name: http, port: 8080}]
 endpoints:
@@ -242,7 +304,10 @@ endpoints:
         let slice = endpoint_slice(&from_yaml(yaml)).unwrap().unwrap();
         assert_eq!(slice.service, "web");
         assert_eq!(slice.ports[0].port, 8080);
-        assert_eq!(slice.endpoints[0].pod, Some(("shop".into(), "web-0".into())));
+        assert_eq!(
+            slice.endpoints[0].pod,
+            Some(("shop".into(), "web-0".into()))
+        );
         assert!(slice.endpoints[0].ready);
         assert!(!slice.endpoints[1].ready);
 

@@ -14,7 +14,10 @@ pub fn workload(pod: &Pod) -> Result<Workload, ConvertError> {
     let name = name(&pod.metadata)?.to_owned();
     let namespace = namespace_of(&pod.metadata);
     let spec = pod.spec.as_ref().ok_or_else(|| {
-        ConvertError::new("spec", "missing; a Pod needs a spec with nodeName and containers")
+        ConvertError::new(
+            "spec",
+            "missing; a Pod needs a spec with nodeName and containers",
+        )
     })?;
     let node = match spec.node_name.as_deref() {
         Some(node) if !node.is_empty() => node.to_owned(),
@@ -64,7 +67,12 @@ pub fn workload(pod: &Pod) -> Result<Workload, ConvertError> {
     if let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()) {
         ips.push(parse_ip("status.podIP", ip)?);
     }
-    for (i, pod_ip) in status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().enumerate() {
+    for (i, pod_ip) in status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let ip = parse_ip(format!("status.podIPs[{i}].ip"), &pod_ip.ip)?;
         if !ips.contains(&ip) {
             ips.push(ip);
@@ -117,7 +125,9 @@ fn parse_ip(field: impl Into<String>, value: &str) -> Result<IpAddr, ConvertErro
     value.trim().parse().map_err(|_| {
         ConvertError::new(
             field,
-            format!("{value:?} is not an IP address; write an IPv4 or IPv6 address such as 10.0.1.5"),
+            format!(
+                "{value:?} is not an IP address; write an IPv4 or IPv6 address such as 10.0.1.5"
+            ),
         )
     })
 }
@@ -147,7 +157,13 @@ status:
         assert_eq!((w.name.as_str(), w.namespace.as_str()), ("web-0", "shop"));
         assert_eq!(w.node, "node-a");
         assert_eq!(w.service_account, "web");
-        assert_eq!(w.ips, vec!["10.0.1.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
+        assert_eq!(
+            w.ips,
+            vec![
+                "10.0.1.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
         assert_eq!(w.named_ports.len(), 2);
         assert!(w.ready);
         assert!(!w.host_network);
@@ -162,18 +178,78 @@ status:
         // (case, yaml edit as (from, to), expected error field or None, check on success)
         type Check = fn(&Workload) -> bool;
         let cases: &[(&str, &str, &str, Option<&str>, Check)] = &[
-            ("default sa", "  serviceAccountName: web\n", "", None, |w| w.service_account == "default"),
-            ("default namespace", "namespace: shop, ", "", None, |w| w.namespace == "default"),
-            ("uid kept", "labels:", "uid: u-1, labels:", None, |w| w.uid == "u-1"),
-            ("no ip is fine", "  podIP: 10.0.1.5\n  podIPs: [{ip: 10.0.1.5}, {ip: 'fd00::5'}]\n", "  phase: Running\n", None, |w| w.ips.is_empty()),
-            ("finished pod unready", "status:\n", "status:\n  phase: Succeeded\n", None, |w| !w.ready),
-            ("unready condition", "status:\n", "status:\n  conditions: [{type: Ready, status: 'False'}]\n", None, |w| !w.ready),
-            ("host network", "  nodeName: node-a\n", "  nodeName: node-a\n  hostNetwork: true\n", None, |w| w.host_network),
-            ("missing node", "  nodeName: node-a\n", "", Some("spec.nodeName"), |_| true),
-            ("bad pod ip", "podIP: 10.0.1.5", "podIP: 10.0.1.500", Some("status.podIP"), |_| true),
-            ("bad pod ips", "{ip: 'fd00::5'}", "{ip: nope}", Some("status.podIPs[1].ip"), |_| true),
-            ("bad container port", "containerPort: 9090", "containerPort: 70000", Some("spec.containers[0].ports[1].containerPort"), |_| true),
-            ("bad sa name", "serviceAccountName: web", "serviceAccountName: Web_1", Some("spec.serviceAccountName"), |_| true),
+            ("default sa", "  serviceAccountName: web\n", "", None, |w| {
+                w.service_account == "default"
+            }),
+            ("default namespace", "namespace: shop, ", "", None, |w| {
+                w.namespace == "default"
+            }),
+            ("uid kept", "labels:", "uid: u-1, labels:", None, |w| {
+                w.uid == "u-1"
+            }),
+            (
+                "no ip is fine",
+                "  podIP: 10.0.1.5\n  podIPs: [{ip: 10.0.1.5}, {ip: 'fd00::5'}]\n",
+                "  phase: Running\n",
+                None,
+                |w| w.ips.is_empty(),
+            ),
+            (
+                "finished pod unready",
+                "status:\n",
+                "status:\n  phase: Succeeded\n",
+                None,
+                |w| !w.ready,
+            ),
+            (
+                "unready condition",
+                "status:\n",
+                "status:\n  conditions: [{type: Ready, status: 'False'}]\n",
+                None,
+                |w| !w.ready,
+            ),
+            (
+                "host network",
+                "  nodeName: node-a\n",
+                "  nodeName: node-a\n  hostNetwork: true\n",
+                None,
+                |w| w.host_network,
+            ),
+            (
+                "missing node",
+                "  nodeName: node-a\n",
+                "",
+                Some("spec.nodeName"),
+                |_| true,
+            ),
+            (
+                "bad pod ip",
+                "podIP: 10.0.1.5",
+                "podIP: 10.0.1.500",
+                Some("status.podIP"),
+                |_| true,
+            ),
+            (
+                "bad pod ips",
+                "{ip: 'fd00::5'}",
+                "{ip: nope}",
+                Some("status.podIPs[1].ip"),
+                |_| true,
+            ),
+            (
+                "bad container port",
+                "containerPort: 9090",
+                "containerPort: 70000",
+                Some("spec.containers[0].ports[1].containerPort"),
+                |_| true,
+            ),
+            (
+                "bad sa name",
+                "serviceAccountName: web",
+                "serviceAccountName: Web_1",
+                Some("spec.serviceAccountName"),
+                |_| true,
+            ),
         ];
         for (case, from, to, want_err, check) in cases {
             assert!(BASE.contains(from), "{case}: edit does not apply");
