@@ -18,6 +18,7 @@ use crate::error::{HarnessError, Result};
 pub const LEASE_DIR: &str = "/run/ambit-tests";
 
 /// Names of namespaces and links start with this, then 5 hex digits: `ab1f2e3`.
+/// (Linux link names have at most 15 characters: 7 for the prefix leaves 8 for the role.)
 pub const NAME_PREFIX: &str = "ab";
 
 /// Second octets handed out: 10.X.0.0/16. Small X are avoided because real networks like them.
@@ -42,7 +43,7 @@ pub struct LeaseOwner {
 
 impl Lease {
     /// Take a free plan, starting at a random octet so parallel runs rarely race for the same
-    /// file. `taken_by_host` excludes octets the machine already uses for its own addresses.
+    /// file. Octets the machine already uses for its own 10.X addresses are skipped.
     pub fn acquire() -> Result<Lease> {
         let dir = Path::new(LEASE_DIR);
         std::fs::create_dir_all(dir).map_err(|e| HarnessError::file("creating", dir, e))?;
@@ -57,7 +58,7 @@ impl Lease {
             if host_octets.contains(&octet) {
                 continue;
             }
-            let prefix = unique_prefix(&mut rng);
+            let prefix = unique_prefix(octet, &mut rng);
             let path = dir.join(format!("net-{octet}.lock"));
             let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => file,
@@ -121,15 +122,23 @@ impl LeaseOwner {
     }
 }
 
-/// `ab` + 5 random hex digits, not used by any existing namespace.
-fn unique_prefix(rng: &mut impl Rng) -> String {
+/// `ab` + the octet in 2 hex digits + 3 random ones: two live clusters never share a prefix
+/// (their octets differ), and the random part tells successive runs on one octet apart.
+fn unique_prefix(octet: u8, rng: &mut impl Rng) -> String {
     let existing = crate::netns::list().unwrap_or_default();
-    loop {
-        let prefix = format!("{NAME_PREFIX}{:05x}", rng.random_range(0..0x10_0000u32));
+    let mut prefix = String::new();
+    // Leftovers of a dead run on this octet are swept before its lease frees the octet, so
+    // the first pick is nearly always free; the bound only guards against a flooded /run/netns.
+    for _ in 0..64 {
+        prefix = format!(
+            "{NAME_PREFIX}{octet:02x}{:03x}",
+            rng.random_range(0..0x1000u32)
+        );
         if !existing.iter().any(|name| name.starts_with(&prefix)) {
-            return prefix;
+            break;
         }
     }
+    prefix
 }
 
 /// Start time (clock ticks since boot) of a process, from /proc/PID/stat field 22.

@@ -3,6 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -152,6 +153,14 @@ impl Process {
         Ok(self.exit)
     }
 
+    /// Length of the log so far; pass it to [`Process::wait_for_line_from`] to wait only for
+    /// lines written after this point (e.g. the access log line of the next connection).
+    pub fn log_len(&self) -> Result<u64> {
+        std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .map_err(|e| HarnessError::file("reading", &self.log_path, e))
+    }
+
     /// Wait until a line of the log satisfies `matches` and return that line. Fails early, with
     /// the log, if the process exits first: a server that crashed at start-up should say why.
     pub fn wait_for_line(
@@ -160,30 +169,44 @@ impl Process {
         timeout: Duration,
         matches: impl Fn(&str) -> bool,
     ) -> Result<String> {
+        self.wait_for_line_from(0, what, timeout, matches)
+    }
+
+    /// Like [`Process::wait_for_line`], considering only log bytes from `offset` on. Reads
+    /// only what is new on each poll, so long logs stay cheap.
+    pub fn wait_for_line_from(
+        &mut self,
+        offset: u64,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
+        let log_path = self.log_path.clone();
+        let mut reader = LogReader::new(&log_path, offset);
         loop {
-            let log = self.log()?;
-            if let Some(line) = log.lines().find(|line| matches(line)) {
-                return Ok(line.to_string());
+            // Exit status first: if it has exited, the read below sees everything it wrote.
+            let exited = self.try_exit_status()?;
+            let lines = reader.complete_lines()?;
+            if let Some(line) = lines.into_iter().find(|line| matches(line)) {
+                return Ok(line);
             }
-            if let Some(status) = self.try_exit_status()? {
-                // One more read: the line may have been written just before exit.
-                let log = self.log()?;
-                if let Some(line) = log.lines().find(|line| matches(line)) {
-                    return Ok(line.to_string());
+            if let Some(status) = exited {
+                if let Some(last) = reader.unterminated().filter(|line| matches(line)) {
+                    return Ok(last);
                 }
                 return Err(HarnessError::ProcessExited {
                     name: self.name.clone(),
                     status: status.to_string(),
                     what: what.to_string(),
-                    log_tail: tail(&log),
+                    log_tail: tail(&self.log()?),
                 });
             }
             if Instant::now() >= deadline {
                 return Err(HarnessError::WaitTimeout {
                     what: format!("{what} from `{}`", self.command),
                     timeout,
-                    log_tail: tail(&log),
+                    log_tail: tail(&self.log()?),
                 });
             }
             std::thread::sleep(POLL);
@@ -252,9 +275,80 @@ impl Drop for Process {
     }
 }
 
+/// Reads a growing log file incrementally, line by line.
+struct LogReader<'a> {
+    path: &'a Path,
+    position: u64,
+    partial: Vec<u8>,
+}
+
+impl<'a> LogReader<'a> {
+    fn new(path: &'a Path, position: u64) -> Self {
+        LogReader {
+            path,
+            position,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Lines completed since the last call.
+    fn complete_lines(&mut self) -> Result<Vec<String>> {
+        let mut file =
+            File::open(self.path).map_err(|e| HarnessError::file("opening", self.path, e))?;
+        file.seek(SeekFrom::Start(self.position))
+            .map_err(|e| HarnessError::file("seeking in", self.path, e))?;
+        let mut fresh = Vec::new();
+        file.read_to_end(&mut fresh)
+            .map_err(|e| HarnessError::file("reading", self.path, e))?;
+        self.position += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let rest = self.partial.split_off(last_newline + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        Ok(String::from_utf8_lossy(&complete)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// A last line without a newline (what a process wrote just before exiting).
+    fn unterminated(&self) -> Option<String> {
+        (!self.partial.is_empty()).then(|| String::from_utf8_lossy(&self.partial).into_owned())
+    }
+}
+
 /// The last lines of a log, for error messages.
 pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     let start = lines.len().saturating_sub(40);
     lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogReader;
+    use std::io::Write;
+
+    #[test]
+    fn log_reader_returns_only_new_complete_lines() -> crate::Result<()> {
+        let mut file = tempfile::NamedTempFile::new()
+            .map_err(|e| crate::HarnessError::file("creating", "temp file", e))?;
+        let path = file.path().to_path_buf();
+        let write = |file: &mut tempfile::NamedTempFile, text: &str| {
+            file.write_all(text.as_bytes())
+                .map_err(|e| crate::HarnessError::file("writing", &path, e))
+        };
+        write(&mut file, "old line\n")?;
+        let mut reader = LogReader::new(&path, 9);
+        assert!(reader.complete_lines()?.is_empty());
+        write(&mut file, "first\nsec")?;
+        assert_eq!(reader.complete_lines()?, ["first"]);
+        assert_eq!(reader.unterminated().as_deref(), Some("sec"));
+        write(&mut file, "ond\nthird\n")?;
+        assert_eq!(reader.complete_lines()?, ["second", "third"]);
+        assert_eq!(reader.unterminated(), None);
+        Ok(())
+    }
 }

@@ -249,8 +249,19 @@ fn binaries_run_in_node_and_control_plane_namespaces() -> Result<()> {
     let _ca = app.echo_server(cluster.fabric(), 15012)?;
     let to_ca = SocketAddr::from((cluster.control_plane_ip(), 15012));
     assert!(app.echo_client(pod.netns(), to_ca, 1000, None)?.intact());
-    // Logs are readable, and stopping reports the exit.
+    // Logs are readable; waiting can start from a mark to see only what comes next.
     assert!(agent.log()?.contains("accepted from"));
+    let mark = agent.log_len()?;
+    assert!(app.echo_client(pod.netns(), to_node, 10, None)?.intact());
+    let next =
+        agent.wait_for_line_from(mark, "second connection", Duration::from_secs(5), |l| {
+            l.starts_with("accepted from")
+        })?;
+    assert!(next.contains(&pod.ip().to_string()), "{next}");
+    let none = agent.wait_for_line_from(mark, "nothing", Duration::from_millis(50), |l| {
+        l.contains("never")
+    });
+    assert!(matches!(none, Err(HarnessError::WaitTimeout { .. })));
     agent.stop()?;
     assert!(agent.try_exit_status()?.is_some());
     Ok(())
