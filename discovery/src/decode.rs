@@ -32,8 +32,6 @@ enum Kind {
     AuthorizationPolicy,
 }
 
-const ISTIO_SECURITY_GROUP: &str = "security.istio.io";
-
 impl Kind {
     fn parse(kind: &str) -> Option<Kind> {
         Some(match kind {
@@ -45,6 +43,15 @@ impl Kind {
             "AuthorizationPolicy" => Kind::AuthorizationPolicy,
             _ => return None,
         })
+    }
+
+    /// The API group (empty for the core group) whose objects of this kind we read.
+    fn group(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Secret => "",
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::AuthorizationPolicy => "security.istio.io",
+        }
     }
 
     fn api_versions(self) -> &'static [&'static str] {
@@ -162,11 +169,11 @@ impl Collector {
             return;
         };
         if !known.api_versions().contains(&api_version.as_str()) {
-            // Another project's CRD may share a kind name; only our groups' are ours to judge.
-            if known == Kind::AuthorizationPolicy
-                && !api_version.starts_with(&format!("{ISTIO_SECURITY_GROUP}/"))
-            {
-                tracing::debug!(file = %location.file.display(), %api_version, "AuthorizationPolicy of another group; skipped");
+            // Other projects' CRDs share kind names (Knative's Service, say): only objects of
+            // our kinds' own API groups are ours to judge; a wrong version in them is an error.
+            let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+            if group != known.group() {
+                tracing::debug!(file = %location.file.display(), document = location.document, %kind, %api_version, "kind of another API group; skipped");
                 return;
             }
             let message = format!(

@@ -42,6 +42,11 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {{name: c}}
 ---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: knative}}
+spec: {{template: {{}}}}
+---
 apiVersion: other.example.com/v1
 kind: AuthorizationPolicy
 metadata: {{name: not-istio}}
@@ -53,6 +58,7 @@ spec: {{anything: goes}}
     assert!(snapshot.namespace("shop").is_some());
     assert_eq!(snapshot.workloads().count(), 1);
     assert_eq!(snapshot.policies().count(), 0);
+    assert_eq!(snapshot.services().count(), 0);
 }
 
 #[test]
@@ -111,6 +117,12 @@ fn error_table() {
             "wrong apiVersion",
             POD.replace("apiVersion: v1", "apiVersion: v2"),
             &["\"v2\" is not supported for Pod; use v1"],
+            Some("apiVersion"),
+        ),
+        (
+            "old version of a known group",
+            "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}".into(),
+            &["use security.istio.io/v1 or security.istio.io/v1beta1"],
             Some("apiVersion"),
         ),
         (

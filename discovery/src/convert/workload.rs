@@ -38,10 +38,13 @@ pub fn workload(pod: &Pod) -> Result<Workload, ConvertError> {
     // The identity is derived from these names; reject ones that cannot form a SPIFFE ID now,
     // at load time, rather than on the first connection.
     if let Err(err) = SpiffeId::new(DEFAULT_TRUST_DOMAIN, &namespace, &service_account) {
-        let field = if spec.service_account_name.is_some() {
-            "spec.serviceAccountName"
-        } else {
+        // Blame the namespace only if it is the invalid part.
+        let namespace_bad =
+            SpiffeId::new(DEFAULT_TRUST_DOMAIN, &namespace, DEFAULT_SERVICE_ACCOUNT).is_err();
+        let field = if namespace_bad {
             "metadata.namespace"
+        } else {
+            "spec.serviceAccountName"
         };
         return Err(ConvertError::new(field, err.to_string()));
     }
