@@ -287,16 +287,10 @@ fn sweep_removes_what_a_crashed_run_left() -> Result<()> {
         .spawn()
         .map_err(|e| HarnessError::Invalid(e.to_string()))?;
 
+    // Another test process may sweep first, so check the outcome, not who did it.
     let report = ambit_tests::sweep_stale()?;
-    assert!(
-        report.namespaces.contains(&format!("{crashed}-n0")),
-        "{report:?}"
-    );
-    assert!(
-        report.namespaces.contains(&format!("{orphan}-fab")),
-        "{report:?}"
-    );
-    assert!(leftovers(&crashed).is_empty() && leftovers(&orphan).is_empty());
+    let remaining = [leftovers(&crashed), leftovers(&orphan)].concat();
+    assert!(remaining.is_empty(), "{remaining:?} left after {report:?}");
     assert!(!std::path::Path::new(&lease).exists());
     let status = stray
         .wait()
