@@ -1,1 +1,33 @@
-//! HBONE tunnel protocol (in progress this session).
+//! HBONE, the mesh's tunnel protocol (DESIGN §3): HTTP/2 `CONNECT` over mutual TLS, wire
+//! compatible with Istio's ztunnel.
+//!
+//! - [`Server`] accepts HBONE connections and hands each valid CONNECT to a [`Service`]; most
+//!   users give it a [`Handler`] via [`Server::forwarding`], which connects the upstream,
+//!   answers 200, copies bytes and reports how the tunnel ended.
+//! - [`Pool`] opens tunnels: it keeps connections per [`PoolKey`], dials through a pluggable
+//!   [`Dialer`], and never dials twice at once for a key.
+//! - [`H2Stream`] is one tunnel as `AsyncRead + AsyncWrite`; [`copy_bidirectional`] joins two
+//!   byte streams with bounded buffers and half-close in both directions.
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod config;
+mod copy;
+mod error;
+mod forward;
+mod keepalive;
+mod pool;
+mod request;
+mod server;
+mod stream;
+
+pub use client::Connection;
+pub use config::{ClientConfig, CopyBuffers, H2Settings, KeepAlive, ServerConfig};
+pub use copy::{copy_bidirectional, CopyError, CopyReport, Direction, Operation};
+pub use error::{status_meaning, ConnectError, ServeError, TunnelError};
+pub use forward::{Forward, Handler};
+pub use pool::{Dialer, Pool, PoolKey, TcpDialer};
+pub use request::{BadRequest, ConnectRequest, InboundRequest};
+pub use server::{Refusal, RefusalStatus, Responder, Server, Service};
+pub use stream::H2Stream;
+pub use tokio_util::sync::CancellationToken;

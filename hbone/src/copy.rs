@@ -1,0 +1,365 @@
+//! Copying bytes both ways between two connections, for as long as either direction flows.
+//!
+//! Each direction owns one bounded buffer (see [`CopyBuffers`]) and reads again only after the
+//! previous read was fully written, so a slow side stalls the fast one instead of growing
+//! memory. End of input on one side becomes a write shutdown on the other (TCP FIN or HTTP/2
+//! END_STREAM) while the opposite direction keeps going: half-close works both ways. Byte
+//! counts survive errors, because the access log needs them most then.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::CopyBuffers;
+
+/// Which way bytes were moving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    DownstreamToUpstream,
+    UpstreamToDownstream,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::DownstreamToUpstream => "downstream to upstream",
+            Direction::UpstreamToDownstream => "upstream to downstream",
+        })
+    }
+}
+
+/// What failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.direction, .operation, .source))]
+pub struct CopyError {
+    pub direction: Direction,
+    pub operation: Operation,
+    #[source]
+    pub source: io::Error,
+}
+
+fn describe(direction: &Direction, operation: &Operation, source: &io::Error) -> String {
+    let (from, to) = match direction {
+        Direction::DownstreamToUpstream => ("downstream", "upstream"),
+        Direction::UpstreamToDownstream => ("upstream", "downstream"),
+    };
+    match operation {
+        Operation::Read => format!("reading from {from} failed: {source}"),
+        Operation::Write => format!("writing to {to} failed: {source}"),
+        Operation::Shutdown => format!("half-closing {to} failed: {source}"),
+    }
+}
+
+/// How a copy ended.
+#[derive(Debug)]
+pub struct CopyReport {
+    /// Bytes read from downstream and written to upstream.
+    pub downstream_to_upstream: u64,
+    /// Bytes read from upstream and written to downstream.
+    pub upstream_to_downstream: u64,
+    /// `Ok` when both directions reached end of input and were shut down.
+    pub result: Result<(), CopyError>,
+}
+
+/// Copies until both directions have ended, or until the first error. On return both streams
+/// are still owned by the caller; an error usually means dropping them (which resets an
+/// [`crate::H2Stream`]).
+pub async fn copy_bidirectional<D, U>(
+    downstream: &mut D,
+    upstream: &mut U,
+    buffers: &CopyBuffers,
+) -> CopyReport
+where
+    D: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut down_up = Transfer::new(buffers);
+    let mut up_down = Transfer::new(buffers);
+    let result = poll_fn(|cx| {
+        let a = down_up
+            .poll(cx, &mut *downstream, &mut *upstream)
+            .map_err(|(operation, source)| CopyError {
+                direction: Direction::DownstreamToUpstream,
+                operation,
+                source,
+            })?;
+        let b = up_down
+            .poll(cx, &mut *upstream, &mut *downstream)
+            .map_err(|(operation, source)| CopyError {
+                direction: Direction::UpstreamToDownstream,
+                operation,
+                source,
+            })?;
+        match (a, b) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    CopyReport {
+        downstream_to_upstream: down_up.bytes,
+        upstream_to_downstream: up_down.bytes,
+        result,
+    }
+}
+
+/// One direction of the copy.
+struct Transfer {
+    buf: Vec<u8>,
+    initial: usize,
+    max: usize,
+    /// Unwritten bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    read_eof: bool,
+    needs_flush: bool,
+    done: bool,
+    /// Consecutive reads that filled the whole buffer; a few in a row grow it.
+    full_reads: u8,
+    bytes: u64,
+}
+
+/// Reads that must fill the buffer in a row before it doubles.
+const FULL_READS_TO_GROW: u8 = 4;
+
+type Failure = (Operation, io::Error);
+
+impl Transfer {
+    fn new(buffers: &CopyBuffers) -> Self {
+        let initial = buffers.initial.max(1);
+        Transfer {
+            // Allocated on first read, so a connection that never sends one way costs nothing.
+            buf: Vec::new(),
+            initial,
+            max: buffers.max.max(initial),
+            start: 0,
+            end: 0,
+            read_eof: false,
+            needs_flush: false,
+            done: false,
+            full_reads: 0,
+            bytes: 0,
+        }
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Poll<Result<(), Failure>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.start == self.end && !self.read_eof {
+                match self.poll_fill(cx, reader) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => {
+                        // Nothing more to read now: push out what buffered writers hold
+                        // before sleeping, or the peer may wait for it forever.
+                        if self.needs_flush {
+                            ready!(Pin::new(&mut *writer).poll_flush(cx))
+                                .map_err(|e| (Operation::Write, e))?;
+                            self.needs_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.start < self.end {
+                let n = ready!(
+                    Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..self.end])
+                )
+                .map_err(|e| (Operation::Write, e))?;
+                if n == 0 {
+                    return Poll::Ready(Err((
+                        Operation::Write,
+                        io::Error::new(io::ErrorKind::WriteZero, "peer accepted no more bytes"),
+                    )));
+                }
+                self.start += n;
+                self.bytes += n as u64;
+                self.needs_flush = true;
+            }
+            if self.read_eof {
+                if self.needs_flush {
+                    ready!(Pin::new(&mut *writer).poll_flush(cx))
+                        .map_err(|e| (Operation::Write, e))?;
+                    self.needs_flush = false;
+                }
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx))
+                    .map_err(|e| (Operation::Shutdown, e))?;
+                self.done = true;
+                self.buf = Vec::new();
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    fn poll_fill<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+    ) -> Poll<Result<(), Failure>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.initial];
+        } else if self.full_reads >= FULL_READS_TO_GROW && self.buf.len() < self.max {
+            let grown = (self.buf.len() * 2).min(self.max);
+            self.buf = vec![0; grown];
+            self.full_reads = 0;
+        }
+        let mut read_buf = ReadBuf::new(&mut self.buf);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut read_buf))
+            .map_err(|e| (Operation::Read, e))?;
+        let n = read_buf.filled().len();
+        if n == 0 {
+            self.read_eof = true;
+        } else {
+            if n == self.buf.len() {
+                self.full_reads = self.full_reads.saturating_add(1);
+            } else {
+                self.full_reads = 0;
+            }
+            self.start = 0;
+            self.end = n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn half_close_propagates_each_way_and_counts_bytes() {
+        let (mut app, mut down) = tokio::io::duplex(1024);
+        let (mut up, mut server) = tokio::io::duplex(1024);
+        let copy = tokio::spawn(async move {
+            copy_bidirectional(&mut down, &mut up, &CopyBuffers::default()).await
+        });
+        app.write_all(b"request").await.unwrap();
+        app.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        // The server answers after the client's half-close.
+        server.write_all(b"response!").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        app.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"response!");
+        let report = copy.await.unwrap();
+        assert!(report.result.is_ok());
+        assert_eq!(report.downstream_to_upstream, 7);
+        assert_eq!(report.upstream_to_downstream, 9);
+    }
+
+    #[tokio::test]
+    async fn buffer_grows_but_stays_bounded() {
+        let buffers = CopyBuffers {
+            initial: 4,
+            max: 64,
+        };
+        let mut t = Transfer::new(&buffers);
+        let mut reader = RecordingReader {
+            left: 10_000,
+            largest_read: 0,
+        };
+        let mut sink: Vec<u8> = Vec::new();
+        poll_fn(|cx| t.poll(cx, &mut reader, &mut sink)).await.unwrap();
+        assert_eq!(sink.len(), 10_000);
+        assert_eq!(t.bytes, 10_000);
+        assert_eq!(reader.largest_read, 64, "grew to the cap and no further");
+    }
+
+    #[tokio::test]
+    async fn errors_keep_byte_counts() {
+        let (mut app, mut down) = tokio::io::duplex(64);
+        let mut up = FailingWriter { accept: 3 };
+        app.write_all(b"abcdef").await.unwrap();
+        let report = copy_bidirectional(&mut down, &mut up, &CopyBuffers::default()).await;
+        assert_eq!(report.downstream_to_upstream, 3);
+        let err = report.result.unwrap_err();
+        assert_eq!(err.direction, Direction::DownstreamToUpstream);
+        assert_eq!(err.operation, Operation::Write);
+        assert!(err.to_string().contains("writing to upstream failed"));
+    }
+
+    /// Produces `left` bytes, remembering the largest read it was offered.
+    struct RecordingReader {
+        left: usize,
+        largest_read: usize,
+    }
+
+    impl AsyncRead for RecordingReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.largest_read = self.largest_read.max(buf.remaining());
+            let n = self.left.min(buf.remaining());
+            buf.put_slice(&vec![7u8; n]);
+            self.left -= n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A stream whose reads never complete and whose writes fail after `accept` bytes.
+    struct FailingWriter {
+        accept: usize,
+    }
+
+    impl AsyncRead for FailingWriter {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for FailingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.accept == 0 {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let n = self.accept.min(buf.len());
+            self.accept -= n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
