@@ -1,0 +1,172 @@
+//! Who may obtain which certificate. A caller is a node agent: it proves which node it runs on
+//! (a bearer token), and it may only obtain identities of service accounts that have a pod
+//! scheduled on that node — so a compromised node cannot mint identities of workloads elsewhere.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use certs::SpiffeId;
+
+/// Why a caller was refused. The text goes back to the caller and into the CA's log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "no bearer token; send `authorization: Bearer <node token>` (ztunnel --ca-token-file)"
+    )]
+    MissingToken,
+    #[error(
+        "unknown token; the token is not in the CA's tokens file, check the node's --ca-token-file"
+    )]
+    UnknownToken,
+    #[error("the tokens file cannot be read: {0}")]
+    TokensUnavailable(String),
+    #[error("node {node:?} has no pod running as {identity}; a node may only obtain identities of pods scheduled on it")]
+    NoPodOnNode { node: String, identity: String },
+    #[error("identity {identity} is not in this CA's trust domain {trust_domain:?}")]
+    ForeignTrustDomain {
+        identity: String,
+        trust_domain: String,
+    },
+    #[error("the CA has no view of the cluster yet (manifests not loaded); retry shortly")]
+    NotReady,
+}
+
+/// Maps a presented token to the node it belongs to.
+pub trait NodeAuthenticator: Send + Sync {
+    fn authenticate(&self, token: &str) -> Result<String, Refusal>;
+}
+
+/// Tells whether a node currently runs a pod with a given service account.
+pub trait NodeWorkloads: Send + Sync {
+    fn runs_service_account(
+        &self,
+        node: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<bool, Refusal>;
+}
+
+/// Local mode: a file of `<node-name> <token>` lines (`#` starts a comment). Re-read on every
+/// request so that adding a node or rotating a token needs no CA restart.
+pub struct TokensFile {
+    path: PathBuf,
+}
+
+impl TokensFile {
+    pub fn new(path: &Path) -> Self {
+        TokensFile {
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {
+        let mut tokens = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            match (fields.next(), fields.next(), fields.next()) {
+                (Some(node), Some(token), None) => {
+                    if tokens.insert(token.to_owned(), node.to_owned()).is_some() {
+                        return Err(format!(
+                            "line {}: the same token is given to two nodes",
+                            index + 1
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "line {}: expected `<node-name> <token>`, found {line:?}",
+                        index + 1
+                    ))
+                }
+            }
+        }
+        Ok(tokens)
+    }
+}
+
+impl NodeAuthenticator for TokensFile {
+    fn authenticate(&self, token: &str) -> Result<String, Refusal> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| Refusal::TokensUnavailable(format!("{}: {e}", self.path.display())))?;
+        let tokens = Self::parse(&text)
+            .map_err(|e| Refusal::TokensUnavailable(format!("{}: {e}", self.path.display())))?;
+        // Compare every entry in constant time so response timing does not leak token prefixes.
+        let mut found = None;
+        for (known, node) in &tokens {
+            if constant_time_eq(known.as_bytes(), token.as_bytes()) {
+                found = Some(node.clone());
+            }
+        }
+        found.ok_or(Refusal::UnknownToken)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The decision for one request: the node the caller proved, and the identity it may hold.
+pub fn authorise(
+    authenticator: &dyn NodeAuthenticator,
+    workloads: &dyn NodeWorkloads,
+    trust_domain: &str,
+    token: Option<&str>,
+    identity: &SpiffeId,
+) -> Result<String, (Option<String>, Refusal)> {
+    let token = token.ok_or((None, Refusal::MissingToken))?;
+    let node = authenticator.authenticate(token).map_err(|r| (None, r))?;
+    if identity.trust_domain() != trust_domain {
+        return Err((
+            Some(node),
+            Refusal::ForeignTrustDomain {
+                identity: identity.to_string(),
+                trust_domain: trust_domain.to_owned(),
+            },
+        ));
+    }
+    match workloads.runs_service_account(&node, identity.namespace(), identity.service_account()) {
+        Ok(true) => Ok(node),
+        Ok(false) => Err((
+            Some(node.clone()),
+            Refusal::NoPodOnNode {
+                node,
+                identity: identity.to_string(),
+            },
+        )),
+        Err(refusal) => Err((Some(node), refusal)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_file_parses_nodes_and_rejects_garbage() {
+        let tokens =
+            TokensFile::parse("# nodes\nnode-a secret-a\n\n node-b  secret-b # trailing\n")
+                .unwrap();
+        assert_eq!(tokens.get("secret-a").map(String::as_str), Some("node-a"));
+        assert_eq!(tokens.get("secret-b").map(String::as_str), Some("node-b"));
+        assert!(TokensFile::parse("node-a").unwrap_err().contains("line 1"));
+        assert!(TokensFile::parse("a b c").unwrap_err().contains("expected"));
+        assert!(TokensFile::parse("a t\nb t")
+            .unwrap_err()
+            .contains("two nodes"));
+    }
+
+    #[test]
+    fn constant_time_comparison_matches_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,6 @@
+//! The Ambit mesh CA: its on-disk store, the authorisation of node agents, and the CSR API.
+
+pub mod authz;
+pub mod server;
+pub mod store;
+pub mod workloads;
