@@ -86,27 +86,28 @@ where
 {
     let mut down_up = Transfer::new(buffers);
     let mut up_down = Transfer::new(buffers);
-    let result = poll_fn(|cx| {
-        let a = down_up
-            .poll(cx, &mut *downstream, &mut *upstream)
-            .map_err(|(operation, source)| CopyError {
-                direction: Direction::DownstreamToUpstream,
-                operation,
-                source,
-            })?;
-        let b = up_down
-            .poll(cx, &mut *upstream, &mut *downstream)
-            .map_err(|(operation, source)| CopyError {
-                direction: Direction::UpstreamToDownstream,
-                operation,
-                source,
-            })?;
-        match (a, b) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
-            _ => Poll::Pending,
-        }
-    })
-    .await;
+    let result =
+        poll_fn(|cx| {
+            let a = down_up.poll(cx, &mut *downstream, &mut *upstream).map_err(
+                |(operation, source)| CopyError {
+                    direction: Direction::DownstreamToUpstream,
+                    operation,
+                    source,
+                },
+            )?;
+            let b = up_down.poll(cx, &mut *upstream, &mut *downstream).map_err(
+                |(operation, source)| CopyError {
+                    direction: Direction::UpstreamToDownstream,
+                    operation,
+                    source,
+                },
+            )?;
+            match (a, b) {
+                (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
     CopyReport {
         downstream_to_upstream: down_up.bytes,
         upstream_to_downstream: up_down.bytes,
@@ -183,10 +184,9 @@ impl Transfer {
                 }
             }
             while self.start < self.end {
-                let n = ready!(
-                    Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..self.end])
-                )
-                .map_err(|e| (Operation::Write, e))?;
+                let n =
+                    ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..self.end]))
+                        .map_err(|e| (Operation::Write, e))?;
                 if n == 0 {
                     return Poll::Ready(Err((
                         Operation::Write,
@@ -212,11 +212,7 @@ impl Transfer {
         }
     }
 
-    fn poll_fill<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        reader: &mut R,
-    ) -> Poll<Result<(), Failure>>
+    fn poll_fill<R>(&mut self, cx: &mut Context<'_>, reader: &mut R) -> Poll<Result<(), Failure>>
     where
         R: AsyncRead + Unpin + ?Sized,
     {
@@ -288,7 +284,9 @@ mod tests {
             largest_read: 0,
         };
         let mut sink: Vec<u8> = Vec::new();
-        poll_fn(|cx| t.poll(cx, &mut reader, &mut sink)).await.unwrap();
+        poll_fn(|cx| t.poll(cx, &mut reader, &mut sink))
+            .await
+            .unwrap();
         assert_eq!(sink.len(), 10_000);
         assert_eq!(t.bytes, 10_000);
         assert_eq!(reader.largest_read, 64, "grew to the cap and no further");

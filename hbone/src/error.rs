@@ -106,10 +106,7 @@ pub enum ServeError {
         failure: HandshakeFailure,
     },
     #[error("handshake with {peer} did not finish within {timeout:?}")]
-    HandshakeTimeout {
-        peer: SocketAddr,
-        timeout: Duration,
-    },
+    HandshakeTimeout { peer: SocketAddr, timeout: Duration },
     #[error("client {peer} has no usable SPIFFE identity: {detail}")]
     PeerIdentity { peer: SocketAddr, detail: String },
     #[error("HTTP/2 with {peer} failed: {source}")]
@@ -119,10 +116,7 @@ pub enum ServeError {
         source: h2::Error,
     },
     #[error("{peer} did not answer keep-alive PINGs within {timeout:?}; the peer or the network path is gone")]
-    KeepAliveTimeout {
-        peer: SocketAddr,
-        timeout: Duration,
-    },
+    KeepAliveTimeout { peer: SocketAddr, timeout: Duration },
 }
 
 /// A handshake failure hidden in an h2 transport error, if that is what it is. In TLS 1.3 a

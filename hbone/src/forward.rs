@@ -62,15 +62,18 @@ impl<H: Handler> Forward<H> {
 
 impl<H: Handler> Service for Forward<H> {
     async fn serve(&self, request: InboundRequest, responder: Responder) {
-        let connected =
-            match tokio::time::timeout(self.connect_timeout, self.handler.connect(&request)).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(Refusal::unavailable(format!(
-                    "upstream {} did not accept the connection within {:?}",
-                    request.authority, self.connect_timeout
-                ))),
-            };
+        let connected = match tokio::time::timeout(
+            self.connect_timeout,
+            self.handler.connect(&request),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Refusal::unavailable(format!(
+                "upstream {} did not accept the connection within {:?}",
+                request.authority, self.connect_timeout
+            ))),
+        };
         let (mut upstream, context) = match connected {
             Ok(connected) => connected,
             Err(refusal) => {

@@ -199,10 +199,8 @@ impl Pool {
         if self.inner.reaper_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let period = (self.inner.config.idle_timeout / 2).clamp(
-            Duration::from_millis(10),
-            Duration::from_secs(30),
-        );
+        let period = (self.inner.config.idle_timeout / 2)
+            .clamp(Duration::from_millis(10), Duration::from_secs(30));
         let pool = Arc::downgrade(&self.inner);
         tokio::spawn(reap(pool, period));
     }
@@ -228,8 +226,9 @@ impl Inner {
                 actual: actual.to_string(),
             });
         }
-        let tls = certs::tls::client_config(certificate, &self.trust, vec![key.destination.clone()])
-            .map_err(|e| ConnectError::TlsConfig(e.to_string()))?;
+        let tls =
+            certs::tls::client_config(certificate, &self.trust, vec![key.destination.clone()])
+                .map_err(|e| ConnectError::TlsConfig(e.to_string()))?;
         let tcp = self
             .dialer
             .dial(key)

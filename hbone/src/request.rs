@@ -40,13 +40,13 @@ impl ConnectRequest {
         *request.method_mut() = Method::CONNECT;
         // `ip:port` and `[v6]:port` are valid authority-form URIs, so this cannot fail; still,
         // no panics on the data path.
-        *request.uri_mut() = self
-            .authority
-            .to_string()
-            .parse()
-            .map_err(|_| TunnelError::InvalidHeader {
-                header: ":authority",
-            })?;
+        *request.uri_mut() =
+            self.authority
+                .to_string()
+                .parse()
+                .map_err(|_| TunnelError::InvalidHeader {
+                    header: ":authority",
+                })?;
         let headers = request.headers_mut();
         if let Some(source) = self.forwarded_for {
             // RFC 7239: the node is quoted because it contains ':' (and '[' for IPv6).
@@ -137,24 +137,30 @@ pub(crate) fn validate<B>(
         .authority()
         .ok_or(BadRequest::MissingAuthority)?;
     let text = authority.as_str();
+    let not_an_address = || BadRequest::NotAnAddress(text.to_owned());
     if text.contains('@') {
-        return Err(BadRequest::NotAnAddress(text.to_owned()));
+        return Err(not_an_address());
     }
-    let port = match authority.port() {
-        None => return Err(BadRequest::MissingPort(text.to_owned())),
-        Some(port) => match port.as_str().parse::<u16>() {
-            Ok(0) | Err(_) => return Err(BadRequest::BadPort(text.to_owned())),
-            Ok(port) => port,
+    // Split host and port by hand: `Authority::port()` hides a malformed port as "no port".
+    let (host, port) = match text.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, rest) = bracketed.split_once(']').ok_or_else(not_an_address)?;
+            match rest.strip_prefix(':') {
+                Some(port) => (host, port),
+                None if rest.is_empty() => return Err(BadRequest::MissingPort(text.to_owned())),
+                None => return Err(not_an_address()),
+            }
+        }
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => return Err(BadRequest::MissingPort(text.to_owned())),
         },
     };
-    let host = authority.host();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let ip: IpAddr = host
-        .parse()
-        .map_err(|_| BadRequest::NotAnAddress(text.to_owned()))?;
+    let port = match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(BadRequest::BadPort(text.to_owned())),
+        Ok(port) => port,
+    };
+    let ip: IpAddr = host.parse().map_err(|_| not_an_address())?;
     let ip = ip.to_canonical();
     if check_ip {
         let local = local.ip().to_canonical();
@@ -249,7 +255,12 @@ mod tests {
             ),
             (Method::CONNECT, "[fd00::1]:443", false, ok("[fd00::1]:443")),
             // A v4-mapped authority matches a v4 local address.
-            (Method::CONNECT, "[::ffff:10.0.0.5]:80", true, ok("10.0.0.5:80")),
+            (
+                Method::CONNECT,
+                "[::ffff:10.0.0.5]:80",
+                true,
+                ok("10.0.0.5:80"),
+            ),
         ];
         for (method, uri, check_ip, expected) in cases {
             let got = validate(&request(method.clone(), uri), local, check_ip);
@@ -301,7 +312,10 @@ mod tests {
         let cases = [
             ("for=\"10.0.0.1:1234\"", Some("10.0.0.1:1234")),
             ("for=\"[fd00::1]:80\";proto=https", Some("[fd00::1]:80")),
-            ("proto=http;For=10.0.0.2:9, for=\"10.0.0.3:1\"", Some("10.0.0.2:9")),
+            (
+                "proto=http;For=10.0.0.2:9, for=\"10.0.0.3:1\"",
+                Some("10.0.0.2:9"),
+            ),
             ("for=unknown", None),
             ("by=10.0.0.1:1", None),
         ];

@@ -30,8 +30,11 @@ use crate::stream::{h2_to_io, H2Stream};
 /// Receives every valid CONNECT. Low-level: it must answer through the [`Responder`]. The
 /// waypoint implements this to read HTTP inside the tunnel; ztunnel uses [`Forward`].
 pub trait Service: Send + Sync + 'static {
-    fn serve(&self, request: InboundRequest, responder: Responder)
-        -> impl Future<Output = ()> + Send;
+    fn serve(
+        &self,
+        request: InboundRequest,
+        responder: Responder,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// The answer to a CONNECT. Dropping it unanswered answers 503, so a handler that fails

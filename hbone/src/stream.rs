@@ -96,7 +96,10 @@ impl AsyncRead for H2Stream {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending.split_to(n));
                 // Give the window back only for what the reader consumed: back-pressure.
-                this.recv.flow_control().release_capacity(n).map_err(h2_to_io)?;
+                this.recv
+                    .flow_control()
+                    .release_capacity(n)
+                    .map_err(h2_to_io)?;
                 return Poll::Ready(Ok(()));
             }
             if this.read_eof || buf.remaining() == 0 {
@@ -141,7 +144,10 @@ impl AsyncWrite for H2Stream {
             let capacity = this.send.capacity();
             if capacity > 0 {
                 let n = capacity.min(buf.len());
-                return match this.send.send_data(Bytes::copy_from_slice(&buf[..n]), false) {
+                return match this
+                    .send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                {
                     Ok(()) => Poll::Ready(Ok(n)),
                     Err(_) => Poll::Ready(Err(ready!(this.write_error(cx)))),
                 };
