@@ -118,24 +118,32 @@ impl Default for DialOptions {
 pub fn listen_in(netns: &NetNs, opts: &ListenOptions) -> Result<TcpListener, SocketError> {
     let addr = opts.addr;
     let netns_id = netns.id();
-    let err = |op: &'static str| move |source: io::Error| SocketError::Io {
-        op,
-        addr,
-        netns: netns_id,
-        source,
+    let err = |op: &'static str| {
+        move |source: io::Error| SocketError::Io {
+            op,
+            addr,
+            netns: netns_id,
+            source,
+        }
     };
     netns.run_in(|| {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(err("create a TCP socket"))?;
         // Restarted listeners must not wait out TIME_WAIT of old connections.
-        socket.set_reuse_address(true).map_err(err("set SO_REUSEADDR"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(err("set SO_REUSEADDR"))?;
         if opts.reuse_port {
-            socket.set_reuse_port(true).map_err(err("set SO_REUSEPORT"))?;
+            socket
+                .set_reuse_port(true)
+                .map_err(err("set SO_REUSEPORT"))?;
         }
         set_common(&socket, addr, opts.mark, opts.transparent).map_err(|(op, e)| err(op)(e))?;
         socket.bind(&SockAddr::from(addr)).map_err(err("bind"))?;
         socket.listen(opts.backlog).map_err(err("listen"))?;
-        socket.set_nonblocking(true).map_err(err("set non-blocking"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(err("set non-blocking"))?;
         Ok(TcpListener::from(socket))
     })?
 }
@@ -148,18 +156,22 @@ pub fn udp_bind_in(
     mark: Option<u32>,
 ) -> Result<UdpSocket, SocketError> {
     let netns_id = netns.id();
-    let err = |op: &'static str| move |source: io::Error| SocketError::Io {
-        op,
-        addr,
-        netns: netns_id,
-        source,
+    let err = |op: &'static str| {
+        move |source: io::Error| SocketError::Io {
+            op,
+            addr,
+            netns: netns_id,
+            source,
+        }
     };
     netns.run_in(|| {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(err("create a UDP socket"))?;
         set_common(&socket, addr, mark, false).map_err(|(op, e)| err(op)(e))?;
         socket.bind(&SockAddr::from(addr)).map_err(err("bind"))?;
-        socket.set_nonblocking(true).map_err(err("set non-blocking"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(err("set non-blocking"))?;
         Ok(UdpSocket::from(socket))
     })?
 }
@@ -173,11 +185,13 @@ pub fn dial_socket_in(
     opts: &DialOptions,
 ) -> Result<UnconnectedTcp, SocketError> {
     let netns_id = netns.id();
-    let err = |op: &'static str| move |source: io::Error| SocketError::Io {
-        op,
-        addr: dst,
-        netns: netns_id,
-        source,
+    let err = |op: &'static str| {
+        move |source: io::Error| SocketError::Io {
+            op,
+            addr: dst,
+            netns: netns_id,
+            source,
+        }
     };
     netns.run_in(|| {
         let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))
@@ -187,11 +201,17 @@ pub fn dial_socket_in(
             if opts.transparent {
                 // Binding a foreign address with a fixed port collides with
                 // other connections otherwise.
-                socket.set_reuse_address(true).map_err(err("set SO_REUSEADDR"))?;
+                socket
+                    .set_reuse_address(true)
+                    .map_err(err("set SO_REUSEADDR"))?;
             }
-            socket.bind(&SockAddr::from(bind)).map_err(err("bind the source address"))?;
+            socket
+                .bind(&SockAddr::from(bind))
+                .map_err(err("bind the source address"))?;
         }
-        socket.set_nonblocking(true).map_err(err("set non-blocking"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(err("set non-blocking"))?;
         Ok(UnconnectedTcp(TcpStream::from(socket)))
     })?
 }
@@ -202,7 +222,9 @@ fn set_common(
     mark: Option<u32>,
     transparent: bool,
 ) -> Result<(), (&'static str, io::Error)> {
-    socket.set_cloexec(true).map_err(|e| ("set FD_CLOEXEC", e))?;
+    socket
+        .set_cloexec(true)
+        .map_err(|e| ("set FD_CLOEXEC", e))?;
     if let Some(mark) = mark {
         socket.set_mark(mark).map_err(|e| ("set SO_MARK", e))?;
     }

@@ -97,7 +97,18 @@ impl TestNetns {
     pub fn veth_to(&self, peer: &TestNetns, self_cidr: &str, peer_cidr: &str) -> (String, String) {
         let here = unique_name("a");
         let there = unique_name("b");
-        self.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", peer.name()]);
+        self.ip(&[
+            "link",
+            "add",
+            &here,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &there,
+            "netns",
+            peer.name(),
+        ]);
         self.ip(&["addr", "add", self_cidr, "dev", &here]);
         self.ip(&["link", "set", &here, "up"]);
         peer.ip(&["addr", "add", peer_cidr, "dev", &there]);
@@ -108,6 +119,8 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

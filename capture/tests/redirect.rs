@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use capture::rules::{self, ports, CheckError, RuleOptions};
-use capture::socket::{dial_socket_in, listen_in, original_dst, udp_bind_in, DialOptions, ListenOptions};
+use capture::socket::{
+    dial_socket_in, listen_in, original_dst, udp_bind_in, DialOptions, ListenOptions,
+};
 use capture::testing::TestNetns;
 use capture::{NetNs, ZTUNNEL_MARK};
 
@@ -38,11 +40,28 @@ impl Pod {
         let subnet = format!("198.18.{n}");
         let pod = TestNetns::new("pod");
         let peer = TestNetns::new("peer");
-        let (pod_ip, peer_ip, probe_ip) = (format!("{subnet}.2"), format!("{subnet}.1"), format!("{subnet}.3"));
+        let (pod_ip, peer_ip, probe_ip) = (
+            format!("{subnet}.2"),
+            format!("{subnet}.1"),
+            format!("{subnet}.3"),
+        );
         pod.veth_to(&peer, &format!("{pod_ip}/24"), &format!("{peer_ip}/24"));
-        peer.ip(&["addr", "add", &format!("{probe_ip}/24"), "dev", &peer_link(&peer)]);
+        peer.ip(&[
+            "addr",
+            "add",
+            &format!("{probe_ip}/24"),
+            "dev",
+            &peer_link(&peer),
+        ]);
         pod.ip(&["route", "add", "default", "via", &peer_ip]);
-        Self { pod, peer, pod_ip, peer_ip, probe_ip, subnet }
+        Self {
+            pod,
+            peer,
+            pod_ip,
+            peer_ip,
+            probe_ip,
+            subnet,
+        }
     }
 
     fn options(&self) -> RuleOptions {
@@ -58,7 +77,11 @@ impl Pod {
 
     /// A listener inside the pod, on all addresses.
     fn listen(&self, port: u16) -> TcpListener {
-        listen_in(self.pod.netns(), &ListenOptions::new(Self::addr("0.0.0.0", port))).unwrap()
+        listen_in(
+            self.pod.netns(),
+            &ListenOptions::new(Self::addr("0.0.0.0", port)),
+        )
+        .unwrap()
     }
 }
 
@@ -81,7 +104,10 @@ fn connect_from(netns: &NetNs, dst: SocketAddr, opts: DialOptions) -> TcpStream 
 }
 
 fn plain() -> DialOptions {
-    DialOptions { mark: None, ..DialOptions::default() }
+    DialOptions {
+        mark: None,
+        ..DialOptions::default()
+    }
 }
 
 /// The next connection on `listener` within [`WAIT`].
@@ -112,7 +138,10 @@ fn outbound_tcp_lands_on_15001_with_its_original_destination() {
     let outbound = env.listen(ports::OUTBOUND);
 
     // To the peer, and to an address that exists nowhere: both captured.
-    for dst in [Pod::addr(&env.peer_ip, APP_PORT), Pod::addr(&format!("{}.99", env.subnet), 443)] {
+    for dst in [
+        Pod::addr(&env.peer_ip, APP_PORT),
+        Pod::addr(&format!("{}.99", env.subnet), 443),
+    ] {
         let mut app = connect_from(env.pod.netns(), dst, plain());
         let mut accepted = accept(&outbound, "outbound listener");
         assert_eq!(original_dst(&accepted).unwrap(), dst);
@@ -131,8 +160,16 @@ fn marked_and_loopback_traffic_bypasses_capture() {
     rules::apply(env.pod.netns(), &env.options()).unwrap();
     let outbound = env.listen(ports::OUTBOUND);
     let inbound = env.listen(ports::INBOUND);
-    let app = listen_in(env.pod.netns(), &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None)).unwrap();
-    let remote = listen_in(env.peer.netns(), &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None)).unwrap();
+    let app = listen_in(
+        env.pod.netns(),
+        &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None),
+    )
+    .unwrap();
+    let remote = listen_in(
+        env.peer.netns(),
+        &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None),
+    )
+    .unwrap();
 
     // ztunnel's own sockets (SO_MARK 0x539) reach the real destination.
     let dst = Pod::addr(&env.peer_ip, APP_PORT);
@@ -155,19 +192,30 @@ fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
     rules::apply(env.pod.netns(), &env.options()).unwrap();
     let inbound = env.listen(ports::INBOUND);
     let hbone = env.listen(ports::HBONE);
-    let app = listen_in(env.pod.netns(), &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None)).unwrap();
+    let app = listen_in(
+        env.pod.netns(),
+        &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None),
+    )
+    .unwrap();
 
     let app_addr = Pod::addr(&env.pod_ip, APP_PORT);
     let _conn = connect_from(env.peer.netns(), app_addr, plain());
     let accepted = accept(&inbound, "inbound listener");
     assert_eq!(original_dst(&accepted).unwrap(), app_addr);
 
-    let _conn = connect_from(env.peer.netns(), Pod::addr(&env.pod_ip, ports::HBONE), plain());
+    let _conn = connect_from(
+        env.peer.netns(),
+        Pod::addr(&env.pod_ip, ports::HBONE),
+        plain(),
+    );
     let tunnel = accept(&hbone, "HBONE listener");
     assert_eq!(tunnel.local_addr().unwrap().port(), ports::HBONE);
 
     // kubelet probes from the node's address go straight to the app.
-    let probe = DialOptions { bind: Some(Pod::addr(&env.probe_ip, 0)), ..plain() };
+    let probe = DialOptions {
+        bind: Some(Pod::addr(&env.probe_ip, 0)),
+        ..plain()
+    };
     let _conn = connect_from(env.peer.netns(), app_addr, probe);
     accept(&app, "app (probe)");
     assert_idle(&inbound, "inbound listener");
@@ -177,7 +225,12 @@ fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
 fn dns_goes_to_15053_when_enabled() {
     let env = Pod::new();
     rules::apply(env.pod.netns(), &env.options()).unwrap();
-    let dns = udp_bind_in(env.pod.netns(), Pod::addr("0.0.0.0", ports::DNS), Some(ZTUNNEL_MARK)).unwrap();
+    let dns = udp_bind_in(
+        env.pod.netns(),
+        Pod::addr("0.0.0.0", ports::DNS),
+        Some(ZTUNNEL_MARK),
+    )
+    .unwrap();
     dns.set_nonblocking(false).unwrap();
     dns.set_read_timeout(Some(WAIT)).unwrap();
     let app: UdpSocket = udp_bind_in(env.pod.netns(), Pod::addr("0.0.0.0", 0), None).unwrap();
@@ -192,20 +245,33 @@ fn apply_is_idempotent_and_check_and_remove_see_the_table() {
     let env = Pod::new();
     let netns = env.pod.netns();
     let err = rules::check(netns).unwrap_err();
-    assert!(matches!(&err, CheckError::Missing(m) if m.table_missing), "{err}");
+    assert!(
+        matches!(&err, CheckError::Missing(m) if m.table_missing),
+        "{err}"
+    );
 
     rules::apply(netns, &env.options()).unwrap();
     let first = list(&env.pod);
     rules::apply(netns, &env.options()).unwrap();
-    assert_eq!(rule_count(&first), rule_count(&list(&env.pod)), "re-apply duplicated rules");
+    assert_eq!(
+        rule_count(&first),
+        rule_count(&list(&env.pod)),
+        "re-apply duplicated rules"
+    );
     rules::check(netns).unwrap();
 
     // Someone removes part of the rules: check names what is gone.
     nft(&env.pod, &["flush", "chain", "inet", "ambit", "prerouting"]);
     let err = rules::check(netns).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(&err, CheckError::Missing(m) if !m.table_missing), "{msg}");
-    assert!(msg.contains("ambit:in-redirect") && msg.contains("ambit:in-skip-hbone"), "{msg}");
+    assert!(
+        matches!(&err, CheckError::Missing(m) if !m.table_missing),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("ambit:in-redirect") && msg.contains("ambit:in-skip-hbone"),
+        "{msg}"
+    );
     assert!(!msg.contains("ambit:out-redirect"), "{msg}");
 
     // Other tables in the pod are left alone.
@@ -213,13 +279,24 @@ fn apply_is_idempotent_and_check_and_remove_see_the_table() {
     rules::remove(netns).unwrap();
     rules::remove(netns).unwrap(); // idempotent
     let err = rules::check(netns).unwrap_err();
-    assert!(matches!(&err, CheckError::Missing(m) if m.table_missing), "{err}");
+    assert!(
+        matches!(&err, CheckError::Missing(m) if m.table_missing),
+        "{err}"
+    );
     nft(&env.pod, &["list", "table", "inet", "app"]);
 }
 
 fn nft(ns: &TestNetns, args: &[&str]) -> String {
-    let out = Command::new("ip").args(["netns", "exec", ns.name(), "nft"]).args(args).output().unwrap();
-    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "nft"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -21,7 +21,11 @@ fn main() -> ExitCode {
     let mut stdin = Vec::new();
     if env.get("CNI_COMMAND").map(String::as_str) != Some("VERSION") {
         if let Err(error) = std::io::stdin().read_to_end(&mut stdin) {
-            let error = CniError::new(code::IO_FAILURE, format!("cannot read the network config from stdin: {error}"), "");
+            let error = CniError::new(
+                code::IO_FAILURE,
+                format!("cannot read the network config from stdin: {error}"),
+                "",
+            );
             return fail(&error, cni::LATEST_VERSION);
         }
     }
@@ -30,7 +34,11 @@ fn main() -> ExitCode {
         if let Some(config) = config_of(&request) {
             logging::init(config);
         }
-        let span = tracing::info_span!("cni", command = env.get("CNI_COMMAND").map(String::as_str), container = env.get("CNI_CONTAINERID").map(String::as_str));
+        let span = tracing::info_span!(
+            "cni",
+            command = env.get("CNI_COMMAND").map(String::as_str),
+            container = env.get("CNI_CONTAINERID").map(String::as_str)
+        );
         let _entered = span.enter();
         plugin::run(request).inspect_err(|error| tracing::error!(%error, "CNI call failed"))
     });
@@ -38,7 +46,10 @@ fn main() -> ExitCode {
         Ok(output) => {
             if let Some(output) = output {
                 let mut stdout = std::io::stdout().lock();
-                if writeln!(stdout, "{output}").and_then(|()| stdout.flush()).is_err() {
+                if writeln!(stdout, "{output}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     return ExitCode::FAILURE;
                 }
             }

@@ -61,7 +61,10 @@ fn add(call: &PodCall) -> Result<String, CniError> {
         name: pod.name.clone(),
         namespace: pod.namespace.clone(),
     };
-    match client.add_pod(&pod_ref, &netns).map_err(|e| enroll_error(e, &pod_name))? {
+    match client
+        .add_pod(&pod_ref, &netns)
+        .map_err(|e| enroll_error(e, &pod_name))?
+    {
         AddOutcome::NotAmbient => {
             tracing::info!(pod = %pod_name, "pod is not ambient; passing through");
         }
@@ -95,7 +98,9 @@ fn del(call: &PodCall) {
         .and_then(|client| client.delete_pod(&pod.uid))
     {
         Ok(()) => tracing::info!(pod = %pod_name, "pod removed from ztunnel"),
-        Err(error) => tracing::warn!(pod = %pod_name, %error, "ztunnel did not confirm the removal; it drops the pod when its netns goes away"),
+        Err(error) => {
+            tracing::warn!(pod = %pod_name, %error, "ztunnel did not confirm the removal; it drops the pod when its netns goes away")
+        }
     }
     let Some(path) = &call.netns else {
         return;
@@ -103,9 +108,13 @@ fn del(call: &PodCall) {
     match NetNs::open(path) {
         Ok(netns) => match backend(&call.config).remove(&netns) {
             Ok(()) => tracing::debug!(pod = %pod_name, "capture rules removed"),
-            Err(error) => tracing::warn!(pod = %pod_name, %error, "cannot remove the capture rules; they go away with the netns"),
+            Err(error) => {
+                tracing::warn!(pod = %pod_name, %error, "cannot remove the capture rules; they go away with the netns")
+            }
         },
-        Err(error) => tracing::debug!(pod = %pod_name, %error, "netns already gone; no rules to remove"),
+        Err(error) => {
+            tracing::debug!(pod = %pod_name, %error, "netns already gone; no rules to remove")
+        }
     }
 }
 
@@ -138,7 +147,13 @@ fn check(call: &PodCall) -> Result<(), CniError> {
 fn status(config: &NetConf) -> Result<(), CniError> {
     EnrollClient::connect(&config.enroll_socket, config.enroll_timeout)
         .map(drop)
-        .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.to_string(), "pods cannot start on this node until ztunnel runs"))
+        .map_err(|e| {
+            CniError::new(
+                code::NOT_AVAILABLE,
+                e.to_string(),
+                "pods cannot start on this node until ztunnel runs",
+            )
+        })
 }
 
 fn backend(config: &NetConf) -> Nftables {
@@ -155,7 +170,11 @@ fn open_netns(call: &PodCall) -> Result<NetNs, CniError> {
     NetNs::open(path).map_err(|error| {
         let gone = !Path::new(path).exists();
         CniError::new(
-            if gone { code::UNKNOWN_CONTAINER } else { code::IO_FAILURE },
+            if gone {
+                code::UNKNOWN_CONTAINER
+            } else {
+                code::IO_FAILURE
+            },
             format!("cannot open the pod's network namespace: {error}"),
             "",
         )
@@ -163,7 +182,8 @@ fn open_netns(call: &PodCall) -> Result<NetNs, CniError> {
 }
 
 fn connect(config: &NetConf, pod: &str) -> Result<EnrollClient, CniError> {
-    EnrollClient::connect(&config.enroll_socket, config.enroll_timeout).map_err(|e| enroll_error(e, pod))
+    EnrollClient::connect(&config.enroll_socket, config.enroll_timeout)
+        .map_err(|e| enroll_error(e, pod))
 }
 
 fn enroll_error(error: EnrollError, pod: &str) -> CniError {

@@ -31,9 +31,13 @@ impl EnrollClient {
             source,
         };
         let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(connect_err)?;
-        socket.set_read_timeout(Some(timeout)).map_err(connect_err)?;
+        socket
+            .set_read_timeout(Some(timeout))
+            .map_err(connect_err)?;
         // A unix connect() to a full backlog waits up to SO_SNDTIMEO.
-        socket.set_write_timeout(Some(timeout)).map_err(connect_err)?;
+        socket
+            .set_write_timeout(Some(timeout))
+            .map_err(connect_err)?;
         let addr = SockAddr::unix(&path).map_err(connect_err)?;
         socket.connect(&addr).map_err(connect_err)?;
         Ok(Self {
@@ -108,9 +112,10 @@ impl EnrollClient {
                 reason: format!("answer longer than {} bytes", proto::MAX_MESSAGE_BYTES),
             });
         }
-        let ack = proto::Ack::decode(datagram.bytes.as_slice()).map_err(|e| EnrollError::BadReply {
-            reason: format!("cannot decode the Ack: {e}"),
-        })?;
+        let ack =
+            proto::Ack::decode(datagram.bytes.as_slice()).map_err(|e| EnrollError::BadReply {
+                reason: format!("cannot decode the Ack: {e}"),
+            })?;
         if ack.version != proto::PROTOCOL_VERSION {
             return Err(EnrollError::BadReply {
                 reason: format!(

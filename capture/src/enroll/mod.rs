@@ -51,8 +51,13 @@ pub struct PodRef {
 #[derive(Debug)]
 pub enum EnrollRequest {
     /// Enroll the pod whose network namespace is `netns`.
-    Add { pod: PodRef, netns: NetNs },
-    Delete { uid: String },
+    Add {
+        pod: PodRef,
+        netns: NetNs,
+    },
+    Delete {
+        uid: String,
+    },
     SnapshotDone,
 }
 

@@ -121,8 +121,12 @@ impl Ack {
 /// Takes ownership of every received fd: whatever is not handed out in the
 /// request is closed when this returns.
 pub(crate) fn decode_request(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<EnrollRequest, String> {
-    let request = Request::decode(bytes)
-        .map_err(|e| format!("not a valid enrollment request ({} bytes): {e}", bytes.len()))?;
+    let request = Request::decode(bytes).map_err(|e| {
+        format!(
+            "not a valid enrollment request ({} bytes): {e}",
+            bytes.len()
+        )
+    })?;
     if request.version != PROTOCOL_VERSION {
         return Err(format!(
             "enrollment protocol version {} is not supported (this side speaks {PROTOCOL_VERSION}); \
@@ -134,13 +138,20 @@ pub(crate) fn decode_request(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Enro
         if fds.is_empty() {
             Ok(())
         } else {
-            Err(format!("{what} must carry no file descriptors, got {}", fds.len()))
+            Err(format!(
+                "{what} must carry no file descriptors, got {}",
+                fds.len()
+            ))
         }
     };
     match request.kind {
         None => Err("request has no known kind (empty, or from a newer peer)".to_owned()),
         Some(request::Kind::AddPod(add)) => {
-            for (field, value) in [("uid", &add.uid), ("name", &add.name), ("namespace", &add.namespace)] {
+            for (field, value) in [
+                ("uid", &add.uid),
+                ("name", &add.name),
+                ("namespace", &add.namespace),
+            ] {
                 if value.is_empty() {
                     return Err(format!("AddPod without {field}"));
                 }

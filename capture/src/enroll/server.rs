@@ -18,8 +18,8 @@ use tokio::io::unix::AsyncFd;
 use super::client::EnrollClient;
 use super::proto::{self, decode_request, Ack};
 use super::wire;
-use crate::netns::register_async;
 use super::{EnrollRequest, Reply};
+use crate::netns::register_async;
 
 /// A listening enrollment socket.
 #[derive(Debug)]
@@ -47,14 +47,18 @@ impl EnrollListener {
             if probe.connect(&SockAddr::unix(&path)?).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("{} is served by another process (a second ztunnel?)", path.display()),
+                    format!(
+                        "{} is served by another process (a second ztunnel?)",
+                        path.display()
+                    ),
                 ));
             }
             std::fs::remove_file(&path).map_err(with_path)?;
         }
         let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
         socket.bind(&SockAddr::unix(&path)?).map_err(with_path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(with_path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(with_path)?;
         socket.listen(128)?;
         socket.set_nonblocking(true)?;
         Ok(Self {
@@ -104,7 +108,9 @@ impl EnrollConnection {
         loop {
             let datagram = {
                 let mut guard = self.socket.readable().await?;
-                match guard.try_io(|s| wire::recv_datagram(s.get_ref().as_fd(), proto::MAX_MESSAGE_BYTES)) {
+                match guard
+                    .try_io(|s| wire::recv_datagram(s.get_ref().as_fd(), proto::MAX_MESSAGE_BYTES))
+                {
                     Ok(result) => result?,
                     Err(_would_block) => continue,
                 }

@@ -62,7 +62,9 @@ async fn add_pod_hands_over_the_same_netns_over_a_socket_file() {
         async move {
             let reply = match &req {
                 EnrollRequest::Add { pod, .. } if pod.namespace == "plain" => Reply::NotAmbient,
-                EnrollRequest::Add { pod, .. } if pod.uid == "bad" => Reply::Error("no such pod".into()),
+                EnrollRequest::Add { pod, .. } if pod.uid == "bad" => {
+                    Reply::Error("no such pod".into())
+                }
                 EnrollRequest::Add { .. } => Reply::Enrolled { capture_dns: true },
                 _ => Reply::Done,
             };
@@ -77,7 +79,13 @@ async fn add_pod_hands_over_the_same_netns_over_a_socket_file() {
         let client = EnrollClient::connect(&path, TIMEOUT).unwrap();
         let enrolled = client.add_pod(&pod("u1"), &netns).unwrap();
         let plain = client
-            .add_pod(&PodRef { namespace: "plain".into(), ..pod("u2") }, &netns)
+            .add_pod(
+                &PodRef {
+                    namespace: "plain".into(),
+                    ..pod("u2")
+                },
+                &netns,
+            )
             .unwrap();
         let refused = client.add_pod(&pod("bad"), &netns).unwrap_err();
         client.delete_pod("u1").unwrap();
@@ -95,15 +103,28 @@ async fn add_pod_hands_over_the_same_netns_over_a_socket_file() {
     match seen_rx.recv().await.unwrap() {
         EnrollRequest::Add { pod: got, netns } => {
             assert_eq!(got, pod("u1"));
-            assert_eq!(netns.inode(), expected_inode, "received fd is another netns");
+            assert_eq!(
+                netns.inode(),
+                expected_inode,
+                "received fd is another netns"
+            );
             assert_ne!(netns.id(), NetNs::current().unwrap().id());
         }
         other => panic!("expected Add, got {other:?}"),
     }
-    assert!(matches!(seen_rx.recv().await.unwrap(), EnrollRequest::Add { .. }));
-    assert!(matches!(seen_rx.recv().await.unwrap(), EnrollRequest::Add { .. }));
+    assert!(matches!(
+        seen_rx.recv().await.unwrap(),
+        EnrollRequest::Add { .. }
+    ));
+    assert!(matches!(
+        seen_rx.recv().await.unwrap(),
+        EnrollRequest::Add { .. }
+    ));
     assert!(matches!(seen_rx.recv().await.unwrap(), EnrollRequest::Delete { uid } if uid == "u1"));
-    assert!(matches!(seen_rx.recv().await.unwrap(), EnrollRequest::SnapshotDone));
+    assert!(matches!(
+        seen_rx.recv().await.unwrap(),
+        EnrollRequest::SnapshotDone
+    ));
 }
 
 #[tokio::test]
@@ -113,15 +134,47 @@ async fn malformed_datagrams_get_error_acks_and_the_connection_survives() {
     let big = vec![0x0a_u8; proto::MAX_MESSAGE_BYTES + 10];
     // (datagram, fds, expected words in the error)
     let cases: Vec<(Vec<u8>, Vec<OwnedFd>, &str)> = vec![
-        (b"\xff\xff\xff garbage".to_vec(), vec![], "not a valid enrollment request"),
-        (request_bytes(7, Some(delete_kind("u"))), vec![], "version 7 is not supported"),
+        (
+            b"\xff\xff\xff garbage".to_vec(),
+            vec![],
+            "not a valid enrollment request",
+        ),
+        (
+            request_bytes(7, Some(delete_kind("u"))),
+            vec![],
+            "version 7 is not supported",
+        ),
         (request_bytes(1, None), vec![], "no known kind"),
-        (request_bytes(1, Some(add_kind("u"))), vec![], "exactly one network namespace fd"),
-        (request_bytes(1, Some(add_kind("u"))), vec![netns_fd(), netns_fd()], "got 2"),
-        (request_bytes(1, Some(add_kind("u"))), vec![regular_fd()], "not a network namespace"),
-        (request_bytes(1, Some(add_kind(""))), vec![netns_fd()], "AddPod without uid"),
-        (request_bytes(1, Some(delete_kind("u"))), vec![netns_fd()], "DeletePod must carry no"),
-        (request_bytes(1, Some(delete_kind(""))), vec![], "DeletePod without uid"),
+        (
+            request_bytes(1, Some(add_kind("u"))),
+            vec![],
+            "exactly one network namespace fd",
+        ),
+        (
+            request_bytes(1, Some(add_kind("u"))),
+            vec![netns_fd(), netns_fd()],
+            "got 2",
+        ),
+        (
+            request_bytes(1, Some(add_kind("u"))),
+            vec![regular_fd()],
+            "not a network namespace",
+        ),
+        (
+            request_bytes(1, Some(add_kind(""))),
+            vec![netns_fd()],
+            "AddPod without uid",
+        ),
+        (
+            request_bytes(1, Some(delete_kind("u"))),
+            vec![netns_fd()],
+            "DeletePod must carry no",
+        ),
+        (
+            request_bytes(1, Some(delete_kind(""))),
+            vec![],
+            "DeletePod without uid",
+        ),
         (big, vec![], "longer than 16384 bytes"),
     ];
     let (raw, conn) = raw_pair();
@@ -133,18 +186,28 @@ async fn malformed_datagrams_get_error_acks_and_the_connection_survives() {
         // next_request, the good one comes out.
         wire::send_datagram(raw.as_fd(), &request_bytes(1, Some(delete_kind("ok"))), &[]).unwrap();
         let req = conn.next_request().await.unwrap().unwrap();
-        assert!(matches!(req, EnrollRequest::Delete { ref uid } if uid == "ok"), "{expected}");
+        assert!(
+            matches!(req, EnrollRequest::Delete { ref uid } if uid == "ok"),
+            "{expected}"
+        );
         conn.reply(&Reply::Done).await.unwrap();
 
         let error_ack = read_ack(&raw);
         assert!(!error_ack.ok, "{expected}");
         assert_eq!(error_ack.status, AckStatus::Error as i32);
-        assert!(error_ack.error.contains(expected), "{expected:?} not in {:?}", error_ack.error);
+        assert!(
+            error_ack.error.contains(expected),
+            "{expected:?} not in {:?}",
+            error_ack.error
+        );
         let ok_ack = read_ack(&raw);
         assert!(ok_ack.ok);
     }
     drop(raw);
-    assert!(conn.next_request().await.unwrap().is_none(), "hang-up is end of stream");
+    assert!(
+        conn.next_request().await.unwrap().is_none(),
+        "hang-up is end of stream"
+    );
 }
 
 #[tokio::test]
@@ -186,8 +249,24 @@ async fn client_reports_unreachable_timeout_and_close() {
 fn bad_acks_are_typed_errors() {
     for (ack, expected) in [
         (b"\xff\xff".to_vec(), "cannot decode"),
-        (Ack { version: 9, ok: true, ..Default::default() }.encode_to_vec(), "protocol version 9"),
-        (Ack { version: 1, ok: true, ..Default::default() }.encode_to_vec(), "status 0"),
+        (
+            Ack {
+                version: 9,
+                ok: true,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            "protocol version 9",
+        ),
+        (
+            Ack {
+                version: 1,
+                ok: true,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            "status 0",
+        ),
     ] {
         let (client_sock, server_sock) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
         let client = EnrollClient::from_socket(client_sock, TIMEOUT).unwrap();

@@ -60,7 +60,11 @@ pub(crate) fn recv_datagram(fd: BorrowedFd<'_>, max: usize) -> io::Result<Option
 
 /// Sends one datagram with `fds` attached (SCM_RIGHTS). Never raises
 /// SIGPIPE: a closed peer is an `EPIPE` error.
-pub(crate) fn send_datagram(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send_datagram(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };

@@ -37,12 +37,36 @@ struct Required {
 }
 
 const REQUIRED: [Required; 6] = [
-    Required { chain: "output", tag: "ambit:out-skip-ztunnel", redirect_to: None },
-    Required { chain: "output", tag: "ambit:out-skip-loopback", redirect_to: None },
-    Required { chain: "output", tag: "ambit:out-redirect", redirect_to: Some(ports::OUTBOUND) },
-    Required { chain: "prerouting", tag: "ambit:in-skip-loopback", redirect_to: None },
-    Required { chain: "prerouting", tag: "ambit:in-skip-hbone", redirect_to: None },
-    Required { chain: "prerouting", tag: "ambit:in-redirect", redirect_to: Some(ports::INBOUND) },
+    Required {
+        chain: "output",
+        tag: "ambit:out-skip-ztunnel",
+        redirect_to: None,
+    },
+    Required {
+        chain: "output",
+        tag: "ambit:out-skip-loopback",
+        redirect_to: None,
+    },
+    Required {
+        chain: "output",
+        tag: "ambit:out-redirect",
+        redirect_to: Some(ports::OUTBOUND),
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-skip-loopback",
+        redirect_to: None,
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-skip-hbone",
+        redirect_to: None,
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-redirect",
+        redirect_to: Some(ports::INBOUND),
+    },
 ];
 
 /// The nftables backend.
@@ -128,7 +152,10 @@ impl Nftables {
                 action,
                 netns: netns.id(),
                 status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                stderr: match String::from_utf8_lossy(&output.stderr).trim() {
+                    "" => "(no error output)".to_owned(),
+                    text => text.to_owned(),
+                },
             })
         }
     }
@@ -136,13 +163,23 @@ impl Nftables {
 
 impl RulesBackend for Nftables {
     fn apply(&self, netns: &NetNs, opts: &RuleOptions) -> Result<(), RulesError> {
-        self.run(netns, "install the capture rules", &["-f", "-"], &render(opts))?;
+        self.run(
+            netns,
+            "install the capture rules",
+            &["-f", "-"],
+            &render(opts),
+        )?;
         tracing::debug!(netns = %netns.id(), ?opts, "capture rules applied");
         Ok(())
     }
 
     fn remove(&self, netns: &NetNs) -> Result<(), RulesError> {
-        self.run(netns, "remove the capture rules", &["-f", "-"], &render_delete())?;
+        self.run(
+            netns,
+            "remove the capture rules",
+            &["-f", "-"],
+            &render_delete(),
+        )?;
         tracing::debug!(netns = %netns.id(), "capture rules removed");
         Ok(())
     }
@@ -174,26 +211,35 @@ fn render_delete() -> String {
 /// a re-apply never leaves a window without rules nor duplicates them.
 pub fn render(opts: &RuleOptions) -> String {
     let mark = format!("{ZTUNNEL_MARK:#x}");
-    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = opts.probe_sources.iter().partition(|ip| ip.is_ipv4());
+    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) =
+        opts.probe_sources.iter().partition(|ip| ip.is_ipv4());
     let mut out = render_delete();
     out.push_str(&format!("table {TABLE} {{\n"));
 
     out.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n");
-    out.push_str(&format!("\t\tmeta mark {mark} return comment \"ambit:out-skip-ztunnel\"\n"));
+    out.push_str(&format!(
+        "\t\tmeta mark {mark} return comment \"ambit:out-skip-ztunnel\"\n"
+    ));
     // Loopback covers 127/8 and ::1 and also the pod's own addresses
     // (routed via lo): pod-local traffic is not mesh traffic.
     out.push_str("\t\toifname \"lo\" return comment \"ambit:out-skip-loopback\"\n");
     if opts.capture_dns {
         let dns = ports::DNS;
-        out.push_str(&format!("\t\tudp dport 53 redirect to :{dns} comment \"ambit:out-dns-udp\"\n"));
-        out.push_str(&format!("\t\ttcp dport 53 redirect to :{dns} comment \"ambit:out-dns-tcp\"\n"));
+        out.push_str(&format!(
+            "\t\tudp dport 53 redirect to :{dns} comment \"ambit:out-dns-udp\"\n"
+        ));
+        out.push_str(&format!(
+            "\t\ttcp dport 53 redirect to :{dns} comment \"ambit:out-dns-tcp\"\n"
+        ));
     }
     out.push_str(&format!(
         "\t\tmeta l4proto tcp redirect to :{} comment \"ambit:out-redirect\"\n\t}}\n",
         ports::OUTBOUND
     ));
 
-    out.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority -100; policy accept;\n");
+    out.push_str(
+        "\tchain prerouting {\n\t\ttype nat hook prerouting priority -100; policy accept;\n",
+    );
     out.push_str("\t\tiifname \"lo\" return comment \"ambit:in-skip-loopback\"\n");
     if !v4.is_empty() {
         out.push_str(&format!(
@@ -219,7 +265,10 @@ pub fn render(opts: &RuleOptions) -> String {
 }
 
 fn join(ips: &[IpAddr]) -> String {
-    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Verifies `nft -j list table inet ambit` output against [`CHAINS`] and
@@ -280,7 +329,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    const ID: NetNsId = NetNsId { dev: 4, inode: 4026531840 };
+    const ID: NetNsId = NetNsId {
+        dev: 4,
+        inode: 4026531840,
+    };
 
     #[test]
     fn render_has_fixed_rules_and_options() {
@@ -327,7 +379,9 @@ mod tests {
             if Some(req.tag) == skip_tag {
                 continue;
             }
-            let port = req.redirect_to.map(|p| if p == ports::OUTBOUND { out_port } else { p });
+            let port = req
+                .redirect_to
+                .map(|p| if p == ports::OUTBOUND { out_port } else { p });
             items.push(rule(req.chain, req.tag, port));
         }
         serde_json::json!({ "nftables": items }).to_string()
@@ -342,7 +396,9 @@ mod tests {
     fn each_missing_rule_is_named() {
         for req in &REQUIRED {
             let err = check_listing(ID, &listing(Some(req.tag), 15001)).unwrap_err();
-            let CheckError::Missing(m) = err else { panic!("{err}") };
+            let CheckError::Missing(m) = err else {
+                panic!("{err}")
+            };
             assert!(!m.table_missing);
             assert_eq!(m.missing.len(), 1, "{m}");
             assert!(m.missing[0].contains(req.tag), "{m}");
@@ -352,7 +408,11 @@ mod tests {
     #[test]
     fn wrong_redirect_port_is_missing() {
         let err = check_listing(ID, &listing(None, 15999)).unwrap_err();
-        assert!(err.to_string().contains("ambit:out-redirect (redirect to :15001)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ambit:out-redirect (redirect to :15001)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -371,7 +431,10 @@ mod tests {
     fn garbage_listing_is_a_bad_listing() {
         for json in ["", "[]", "{\"nftables\": 3}", "not json"] {
             let err = check_listing(ID, json).unwrap_err();
-            assert!(matches!(err, CheckError::Rules(RulesError::BadListing { .. })), "{json}: {err}");
+            assert!(
+                matches!(err, CheckError::Rules(RulesError::BadListing { .. })),
+                "{json}: {err}"
+            );
         }
     }
 }

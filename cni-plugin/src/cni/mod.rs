@@ -78,11 +78,19 @@ impl CniError {
 }
 
 fn env_err(msg: impl Into<String>) -> CniError {
-    CniError::new(code::INVALID_ENV, msg, "the container runtime sets the CNI_* variables; check its CNI configuration")
+    CniError::new(
+        code::INVALID_ENV,
+        msg,
+        "the container runtime sets the CNI_* variables; check its CNI configuration",
+    )
 }
 
 fn config_err(msg: impl Into<String>) -> CniError {
-    CniError::new(code::INVALID_CONFIG, msg, "fix the ambit-cni entry in the CNI conflist")
+    CniError::new(
+        code::INVALID_CONFIG,
+        msg,
+        "fix the ambit-cni entry in the CNI conflist",
+    )
 }
 
 /// What the runtime asked for.
@@ -164,11 +172,14 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<Request, Cni
         }
     };
 
-    let container_id = get("CNI_CONTAINERID").ok_or_else(|| env_err("CNI_CONTAINERID is not set"))?;
+    let container_id =
+        get("CNI_CONTAINERID").ok_or_else(|| env_err("CNI_CONTAINERID is not set"))?;
     validate_container_id(container_id)?;
     let netns = get("CNI_NETNS").map(PathBuf::from);
     if netns.is_none() && kind != "DEL" {
-        return Err(env_err(format!("CNI_NETNS is not set (required for {kind})")));
+        return Err(env_err(format!(
+            "CNI_NETNS is not set (required for {kind})"
+        )));
     }
     let ifname = get("CNI_IFNAME").ok_or_else(|| env_err("CNI_IFNAME is not set"))?;
     let pod = parse_cni_args(get("CNI_ARGS").unwrap_or(""), container_id)?;
@@ -183,7 +194,10 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<Request, Cni
     if kind == "CHECK" && matches!(config.cni_version.as_str(), "0.3.0" | "0.3.1") {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("CHECK needs cniVersion 0.4.0 or later, the config says {}", config.cni_version),
+            format!(
+                "CHECK needs cniVersion 0.4.0 or later, the config says {}",
+                config.cni_version
+            ),
             "",
         ));
     }
@@ -208,7 +222,9 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
     if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
         Ok(())
     } else {
-        Err(env_err(format!("CNI_CONTAINERID {id:?} is not a valid container id")))
+        Err(env_err(format!(
+            "CNI_CONTAINERID {id:?} is not a valid container id"
+        )))
     }
 }
 
@@ -237,18 +253,32 @@ fn parse_cni_args(args: &str, container_id: &str) -> Result<Option<K8sPod>, CniE
 
 /// Parses and validates the network config JSON.
 pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
-    let decode = |msg: String| CniError::new(code::DECODE_FAILURE, msg, "the runtime must pass the network config as a JSON object on stdin");
+    let decode = |msg: String| {
+        CniError::new(
+            code::DECODE_FAILURE,
+            msg,
+            "the runtime must pass the network config as a JSON object on stdin",
+        )
+    };
     if stdin.iter().all(u8::is_ascii_whitespace) {
         return Err(decode("no network config on stdin".to_owned()));
     }
-    let value: Value = serde_json::from_slice(stdin).map_err(|e| decode(format!("network config is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(stdin)
+        .map_err(|e| decode(format!("network config is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(decode("network config is not a JSON object".to_owned()));
     }
-    let raw: RawConf = serde_path_to_error::deserialize(value)
-        .map_err(|e| config_err(format!("invalid network config at {}: {}", e.path(), e.inner())))?;
+    let raw: RawConf = serde_path_to_error::deserialize(value).map_err(|e| {
+        config_err(format!(
+            "invalid network config at {}: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
 
-    let cni_version = raw.cni_version.ok_or_else(|| config_err("network config has no cniVersion"))?;
+    let cni_version = raw
+        .cni_version
+        .ok_or_else(|| config_err("network config has no cniVersion"))?;
     if !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
@@ -256,23 +286,37 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
             "upgrade ambit-cni or set a supported cniVersion in the conflist",
         ));
     }
-    let name = raw.name.filter(|n| !n.is_empty()).ok_or_else(|| config_err("network config has no name"))?;
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| config_err("network config has no name"))?;
     let log_level = match raw.log_level.as_deref().unwrap_or("info") {
         "error" => tracing::Level::ERROR,
         "warn" => tracing::Level::WARN,
         "info" => tracing::Level::INFO,
         "debug" => tracing::Level::DEBUG,
         "trace" => tracing::Level::TRACE,
-        other => return Err(config_err(format!("logLevel {other:?} is not one of error, warn, info, debug, trace"))),
+        other => {
+            return Err(config_err(format!(
+                "logLevel {other:?} is not one of error, warn, info, debug, trace"
+            )))
+        }
     };
     let enroll_timeout = match raw.enroll_timeout_ms {
         None => capture::enroll::DEFAULT_TIMEOUT,
         Some(ms @ 1..=300_000) => Duration::from_millis(ms),
-        Some(ms) => return Err(config_err(format!("enrollTimeoutMs {ms} is outside 1..=300000"))),
+        Some(ms) => {
+            return Err(config_err(format!(
+                "enrollTimeoutMs {ms} is outside 1..=300000"
+            )))
+        }
     };
     let probe_source_ip = match raw.probe_source_ip {
         None => None,
-        Some(ip) => Some(ip.parse().map_err(|_| config_err(format!("probeSourceIp {ip:?} is not an IP address")))?),
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| config_err(format!("probeSourceIp {ip:?} is not an IP address")))?,
+        ),
     };
     if let Some(prev) = &raw.prev_result {
         if !prev.is_object() {
@@ -282,7 +326,9 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
     Ok(NetConf {
         cni_version,
         name,
-        enroll_socket: raw.enroll_socket.unwrap_or_else(|| capture::enroll::DEFAULT_SOCKET_PATH.into()),
+        enroll_socket: raw
+            .enroll_socket
+            .unwrap_or_else(|| capture::enroll::DEFAULT_SOCKET_PATH.into()),
         enroll_timeout,
         log_level,
         log_file: raw.log_file,
@@ -296,22 +342,31 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
 pub fn version_for_errors(stdin: &[u8]) -> String {
     serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST_VERSION.to_owned())
 }
 
 /// The VERSION result.
 pub fn version_json() -> String {
-    serde_json::json!({ "cniVersion": LATEST_VERSION, "supportedVersions": SUPPORTED_VERSIONS }).to_string()
+    serde_json::json!({ "cniVersion": LATEST_VERSION, "supportedVersions": SUPPORTED_VERSIONS })
+        .to_string()
 }
 
 /// The ADD/CHECK result: `prevResult` unchanged (it is already in the
 /// config's version; only a missing `cniVersion` is filled in).
 pub fn pass_through(config: &NetConf) -> String {
-    let mut result = config.prev_result.clone().unwrap_or_else(|| serde_json::json!({}));
+    let mut result = config
+        .prev_result
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({}));
     if let Some(map) = result.as_object_mut() {
-        map.entry("cniVersion").or_insert_with(|| Value::String(config.cni_version.clone()));
+        map.entry("cniVersion")
+            .or_insert_with(|| Value::String(config.cni_version.clone()));
     }
     result.to_string()
 }
