@@ -1,0 +1,73 @@
+//! The node agent's shared state: the cluster snapshot, certificates, the enrolled pods, live
+//! connections and metrics. Everything per-connection reaches it through an `Arc<Agent>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use certs::{CertificateManager, SpiffeId, TrustBundle};
+use discovery::{LocalSource, Snapshot, Workload};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::connections::ConnectionTable;
+use crate::metrics::Metrics;
+use crate::pod::EnrolledPod;
+
+pub struct Agent {
+    pub config: Config,
+    pub source: Arc<LocalSource>,
+    pub bundle: TrustBundle,
+    pub certificates: CertificateManager,
+    pub metrics: Arc<Metrics>,
+    pub connections: ConnectionTable,
+    /// Cancelled when ztunnel shuts down: listeners stop, connections drain.
+    pub shutdown: CancellationToken,
+    pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
+}
+
+impl Agent {
+    pub fn new(
+        config: Config,
+        source: Arc<LocalSource>,
+        bundle: TrustBundle,
+        certificates: CertificateManager,
+    ) -> Self {
+        Agent {
+            config,
+            source,
+            bundle,
+            certificates,
+            metrics: Arc::new(Metrics::new()),
+            connections: ConnectionTable::default(),
+            shutdown: CancellationToken::new(),
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.source.current()
+    }
+
+    /// The SPIFFE identity of a workload in this mesh's trust domain.
+    pub fn identity_of(&self, workload: &Workload) -> Option<SpiffeId> {
+        workload.identity(&self.config.trust_domain).ok()
+    }
+
+    pub(crate) fn pods(&self) -> MutexGuard<'_, HashMap<String, Arc<EnrolledPod>>> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn enrolled(&self) -> Vec<Arc<EnrolledPod>> {
+        let mut pods: Vec<_> = self.pods().values().cloned().collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        pods
+    }
+
+    /// Ready when the manifests are loaded and every enrolled pod has its certificate.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.certificates.all_issued() {
+            return Err("waiting for workload certificates from the CA".to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! `ztunnel`: the Ambit node agent.
+
+mod access_log;
+mod admin;
+mod agent;
+mod config;
+mod connections;
+mod dump;
+mod inbound;
+mod metrics;
+mod outbound;
+mod pod;
+mod revocable;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use capture::enroll::{EnrollListener, EnrollRequest, Reply};
+use certs::api::{CaClient, NodeToken};
+use certs::{CertificateManager, ManagerConfig, TrustBundle};
+use clap::Parser;
+use discovery::{LocalSource, LocalSourceConfig};
+use http::StatusCode;
+
+use crate::admin::Reply as HttpReply;
+use crate::agent::Agent;
+use crate::config::Config;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let root_pem = std::fs::read(&config.ca_root).with_context(|| {
+        format!(
+            "cannot read the mesh root from --ca-root {}",
+            config.ca_root.display()
+        )
+    })?;
+    let bundle = TrustBundle::from_pem(
+        &config.trust_domain,
+        &root_pem,
+        &config.ca_root.display().to_string(),
+    )
+    .context("the --ca-root file is not a usable trust bundle")?;
+
+    let mut source_config = LocalSourceConfig::new(config.manifests.clone());
+    source_config.poll_interval = config.manifests_poll_interval;
+    source_config.snapshot.root_namespace = config.root_namespace.clone();
+    let source = LocalSource::load(source_config).map_err(|errors| {
+        anyhow::anyhow!("cannot load --manifests; fix these and restart:\n{errors}")
+    })?;
+    let _manifest_poller = source.spawn();
+
+    let ca = CaClient::new(
+        config.ca_address,
+        &bundle,
+        NodeToken::File(config.ca_token_file.clone()),
+    )
+    .context("cannot configure the CA client")?
+    .with_validity(config.cert_ttl);
+    let certificates = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
+    let agent = Arc::new(Agent::new(config.clone(), source, bundle, certificates));
+
+    start_http(&agent).await?;
+    tokio::spawn(revoke_on_policy_change(agent.clone()));
+    tokio::spawn(report_certificate_expiry(agent.clone()));
+
+    let listener = bind_enroll_socket(&config)?;
+    tracing::info!(
+        node = %config.node,
+        enroll_socket = %config.enroll_socket.display(),
+        ca = %config.ca_address,
+        "ztunnel ready for pods"
+    );
+    let enroll_agent = agent.clone();
+    let enrollment = tokio::spawn(capture::enroll::serve(listener, move |request| {
+        let agent = enroll_agent.clone();
+        async move { handle_enrollment(&agent, request).await }
+    }));
+
+    shutdown_signal().await;
+    tracing::info!(drain = ?config.drain_timeout, "ztunnel stopping: no new connections, draining existing ones");
+    enrollment.abort();
+    agent.shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    while !agent.connections.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&config.enroll_socket);
+    Ok(())
+}
+
+fn bind_enroll_socket(config: &Config) -> anyhow::Result<EnrollListener> {
+    if let Some(parent) = config.enroll_socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    EnrollListener::bind(&config.enroll_socket).with_context(|| {
+        format!(
+            "cannot listen on the enrollment socket {}",
+            config.enroll_socket.display()
+        )
+    })
+}
+
+async fn handle_enrollment(agent: &Arc<Agent>, request: EnrollRequest) -> Reply {
+    match request {
+        EnrollRequest::Add { pod, netns } => pod::enroll(agent, pod, netns).await,
+        EnrollRequest::Delete { uid } => {
+            pod::unenroll(agent, &uid, "the CNI plugin deleted the pod");
+            Reply::Done
+        }
+        EnrollRequest::SnapshotDone => Reply::Done,
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM; only Ctrl-C stops ztunnel");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn revoke_on_policy_change(agent: Arc<Agent>) {
+    let mut snapshots = agent.source.subscribe();
+    while snapshots.changed().await.is_ok() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let revoked = agent.connections.revalidate(&snapshot);
+        if revoked > 0 {
+            tracing::info!(
+                revoked,
+                generation = snapshot.generation(),
+                "closed connections that the new policies deny"
+            );
+        }
+    }
+}
+
+async fn report_certificate_expiry(agent: Arc<Agent>) {
+    loop {
+        agent.metrics.certificate_expiry_seconds.clear();
+        for status in agent.certificates.status() {
+            if let Some(not_after) = status.not_after {
+                let left = not_after
+                    .duration_since(SystemTime::now())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                agent
+                    .metrics
+                    .certificate_expiry_seconds
+                    .get_or_create(&metrics::IdentityLabels {
+                        identity: status.identity.to_string(),
+                    })
+                    .set(i64::try_from(left).unwrap_or(i64::MAX));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
+    let bind = |address| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))
+    };
+    let admin = bind(agent.config.admin_address).await?;
+    let metrics = bind(agent.config.metrics_address).await?;
+    let readiness = bind(agent.config.readiness_address).await?;
+
+    let a = agent.clone();
+    tokio::spawn(admin::serve(
+        admin,
+        Arc::new(move |path: &str| match path {
+            "/config_dump" => HttpReply::json(dump::config_dump(&a).to_string()),
+            "/metrics" | "/stats/prometheus" => HttpReply::text(StatusCode::OK, a.metrics.encode()),
+            _ => HttpReply::text(
+                StatusCode::NOT_FOUND,
+                "try /config_dump or /stats/prometheus\n",
+            ),
+        }),
+    ));
+    let a = agent.clone();
+    tokio::spawn(admin::serve(
+        metrics,
+        Arc::new(move |path: &str| match path {
+            "/metrics" | "/stats/prometheus" => HttpReply::text(StatusCode::OK, a.metrics.encode()),
+            _ => HttpReply::text(StatusCode::NOT_FOUND, "metrics are at /stats/prometheus\n"),
+        }),
+    ));
+    let a = agent.clone();
+    tokio::spawn(admin::serve(
+        readiness,
+        Arc::new(move |path: &str| match (path, a.ready()) {
+            ("/healthz/ready", Ok(())) => HttpReply::text(StatusCode::OK, "ready\n"),
+            ("/healthz/ready", Err(why)) => HttpReply::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+            _ => HttpReply::text(StatusCode::NOT_FOUND, "readiness is at /healthz/ready\n"),
+        }),
+    ));
+    Ok(())
+}

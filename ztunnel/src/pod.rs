@@ -1,0 +1,251 @@
+//! Enrollment: a pod handed over by the CNI plugin gets its certificate and its three listeners
+//! *inside its own network namespace* — 15001 (outbound capture), 15006 (inbound plaintext
+//! capture) and 15008 (HBONE) — so its traffic keeps the pod's IP on the wire.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capture::enroll::{PodRef, Reply};
+use capture::socket::{dial_socket_in, listen_in, DialOptions, ListenOptions};
+use capture::NetNs;
+use certs::{CurrentCertificate, SpiffeId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+pub const HBONE_PORT: u16 = hbone::config::HBONE_PORT;
+
+/// How long an ADD waits for the pod to show up in the cluster view (the manifests or the API
+/// server may lag the kubelet by a moment).
+const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pod whose traffic this node agent proxies.
+pub struct EnrolledPod {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub identity: SpiffeId,
+    pub netns: Arc<NetNs>,
+    pub certificate: CurrentCertificate,
+    /// HBONE connections dialled from this pod's namespace (so they carry the pod's IP).
+    pub pool: hbone::Pool,
+    /// Cancelled on unenrollment: listeners close and the pod's connections end.
+    pub stop: CancellationToken,
+}
+
+impl EnrolledPod {
+    /// Opens a TCP connection from inside the pod's network namespace, with ztunnel's mark so
+    /// the pod's capture rules let it through.
+    pub async fn dial(&self, destination: SocketAddr) -> std::io::Result<TcpStream> {
+        dial_from(&self.netns, destination).await
+    }
+}
+
+pub async fn dial_from(netns: &NetNs, destination: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = dial_socket_in(netns, destination, &DialOptions::default())
+        .map_err(std::io::Error::other)?;
+    socket.connect(destination).await
+}
+
+/// Handles an ADD from the CNI plugin. Replies `Enrolled` only when the pod is fully captured
+/// and served; on any failure it replies with an error so that the plugin fails the ADD and the
+/// kubelet retries (fail closed: a pod never runs ambient without its listeners).
+pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
+    if let Some(existing) = agent.pods().get(&pod.uid).cloned() {
+        if existing.netns.inode() == netns.inode() {
+            // The kubelet retried an ADD we already completed.
+            return Reply::Enrolled { capture_dns: false };
+        }
+        unenroll(
+            agent,
+            &pod.uid,
+            "the pod was enrolled again with a new network namespace",
+        );
+    }
+    let workload = match wait_for_workload(agent, &pod).await {
+        Some(workload) => workload,
+        None => {
+            return Reply::Error(format!(
+                "pod {}/{} is not in ztunnel's view of the cluster (uid {}); check that its manifest is in --manifests and has spec.nodeName={}",
+                pod.namespace, pod.name, pod.uid, agent.config.node
+            ))
+        }
+    };
+    if !workload.ambient {
+        tracing::info!(pod = %format_args!("{}/{}", pod.namespace, pod.name), "pod is not ambient; not enrolled");
+        return Reply::NotAmbient;
+    }
+    let Some(identity) = agent.identity_of(&workload) else {
+        return Reply::Error(format!(
+            "pod {}/{} has no valid identity in trust domain {}",
+            pod.namespace, pod.name, agent.config.trust_domain
+        ));
+    };
+    agent.certificates.track(&identity);
+    let certificate = match agent.certificates.certificate(&identity).await {
+        Ok(certificate) => certificate,
+        Err(error) => {
+            agent.certificates.untrack(&identity);
+            return Reply::Error(format!("pod {}/{}: {error}", pod.namespace, pod.name));
+        }
+    };
+    match start(agent, &pod, identity.clone(), certificate, netns) {
+        Ok(enrolled) => {
+            tracing::info!(
+                pod = %format_args!("{}/{}", pod.namespace, pod.name),
+                uid = %pod.uid,
+                identity = %identity,
+                netns = enrolled.netns.inode(),
+                "pod enrolled: listening on 15001, 15006 and 15008 in its network namespace"
+            );
+            agent.pods().insert(pod.uid.clone(), enrolled);
+            agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
+            Reply::Enrolled { capture_dns: false }
+        }
+        Err(error) => {
+            agent.certificates.untrack(&identity);
+            Reply::Error(format!(
+                "cannot start the proxy inside pod {}/{}: {error}",
+                pod.namespace, pod.name
+            ))
+        }
+    }
+}
+
+async fn wait_for_workload(agent: &Agent, pod: &PodRef) -> Option<Arc<discovery::Workload>> {
+    let deadline = tokio::time::Instant::now() + POD_APPEAR_TIMEOUT;
+    let mut snapshots = agent.source.subscribe();
+    loop {
+        if let Some(workload) = agent.snapshot().workload(&pod.namespace, &pod.name) {
+            // A manifest without metadata.uid gets "<ns>/<name>" from discovery; otherwise the
+            // uid must match, or this is an older incarnation of a pod with the same name.
+            let uid_unknown = workload.uid == format!("{}/{}", pod.namespace, pod.name);
+            if workload.uid == pod.uid || pod.uid.is_empty() || uid_unknown {
+                return Some(workload.clone());
+            }
+        }
+        if tokio::time::timeout_at(deadline, snapshots.changed())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
+}
+
+fn listen(netns: &NetNs, port: u16) -> Result<TcpListener, String> {
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let listener = listen_in(netns, &ListenOptions::new(address).reuse_port(true))
+        .map_err(|e| e.to_string())?;
+    TcpListener::from_std(listener).map_err(|e| format!("cannot register listener on {port}: {e}"))
+}
+
+fn start(
+    agent: &Arc<Agent>,
+    pod: &PodRef,
+    identity: SpiffeId,
+    certificate: CurrentCertificate,
+    netns: NetNs,
+) -> Result<Arc<EnrolledPod>, String> {
+    let netns = Arc::new(netns);
+    let outbound = listen(&netns, OUTBOUND_PORT)?;
+    let inbound_plaintext = listen(&netns, INBOUND_PLAINTEXT_PORT)?;
+    let inbound_hbone = listen(&netns, HBONE_PORT)?;
+    let tls =
+        certs::tls::server_config(certificate.clone(), &agent.bundle).map_err(|e| e.to_string())?;
+
+    let dialer_netns = netns.clone();
+    let dialer = move |key: &hbone::PoolKey| {
+        let netns = dialer_netns.clone();
+        let address = key.address;
+        async move { dial_from(&netns, address).await }
+    };
+    let pool = hbone::Pool::new(
+        hbone::ClientConfig::default(),
+        agent.bundle.clone(),
+        Arc::new(dialer),
+    );
+    let enrolled = Arc::new(EnrolledPod {
+        uid: pod.uid.clone(),
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        identity,
+        netns,
+        certificate,
+        pool,
+        stop: agent.shutdown.child_token(),
+    });
+
+    let server = hbone::Server::forwarding(
+        hbone::ServerConfig {
+            drain_timeout: agent.config.drain_timeout,
+            ..hbone::ServerConfig::default()
+        },
+        tls,
+        crate::inbound::HboneInbound {
+            agent: agent.clone(),
+            pod: enrolled.clone(),
+        },
+    );
+    let stop = enrolled.stop.clone();
+    tokio::spawn(async move { server.serve(inbound_hbone, stop).await });
+    tokio::spawn(accept_loop(
+        agent.clone(),
+        enrolled.clone(),
+        outbound,
+        crate::outbound::handle,
+    ));
+    tokio::spawn(accept_loop(
+        agent.clone(),
+        enrolled.clone(),
+        inbound_plaintext,
+        crate::inbound::handle_plaintext,
+    ));
+    Ok(enrolled)
+}
+
+async fn accept_loop<F, Fut>(
+    agent: Arc<Agent>,
+    pod: Arc<EnrolledPod>,
+    listener: TcpListener,
+    handle: F,
+) where
+    F: Fn(Arc<Agent>, Arc<EnrolledPod>, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = pod.stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(handle(agent.clone(), pod.clone(), stream, peer));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, pod = %pod.name, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Stops proxying for a pod: its listeners close, its connections end, its certificate is
+/// released when no other pod on the node shares the identity.
+pub fn unenroll(agent: &Agent, uid: &str, why: &str) -> bool {
+    let removed = agent.pods().remove(uid);
+    match removed {
+        Some(pod) => {
+            pod.stop.cancel();
+            agent.certificates.untrack(&pod.identity);
+            agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
+            tracing::info!(pod = %format_args!("{}/{}", pod.namespace, pod.name), uid, reason = why, "pod unenrolled");
+            true
+        }
+        None => false,
+    }
+}
