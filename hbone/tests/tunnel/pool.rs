@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 use crate::common::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_streams_share_one_connection() {
     let mesh = Mesh::new();
     let server = TestServer::start(&mesh, server_config(), false).await;
@@ -97,7 +97,7 @@ async fn a_full_connection_makes_the_pool_open_another() {
 
 /// A burst larger than one connection's cap dials only as many connections as needed, one at
 /// a time: no connection storm.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_dials_only_the_connections_it_needs() {
     let mesh = Mesh::new();
     let server = TestServer::start(&mesh, server_config(), false).await;
@@ -131,7 +131,7 @@ async fn a_burst_dials_only_the_connections_it_needs() {
     assert_eq!(server.accepts(), 4, "35 streams at 10 per connection");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_dial_is_shared_by_everyone_waiting_for_it() {
     let mesh = Mesh::new();
     let dials = Arc::new(AtomicUsize::new(0));
