@@ -22,6 +22,7 @@ use crate::error::{handshake_failure_in, ConnectError, TunnelError};
 use crate::keepalive::{keep_alive, KeepAliveFailure};
 use crate::request::ConnectRequest;
 use crate::stream::{H2Stream, StreamSlot};
+use crate::tap::{Tapped, TlsErrorSlot};
 
 /// An established HBONE connection. Cheap to clone; all clones share the connection. The
 /// connection closes once every clone is dropped and its streams have ended.
@@ -37,6 +38,8 @@ pub(crate) struct ConnectionState {
     pub(crate) peer: SocketAddr,
     /// Set when the driver task ended or the peer sent GOAWAY: no new streams.
     closed: AtomicBool,
+    /// The first TLS error, which h2 would otherwise report only as text.
+    tls_error: TlsErrorSlot,
     /// Streams the pool has handed out on this connection.
     active: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -52,10 +55,9 @@ impl Connection {
         config: &ClientConfig,
         id: u64,
     ) -> Result<Connection, ConnectError> {
-        let peer = tcp.peer_addr().map_err(|e| ConnectError::Dial {
-            address: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source: Arc::new(e),
-        })?;
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| ConnectError::NotConnected(Arc::new(e)))?;
         // Latency matters more than packet count for tunnelled request/response traffic.
         let _ = tcp.set_nodelay(true);
         let tls_stream = TlsConnector::from(tls)
@@ -66,8 +68,9 @@ impl Connection {
                 address: peer,
                 failure: certs::HandshakeFailure::classify_io(&e),
             })?;
+        let tls_error = TlsErrorSlot::default();
         let (send, connection) = client_builder(&config.h2)
-            .handshake::<_, Bytes>(tls_stream)
+            .handshake::<_, Bytes>(Tapped::new(tls_stream, tls_error.clone()))
             .await
             .map_err(|e| ConnectError::Http2 {
                 address: peer,
@@ -77,6 +80,7 @@ impl Connection {
             id,
             peer,
             closed: AtomicBool::new(false),
+            tls_error,
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
         });
@@ -120,7 +124,7 @@ impl Connection {
     }
 
     fn stream_error(&self, error: h2::Error, retryable: bool) -> TunnelError {
-        if let Some(failure) = handshake_failure_in(&error) {
+        if let Some(failure) = self.state.handshake_failure(&error) {
             return TunnelError::Connect(ConnectError::Handshake {
                 address: self.state.peer,
                 failure,
@@ -200,6 +204,19 @@ impl Connection {
     }
 }
 
+impl ConnectionState {
+    /// The handshake failure behind a transport error, if it was one.
+    fn handshake_failure(&self, error: &h2::Error) -> Option<certs::HandshakeFailure> {
+        if !error.is_io() {
+            return None;
+        }
+        match self.tls_error.get() {
+            Some(tls) => Some(certs::HandshakeFailure::classify(&tls)),
+            None => handshake_failure_in(error),
+        }
+    }
+}
+
 /// One stream's claim on a pooled connection, released when the stream is dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -232,7 +249,7 @@ fn client_builder(h2: &H2Settings) -> h2::client::Builder {
     builder
 }
 
-type ClientH2 = h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>;
+type ClientH2 = h2::client::Connection<Tapped<tokio_rustls::client::TlsStream<TcpStream>>, Bytes>;
 
 /// Drives the connection until it closes, PINGing the peer if configured.
 async fn drive(mut connection: ClientH2, config: ClientConfig, state: Arc<ConnectionState>) {
@@ -244,6 +261,7 @@ async fn drive(mut connection: ClientH2, config: ClientConfig, state: Arc<Connec
         None => connection.await.map_err(Ended::Http2),
         Some((ping_pong, settings)) => {
             tokio::select! {
+                biased;
                 result = &mut connection => result.map_err(Ended::Http2),
                 failure = keep_alive(ping_pong, settings) => Err(Ended::KeepAlive(failure)),
             }
@@ -256,7 +274,7 @@ async fn drive(mut connection: ClientH2, config: ClientConfig, state: Arc<Connec
             debug!(connection = state.id, peer = %state.peer, "hbone connection closed by peer (GOAWAY)")
         }
         Err(Ended::Http2(e)) => {
-            let error = match handshake_failure_in(&e) {
+            let error = match state.handshake_failure(&e) {
                 Some(failure) => failure.to_string(),
                 None => e.to_string(),
             };
@@ -264,7 +282,7 @@ async fn drive(mut connection: ClientH2, config: ClientConfig, state: Arc<Connec
         }
         Err(Ended::KeepAlive(failure)) => {
             // Dropping the connection fails its streams instead of leaving them hanging.
-            warn!(connection = state.id, peer = %state.peer, error = %failure, "hbone connection closed: peer stopped answering keep-alive PINGs")
+            warn!(connection = state.id, peer = %state.peer, error = %failure, "hbone keep-alive failed, closing the connection: the peer node or the network path to it is gone")
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum ConnectError {
     },
     #[error("HTTP/2 handshake with {address} failed: {detail}; the peer does not speak HBONE")]
     Http2 { address: SocketAddr, detail: String },
+    #[error("the dialler returned a socket that is not connected: {0}")]
+    NotConnected(#[source] Arc<io::Error>),
     #[error("cannot build the TLS client configuration: {0}")]
     TlsConfig(String),
     #[error("the certificate given for source identity {expected} is for {actual}; refusing to connect as the wrong workload")]

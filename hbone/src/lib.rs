@@ -20,6 +20,7 @@ mod pool;
 mod request;
 mod server;
 mod stream;
+mod tap;
 
 pub use client::Connection;
 pub use config::{ClientConfig, CopyBuffers, H2Settings, KeepAlive, ServerConfig};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use certs::{CurrentCertificate, SpiffeId, TrustBundle};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::client::{Connection, Slot};
 use crate::config::ClientConfig;
@@ -72,6 +72,14 @@ impl Dialer for TcpDialer {
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("keys", &self.inner.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 struct Inner {
@@ -299,7 +307,7 @@ async fn reap(pool: Weak<Inner>, period: Duration) {
                 }
                 match connection.idle_for(now) {
                     Some(idle) if idle >= idle_timeout => {
-                        info!(connection = connection.id(), peer = %key.address, idle_ms = idle.as_millis() as u64, "closing idle hbone connection");
+                        debug!(connection = connection.id(), peer = %key.address, idle_ms = idle.as_millis() as u64, "closing idle hbone connection");
                         false
                     }
                     _ => true,

@@ -44,6 +44,14 @@ pub struct Responder {
     body: Option<RecvStream>,
 }
 
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("answered", &self.respond.is_none())
+            .finish()
+    }
+}
+
 impl Responder {
     /// Answers 200 and returns the tunnel.
     pub fn accept(mut self) -> io::Result<H2Stream> {

@@ -271,3 +271,29 @@ async fn wrong_server_identity_is_a_handshake_error() {
     );
     assert!(text.contains("wrong peer identity"), "{text}");
 }
+
+/// TLS 1.3 servers judge the client certificate after the client thinks the handshake is done,
+/// so the refusal arrives inside HTTP/2; it must still read as a handshake failure.
+#[tokio::test]
+async fn client_certificate_refused_by_the_server_is_a_handshake_error() {
+    let mesh = Mesh::new();
+    let server = TestServer::start(&mesh, server_config(), false).await;
+    let echo = echo_server().await;
+    // A client whose certificate comes from a CA the server does not trust.
+    let stranger_pki = certs::testing::TestPki::new("cluster.local").unwrap();
+    let stranger = stranger_pki.id("shop", "frontend");
+    let stranger_cert = stranger_pki.certificate(&stranger).unwrap();
+    let pool = mesh.pool(client_config());
+    let mut key = mesh.key(server.address);
+    key.source = stranger;
+    let err = pool
+        .connect(&key, &stranger_cert, &ConnectRequest::new(echo))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, TunnelError::Connect(ConnectError::Handshake { .. })),
+        "{text}"
+    );
+    assert!(text.contains("rejected our certificate"), "{text}");
+}
