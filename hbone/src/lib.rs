@@ -8,6 +8,18 @@
 //!   [`Dialer`], and never dials twice at once for a key.
 //! - [`H2Stream`] is one tunnel as `AsyncRead + AsyncWrite`; [`copy_bidirectional`] joins two
 //!   byte streams with bounded buffers and half-close in both directions.
+//!
+//! ```text
+//! // inbound (ztunnel, port 15008 in the pod's netns)
+//! let tls = certs::tls::server_config(certificate, &bundle)?;
+//! let server = hbone::Server::forwarding(ServerConfig::default(), tls, my_handler);
+//! server.serve(listener, shutdown_token).await;        // or serve_connection(tcp, token)
+//!
+//! // outbound
+//! let pool = hbone::Pool::new(ClientConfig::default(), bundle, Arc::new(my_dialer));
+//! let mut tunnel = pool.connect(&key, &source_certificate, &ConnectRequest::new(dst)).await?;
+//! let report = hbone::copy_bidirectional(&mut app_tcp, &mut tunnel, &CopyBuffers::default()).await;
+//! ```
 #![forbid(unsafe_code)]
 
 mod client;

@@ -117,7 +117,8 @@ impl Pool {
 
     /// Opens a tunnel: reuses or establishes a connection for `key` (presenting `certificate`,
     /// which must be `key.source`'s) and sends `request` over it. Retries on another connection
-    /// when the chosen one turned out to be going away.
+    /// when the chosen one turned out to be going away. Waiting for the answer is not bounded
+    /// here (the server's upstream connect has its own limit); wrap in a timeout if needed.
     pub async fn connect(
         &self,
         key: &PoolKey,

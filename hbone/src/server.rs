@@ -1,5 +1,5 @@
 //! The HBONE server: accepts mTLS connections, validates each CONNECT and hands it to a
-//! [`Service`] — usually [`Forward`], which asks a [`Handler`] for an upstream, answers 200 only
+//! [`Service`] — usually [`crate::Forward`], which asks a [`crate::Handler`] for an upstream, answers 200 only
 //! once that upstream is connected, and copies bytes until both directions end.
 //!
 //! Shutdown is graceful: on the signal the server stops accepting, sends GOAWAY on every
@@ -28,7 +28,7 @@ use crate::request::{header_string, validate, InboundRequest, BAGGAGE, FORWARDED
 use crate::stream::{h2_to_io, H2Stream};
 
 /// Receives every valid CONNECT. Low-level: it must answer through the [`Responder`]. The
-/// waypoint implements this to read HTTP inside the tunnel; ztunnel uses [`Forward`].
+/// waypoint implements this to read HTTP inside the tunnel; ztunnel uses [`crate::Forward`].
 pub trait Service: Send + Sync + 'static {
     fn serve(
         &self,
