@@ -1,6 +1,7 @@
 //! The HBONE server: accepts mTLS connections, validates each CONNECT and hands it to a
-//! [`Service`] — usually [`crate::Forward`], which asks a [`crate::Handler`] for an upstream, answers 200 only
-//! once that upstream is connected, and copies bytes until both directions end.
+//! [`Service`] — usually [`crate::Forward`], which asks a [`crate::Handler`] for an upstream,
+//! answers 200 only once that upstream is connected, and copies bytes until both directions
+//! end.
 //!
 //! Shutdown is graceful: on the signal the server stops accepting, sends GOAWAY on every
 //! connection and lets in-flight streams finish until the drain deadline.
