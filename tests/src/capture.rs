@@ -98,10 +98,33 @@ impl Packets {
                 .any(|frame| frame.windows(needle.len()).any(|w| w == needle))
     }
 
+    /// Whether any IPv4 TCP segment has `port` as its source or destination port.
+    pub fn has_tcp_port(&self, port: u16) -> bool {
+        self.frames
+            .iter()
+            .any(|frame| tcp_ports(frame).is_some_and(|(s, d)| s == port || d == port))
+    }
+
     /// Total captured bytes, a rough "did traffic flow here at all" check.
     pub fn total_bytes(&self) -> usize {
         self.frames.iter().map(Vec::len).sum()
     }
+}
+
+/// (source, destination) ports of an Ethernet + IPv4 + TCP frame.
+fn tcp_ports(frame: &[u8]) -> Option<(u16, u16)> {
+    const ETHERNET: usize = 14;
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(ETHERNET..)?;
+    if ethertype != 0x0800 || ip.first()? >> 4 != 4 || *ip.get(9)? != 6 {
+        return None;
+    }
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let tcp = ip.get(header_len..header_len + 4)?;
+    Some((
+        u16::from_be_bytes([tcp[0], tcp[1]]),
+        u16::from_be_bytes([tcp[2], tcp[3]]),
+    ))
 }
 
 /// Minimal pcap reader (classic format, either byte order, micro- or nanosecond stamps).

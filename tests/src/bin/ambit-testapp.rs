@@ -5,7 +5,7 @@
 //! ambit-testapp echo   [--listen ADDR] [--quiet]
 //! ambit-testapp http   [--listen ADDR] [--body-bytes N] [--quiet]
 //! ambit-testapp client --connect ADDR [--bytes N] [--text STR] [--timeout-ms MS]
-//! ambit-testapp http-get --connect ADDR [--path PATH] [--timeout-ms MS]
+//! ambit-testapp http-get --connect ADDR [--path PATH] [--timeout-ms MS] [--body]
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
@@ -284,6 +284,11 @@ fn http_get(args: &[String]) -> AppResult<()> {
         .ok_or("response has no header end")?;
     let head = String::from_utf8_lossy(&response[..head_end]);
     let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if has_flag(args, "--body") {
+        // The body itself, e.g. a JSON admin page a test parses.
+        print!("{}", String::from_utf8_lossy(&response[head_end + 4..]));
+        return Ok(());
+    }
     println!(
         "status={status} body_bytes={}",
         response.len() - head_end - 4

@@ -1,0 +1,364 @@
+//! The whole mesh in the box: `ambit-ca` on the fabric (the control plane), one `ztunnel` per
+//! node (host networking, as the DaemonSet runs), and `ambit-cni` chained after bridge +
+//! host-local on every node. Tests then add namespaces, pods and policies as manifests and
+//! drive real traffic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cluster::Cluster;
+use crate::error::{HarnessError, Result};
+use crate::process::{Process, ProcessSpec};
+
+/// The CA's API port (as istiod's).
+pub const CA_PORT: u16 = 15012;
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Paths of the mesh binaries, built once per test process.
+#[derive(Debug, Clone)]
+pub struct MeshBinaries {
+    pub ztunnel: PathBuf,
+    pub ambit_ca: PathBuf,
+    /// Directory holding `ambit-cni`, for CNI_PATH.
+    pub cni_dir: PathBuf,
+}
+
+/// Builds `ztunnel`, `ambit-ca` and `ambit-cni` with the same profile as the running test (a
+/// no-op when `cargo test --workspace` already did) and returns where they are.
+pub fn mesh_binaries() -> Result<MeshBinaries> {
+    static BUILT: OnceLock<std::result::Result<MeshBinaries, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binaries().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HarnessError::Invalid)
+}
+
+fn build_binaries() -> Result<MeshBinaries> {
+    let exe =
+        std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| {
+            HarnessError::Invalid(format!("unexpected test binary location {}", exe.display()))
+        })?
+        .to_path_buf();
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "ztunnel",
+        "-p",
+        "ambit-ca",
+        "-p",
+        "ambit-cni",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    let output = build.output().map_err(|e| HarnessError::Spawn {
+        command: "cargo build (mesh binaries)".into(),
+        source: e,
+    })?;
+    if !output.status.success() {
+        return Err(HarnessError::Invalid(format!(
+            "building the mesh binaries failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let binaries = MeshBinaries {
+        ztunnel: profile_dir.join("ztunnel"),
+        ambit_ca: profile_dir.join("ambit-ca"),
+        cni_dir: profile_dir.clone(),
+    };
+    for path in [
+        &binaries.ztunnel,
+        &binaries.ambit_ca,
+        &profile_dir.join("ambit-cni"),
+    ] {
+        if !path.is_file() {
+            return Err(HarnessError::Invalid(format!(
+                "{} was not built",
+                path.display()
+            )));
+        }
+    }
+    Ok(binaries)
+}
+
+/// A running mesh on a cluster-in-a-box.
+pub struct Mesh {
+    // Processes first: they are stopped before the cluster's namespaces go away.
+    pub ztunnels: Vec<Process>,
+    pub ca: Process,
+    pub cluster: Cluster,
+    pub binaries: MeshBinaries,
+    ca_dir: PathBuf,
+}
+
+impl Mesh {
+    /// Builds a cluster of `nodes` nodes and starts the control plane and one ztunnel per node.
+    pub fn start(nodes: usize) -> Result<Mesh> {
+        crate::require_root()?;
+        let binaries = mesh_binaries()?;
+        let cluster = Cluster::builder()
+            .nodes(nodes)
+            .cni_path_prepend(&binaries.cni_dir)
+            .chain_plugin_per_node(|node| {
+                json!({
+                    "type": "ambit-cni",
+                    "enrollSocket": node.dir().join("enroll.sock"),
+                    "logFile": node.dir().join("ambit-cni.log"),
+                    "logLevel": "debug",
+                })
+            })
+            .build()?;
+        let root = cluster.root_dir().to_path_buf();
+        let ca_dir = root.join("ca");
+        run_checked(
+            Command::new(&binaries.ambit_ca)
+                .args(["init", "--dir"])
+                .arg(&ca_dir),
+        )?;
+        let tokens: String = cluster
+            .nodes()
+            .iter()
+            .map(|node| format!("{} token-{}\n", node.name(), node.name()))
+            .collect();
+        write(&root.join("node-tokens"), &tokens)?;
+
+        let ca_address = format!("{}:{CA_PORT}", cluster.control_plane_ip());
+        let mut ca = cluster.fabric().spawn(
+            ProcessSpec::new(&binaries.ambit_ca)
+                .name("ambit-ca")
+                .env("NO_COLOR", "1")
+                .args(["serve", "--listen", &ca_address, "--dir"])
+                .arg(&ca_dir)
+                .arg("--tokens-file")
+                .arg(root.join("node-tokens"))
+                .arg("--manifests")
+                .arg(cluster.manifests_dir()),
+        )?;
+        ca.wait_for_log("ambit-ca serving", START_TIMEOUT)?;
+
+        let mut mesh = Mesh {
+            ztunnels: Vec::new(),
+            ca,
+            cluster,
+            binaries,
+            ca_dir,
+        };
+        for index in 0..nodes {
+            let ztunnel = mesh.spawn_ztunnel(index)?;
+            mesh.ztunnels.push(ztunnel);
+        }
+        Ok(mesh)
+    }
+
+    /// Starts (or restarts) the ztunnel of node `index` and waits until it accepts pods.
+    pub fn spawn_ztunnel(&self, index: usize) -> Result<Process> {
+        let node = self.cluster.node(index);
+        let token = node.dir().join("ca-token");
+        write(&token, &format!("token-{}\n", node.name()))?;
+        let mut process = node.spawn(
+            ProcessSpec::new(&self.binaries.ztunnel)
+                .name(format!("ztunnel-{index}"))
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info,hbone=debug")
+                .arg("--manifests")
+                .arg(self.cluster.manifests_dir())
+                .args(["--node", node.name()])
+                .args([
+                    "--ca-address",
+                    &format!("{}:{CA_PORT}", self.cluster.control_plane_ip()),
+                ])
+                .arg("--ca-root")
+                .arg(self.ca_dir.join("ca.crt"))
+                .arg("--ca-token-file")
+                .arg(&token)
+                .arg("--enroll-socket")
+                .arg(node.dir().join("enroll.sock"))
+                .args([
+                    "--manifests-poll-interval",
+                    "100ms",
+                    "--drain-timeout",
+                    "5s",
+                ]),
+        )?;
+        process.wait_for_log("ztunnel ready for pods", START_TIMEOUT)?;
+        Ok(process)
+    }
+
+    pub fn ztunnel(&mut self, node: usize) -> &mut Process {
+        &mut self.ztunnels[node]
+    }
+
+    /// The `connection complete` lines a node's ztunnel has logged so far.
+    pub fn access_log(&self, node: usize) -> Result<Vec<AccessLine>> {
+        Ok(self.ztunnels[node]
+            .log()?
+            .lines()
+            .filter(|line| line.contains("access:") && line.contains("connection complete"))
+            .map(AccessLine::parse)
+            .collect())
+    }
+
+    /// Waits until node `node`'s ztunnel logged an access line matching `matches`.
+    pub fn wait_for_access(
+        &mut self,
+        node: usize,
+        timeout: Duration,
+        matches: impl Fn(&AccessLine) -> bool,
+    ) -> Result<AccessLine> {
+        let line = self.ztunnels[node].wait_for_line("access log line", timeout, |line| {
+            line.contains("connection complete") && matches(&AccessLine::parse(line))
+        })?;
+        Ok(AccessLine::parse(&line))
+    }
+
+    /// The CA directory (`ca.crt` is the mesh root).
+    pub fn ca_dir(&self) -> &Path {
+        &self.ca_dir
+    }
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(|e| HarnessError::file("writing", path, e))
+}
+
+fn run_checked(command: &mut Command) -> Result<String> {
+    let output = command.output().map_err(|e| HarnessError::Spawn {
+        command: format!("{command:?}"),
+        source: e,
+    })?;
+    if !output.status.success() {
+        return Err(HarnessError::Invalid(format!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// One access-log line, split into its `key=value` fields (quotes removed).
+#[derive(Debug, Clone, Default)]
+pub struct AccessLine {
+    pub raw: String,
+    fields: Vec<(String, String)>,
+}
+
+impl AccessLine {
+    pub fn parse(line: &str) -> AccessLine {
+        let mut fields = Vec::new();
+        let mut rest = line;
+        while let Some(eq) = rest.find('=') {
+            let key_start = rest[..eq].rfind(' ').map_or(0, |i| i + 1);
+            let key = rest[key_start..eq].to_string();
+            let after = &rest[eq + 1..];
+            let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                (
+                    quoted[..end].to_string(),
+                    quoted.get(end + 1..).unwrap_or(""),
+                )
+            } else {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_string(), &after[end..])
+            };
+            fields.push((key, value));
+            rest = remaining;
+        }
+        AccessLine {
+            raw: line.to_string(),
+            fields,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn bytes(&self, key: &str) -> u64 {
+        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Mesh {
+    /// `/config_dump` of node `node`'s ztunnel (its admin port is on the node's loopback).
+    pub fn config_dump(&self, node: usize) -> Result<serde_json::Value> {
+        let app = crate::testapp::TestApp::locate()?;
+        let body = self.cluster.node(node).exec(
+            app.path(),
+            [
+                "http-get",
+                "--connect",
+                "127.0.0.1:15000",
+                "--path",
+                "/config_dump",
+                "--body",
+            ],
+        )?;
+        serde_json::from_str(&body)
+            .map_err(|e| HarnessError::Invalid(format!("config_dump is not JSON ({e}): {body}")))
+    }
+
+    /// Adds a pod like [`Cluster::add_pod`], then waits until every ztunnel knows its IP, so
+    /// that traffic sent right after is resolved to it (in a real cluster the API server's
+    /// watch has the same lag).
+    pub fn add_pod(&mut self, spec: crate::pod::PodSpec) -> Result<crate::pod::Pod> {
+        let pod = self.cluster.add_pod(spec)?;
+        let ip = pod.ip().to_string();
+        for node in 0..self.ztunnels.len() {
+            self.wait_for_dump(
+                node,
+                &format!("{} knows {ip}", self.cluster.node(node).name()),
+                |dump| {
+                    dump["workloads"].as_array().is_some_and(|workloads| {
+                        workloads.iter().any(|w| {
+                            w["ips"]
+                                .as_array()
+                                .is_some_and(|ips| ips.iter().any(|i| i == &serde_json::json!(ip)))
+                        })
+                    })
+                },
+            )?;
+        }
+        Ok(pod)
+    }
+
+    /// Polls node `node`'s `/config_dump` until `ready` holds for it.
+    pub fn wait_for_dump(
+        &self,
+        node: usize,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let dump = self.config_dump(node)?;
+            if ready(&dump) {
+                return Ok(dump);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(HarnessError::Invalid(format!(
+                    "timed out waiting until {what}; last config_dump: {dump}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
