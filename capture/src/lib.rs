@@ -4,7 +4,8 @@
 //! - [`netns`]: network namespaces as fds, running code inside one (the
 //!   only module with `unsafe`);
 //! - [`socket`]: listeners and dial sockets created inside a pod's netns;
-//! - [`rules`]: the nftables redirect rules in a pod's netns;
+//! - [`rules`]: the redirect rules in a pod's netns (nftables, or iptables
+//!   where nftables does not work);
 //! - [`enroll`]: the CNI plugin ↔ ztunnel protocol (SEQPACKET, prost, fd
 //!   passing).
 

@@ -1,4 +1,6 @@
-//! The nft capture rules move real connections in a throwaway pod netns.
+//! The capture rules move real connections in a throwaway pod netns, with
+//! every backend: nftables, the node's `iptables`, and `iptables-legacy`
+//! (each test runs once per backend, see `backend_tests!` at the end).
 //!
 //! Topology (all in namespaces created here; nothing reaches the host):
 //!   pod  198.18.X.2/24 ──veth── peer 198.18.X.1/24 (+ .3, the "node"
@@ -12,7 +14,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use capture::rules::{self, ports, CheckError, RuleOptions};
+use capture::rules::{
+    self, ports, Backend, BackendChoice, CheckError, Iptables, Nftables, RuleOptions, RulesBackend,
+};
 use capture::socket::{
     dial_socket_in, listen_in, original_dst, udp_bind_in, DialOptions, ListenOptions,
 };
@@ -131,10 +135,12 @@ fn assert_idle(listener: &TcpListener, what: &str) {
     }
 }
 
-#[test]
-fn outbound_tcp_lands_on_15001_with_its_original_destination() {
+fn outbound_tcp_lands_on_15001_with_its_original_destination(flavor: Flavor) {
     let env = Pod::new();
-    rules::apply(env.pod.netns(), &env.options()).unwrap();
+    flavor
+        .backend()
+        .apply(env.pod.netns(), &env.options())
+        .unwrap();
     let outbound = env.listen(ports::OUTBOUND);
 
     // To the peer, and to an address that exists nowhere: both captured.
@@ -154,10 +160,12 @@ fn outbound_tcp_lands_on_15001_with_its_original_destination() {
     }
 }
 
-#[test]
-fn marked_and_loopback_traffic_bypasses_capture() {
+fn marked_and_loopback_traffic_bypasses_capture(flavor: Flavor) {
     let env = Pod::new();
-    rules::apply(env.pod.netns(), &env.options()).unwrap();
+    flavor
+        .backend()
+        .apply(env.pod.netns(), &env.options())
+        .unwrap();
     let outbound = env.listen(ports::OUTBOUND);
     let inbound = env.listen(ports::INBOUND);
     let app = listen_in(
@@ -186,10 +194,12 @@ fn marked_and_loopback_traffic_bypasses_capture() {
     assert_idle(&inbound, "inbound listener");
 }
 
-#[test]
-fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
+fn inbound_tcp_lands_on_15006_except_hbone_and_probes(flavor: Flavor) {
     let env = Pod::new();
-    rules::apply(env.pod.netns(), &env.options()).unwrap();
+    flavor
+        .backend()
+        .apply(env.pod.netns(), &env.options())
+        .unwrap();
     let inbound = env.listen(ports::INBOUND);
     let hbone = env.listen(ports::HBONE);
     let app = listen_in(
@@ -221,10 +231,12 @@ fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
     assert_idle(&inbound, "inbound listener");
 }
 
-#[test]
-fn dns_goes_to_15053_when_enabled() {
+fn dns_goes_to_15053_when_enabled(flavor: Flavor) {
     let env = Pod::new();
-    rules::apply(env.pod.netns(), &env.options()).unwrap();
+    flavor
+        .backend()
+        .apply(env.pod.netns(), &env.options())
+        .unwrap();
     let dns = udp_bind_in(
         env.pod.netns(),
         Pod::addr("0.0.0.0", ports::DNS),
@@ -240,29 +252,30 @@ fn dns_goes_to_15053_when_enabled() {
     assert_eq!(&buf[..n], b"query");
 }
 
-#[test]
-fn apply_is_idempotent_and_check_and_remove_see_the_table() {
+fn apply_is_idempotent_and_check_and_remove_see_the_rules(flavor: Flavor) {
     let env = Pod::new();
     let netns = env.pod.netns();
-    let err = rules::check(netns).unwrap_err();
+    let backend = flavor.backend();
+    let err = backend.check(netns).unwrap_err();
     assert!(
         matches!(&err, CheckError::Missing(m) if m.table_missing),
         "{err}"
     );
 
-    rules::apply(netns, &env.options()).unwrap();
-    let first = list(&env.pod);
-    rules::apply(netns, &env.options()).unwrap();
+    backend.apply(netns, &env.options()).unwrap();
+    let first = flavor.rule_count(&env.pod);
+    assert!(first >= 6, "only {first} rules installed");
+    backend.apply(netns, &env.options()).unwrap();
     assert_eq!(
-        rule_count(&first),
-        rule_count(&list(&env.pod)),
+        first,
+        flavor.rule_count(&env.pod),
         "re-apply duplicated rules"
     );
-    rules::check(netns).unwrap();
+    backend.check(netns).unwrap();
 
     // Someone removes part of the rules: check names what is gone.
-    nft(&env.pod, &["flush", "chain", "inet", "ambit", "prerouting"]);
-    let err = rules::check(netns).unwrap_err();
+    flavor.flush_inbound(&env.pod);
+    let err = backend.check(netns).unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(&err, CheckError::Missing(m) if !m.table_missing),
@@ -273,37 +286,198 @@ fn apply_is_idempotent_and_check_and_remove_see_the_table() {
         "{msg}"
     );
     assert!(!msg.contains("ambit:out-redirect"), "{msg}");
+    // A re-apply repairs them.
+    backend.apply(netns, &env.options()).unwrap();
+    backend.check(netns).unwrap();
 
-    // Other tables in the pod are left alone.
-    nft(&env.pod, &["add", "table", "inet", "app"]);
-    rules::remove(netns).unwrap();
-    rules::remove(netns).unwrap(); // idempotent
-    let err = rules::check(netns).unwrap_err();
+    // Other rules in the pod are left alone.
+    flavor.add_foreign_rules(&env.pod);
+    backend.remove(netns).unwrap();
+    backend.remove(netns).unwrap(); // idempotent
+    let err = backend.check(netns).unwrap_err();
     assert!(
         matches!(&err, CheckError::Missing(m) if m.table_missing),
         "{err}"
     );
-    nft(&env.pod, &["list", "table", "inet", "app"]);
+    flavor.assert_foreign_rules(&env.pod);
 }
 
-fn nft(ns: &TestNetns, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft"])
-        .args(args)
-        .output()
-        .unwrap();
+/// With nft working (it does on every machine that runs these tests), auto
+/// picks it; with a broken nft it falls back to iptables and says why.
+#[test]
+fn auto_detection_prefers_nft_and_falls_back_to_iptables() {
+    capture::testing::require_root();
+    let detected = rules::detect_backend().unwrap();
+    assert_eq!(detected.backend.name(), "nftables", "{}", detected.reason);
+
+    let fallback = rules::choose_backend(
+        BackendChoice::Auto,
+        Nftables::new("/bin/false"),
+        Iptables::default(),
+    )
+    .unwrap();
+    assert_eq!(fallback.backend.name(), "iptables");
     assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        fallback.reason.contains("/bin/false") && fallback.reason.contains("using iptables"),
+        "{}",
+        fallback.reason
     );
-    String::from_utf8(out.stdout).unwrap()
+    // The fallback really captures.
+    outbound_tcp_lands_on_15001_with_its_original_destination(Flavor::Iptables("iptables"));
 }
 
-fn list(ns: &TestNetns) -> String {
-    nft(ns, &["-j", "list", "table", "inet", "ambit"])
+/// One rules backend, and how a test pokes at its rules from outside.
+#[derive(Debug, Clone, Copy)]
+enum Flavor {
+    Nft,
+    /// The v4 program prefix: `iptables`, `iptables-legacy`.
+    Iptables(&'static str),
 }
 
-fn rule_count(json: &str) -> usize {
-    json.matches("\"rule\"").count()
+impl Flavor {
+    fn backend(self) -> Backend {
+        match self {
+            Flavor::Nft => Backend::Nftables(Nftables::default()),
+            Flavor::Iptables(variant) => Backend::Iptables(Iptables::variant(variant)),
+        }
+    }
+
+    /// Runs a tool inside the pod netns (as an admin would, with `ip netns
+    /// exec`), panicking on failure.
+    fn tool(ns: &TestNetns, program: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.name(), program])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn rule_count(self, ns: &TestNetns) -> usize {
+        match self {
+            Flavor::Nft => Self::tool(ns, "nft", &["-j", "list", "table", "inet", "ambit"])
+                .matches("\"rule\"")
+                .count(),
+            Flavor::Iptables(variant) => [
+                variant.to_owned(),
+                variant.replacen("iptables", "ip6tables", 1),
+            ]
+            .iter()
+            .map(|prefix| {
+                Self::tool(ns, &format!("{prefix}-save"), &["-t", "nat"])
+                    .lines()
+                    .filter(|l| l.starts_with("-A "))
+                    .count()
+            })
+            .sum(),
+        }
+    }
+
+    fn flush_inbound(self, ns: &TestNetns) {
+        match self {
+            Flavor::Nft => {
+                Self::tool(
+                    ns,
+                    "nft",
+                    &["flush", "chain", "inet", "ambit", "prerouting"],
+                );
+            }
+            Flavor::Iptables(variant) => {
+                Self::tool(ns, variant, &["-t", "nat", "-F", "AMBIT_PREROUTING"]);
+            }
+        }
+    }
+
+    fn add_foreign_rules(self, ns: &TestNetns) {
+        match self {
+            Flavor::Nft => {
+                Self::tool(ns, "nft", &["add", "table", "inet", "app"]);
+            }
+            Flavor::Iptables(variant) => {
+                Self::tool(ns, variant, &["-t", "nat", "-N", "APP"]);
+                Self::tool(
+                    ns,
+                    variant,
+                    &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-j", "APP"],
+                );
+            }
+        }
+    }
+
+    fn assert_foreign_rules(self, ns: &TestNetns) {
+        match self {
+            Flavor::Nft => {
+                Self::tool(ns, "nft", &["list", "table", "inet", "app"]);
+            }
+            Flavor::Iptables(variant) => {
+                let save = Self::tool(ns, &format!("{variant}-save"), &["-t", "nat"]);
+                assert!(save.contains("-A OUTPUT -p udp -j APP"), "{save}");
+                assert!(!save.contains("AMBIT"), "{save}");
+            }
+        }
+    }
+}
+
+/// Every test above, once per backend.
+macro_rules! backend_tests {
+    ($($module:ident => $flavor:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn outbound_tcp_lands_on_15001_with_its_original_destination() {
+                super::outbound_tcp_lands_on_15001_with_its_original_destination($flavor);
+            }
+
+            #[test]
+            fn marked_and_loopback_traffic_bypasses_capture() {
+                super::marked_and_loopback_traffic_bypasses_capture($flavor);
+            }
+
+            #[test]
+            fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
+                super::inbound_tcp_lands_on_15006_except_hbone_and_probes($flavor);
+            }
+
+            #[test]
+            fn dns_goes_to_15053_when_enabled() {
+                super::dns_goes_to_15053_when_enabled($flavor);
+            }
+
+            #[test]
+            fn apply_is_idempotent_and_check_and_remove_see_the_rules() {
+                super::apply_is_idempotent_and_check_and_remove_see_the_rules($flavor);
+            }
+        }
+    )*};
+}
+
+backend_tests! {
+    nft => Flavor::Nft,
+    iptables => Flavor::Iptables("iptables"),
+    iptables_legacy => Flavor::Iptables("iptables-legacy"),
+}
+
+/// The iptables backend installs IPv6 rules too (nft's `inet` table covers
+/// both families at once), and check() looks at them.
+#[test]
+fn iptables_checks_the_ipv6_rules_too() {
+    let env = Pod::new();
+    let backend = Iptables::default();
+    backend.apply(env.pod.netns(), &env.options()).unwrap();
+    backend.check(env.pod.netns()).unwrap();
+    Flavor::tool(&env.pod, "ip6tables", &["-t", "nat", "-F", "AMBIT_OUTPUT"]);
+    let msg = backend.check(env.pod.netns()).unwrap_err().to_string();
+    assert!(
+        msg.contains("rule ambit:out-redirect (redirect to :15001) in AMBIT_OUTPUT (IPv6)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("AMBIT_PREROUTING"), "{msg}");
+    // IPv4-only mode ignores the IPv6 table.
+    backend.clone().ipv4_only().check(env.pod.netns()).unwrap();
 }

@@ -21,19 +21,27 @@
 //! (IP_TRANSPARENT) towards the app; add them to the backend together with
 //! that feature, and extend [`check`] to verify them.
 //!
-//! Backends: [`nft::Nftables`] now; an iptables fallback implements
-//! [`RulesBackend`] later. Each backend owns its state completely (one nft
-//! table `inet ambit`) and replaces it atomically, so applying twice is
-//! idempotent and other tables in the pod (the main CNI's, the app's) are
-//! untouched.
+//! Backends: [`nft::Nftables`] (preferred) and [`iptables::Iptables`] (the
+//! fallback for hosts without nftables); [`detect_backend`] picks one. Each
+//! backend owns its state completely (nft: one table `inet ambit`; iptables:
+//! the chains `AMBIT_OUTPUT` and `AMBIT_PREROUTING` of the nat table and the
+//! jumps to them) and replaces it atomically, so applying twice is
+//! idempotent and other rules in the pod (the main CNI's, the app's) are
+//! untouched. Both tag every rule with the same `ambit:…` comments, so
+//! [`MissingRules`] names the same things whichever backend is in use.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::netns::{NetNs, NetNsError, NetNsId};
 
+mod backend;
+mod exec;
+pub mod iptables;
 pub mod nft;
 
+pub use backend::{choose_backend, detect_backend, Backend, BackendChoice, Detected};
+pub use iptables::Iptables;
 pub use nft::Nftables;
 
 /// Capture ports (DESIGN §3 "Ports").
@@ -61,17 +69,15 @@ pub struct RuleOptions {
 pub enum RulesError {
     #[error(transparent)]
     NetNs(#[from] NetNsError),
-    #[error(
-        "cannot run {program}: {source}; install the nftables package on the node or set the \
-         path of the nft binary"
-    )]
+    #[error("cannot run {program}: {source}; {fix}")]
     Spawn {
         program: String,
         source: std::io::Error,
+        /// What to do about it, for the operator.
+        fix: &'static str,
     },
     #[error(
-        "{program} failed to {action} in network namespace {netns} ({status}): {stderr}; check \
-         that the kernel has nf_tables with NAT/redirect support (modules nft_nat, nft_redir)"
+        "{program} failed to {action} in network namespace {netns} ({status}): {stderr}; {fix}"
     )]
     Failed {
         program: String,
@@ -79,9 +85,16 @@ pub enum RulesError {
         netns: NetNsId,
         status: String,
         stderr: String,
+        fix: &'static str,
     },
     #[error("cannot understand the rules listed in network namespace {netns}: {reason}")]
     BadListing { netns: NetNsId, reason: String },
+    #[error(
+        "no way to install capture rules on this node: nftables does not work ({nft}) and \
+         iptables does not work either ({iptables}); install nftables (preferred) or iptables \
+         on the node"
+    )]
+    NoBackend { nft: String, iptables: String },
 }
 
 /// The capture rules of a namespace are absent or incomplete.
@@ -100,7 +113,7 @@ impl fmt::Display for MissingRules {
         write!(
             f,
             "network namespace {} lacks Ambit capture rules: {}; something removed them (a \
-             `nft flush ruleset` in the pod?) — recreate the pod so the CNI ADD installs them again",
+             `nft flush ruleset` or `iptables -t nat -F` in the pod?) — recreate the pod so the CNI ADD installs them again",
             self.netns,
             self.missing.join(", ")
         )
@@ -118,7 +131,56 @@ pub enum CheckError {
     Rules(#[from] RulesError),
 }
 
-/// A way of installing the capture rules (nftables now, iptables later).
+/// A rule every captured pod must have, found by its comment tag (the same
+/// tags in both backends). `chain` is the hook: "output" or "prerouting".
+pub(crate) struct Required {
+    pub chain: &'static str,
+    pub tag: &'static str,
+    pub redirect_to: Option<u16>,
+}
+
+pub(crate) const REQUIRED: [Required; 6] = [
+    Required {
+        chain: "output",
+        tag: "ambit:out-skip-ztunnel",
+        redirect_to: None,
+    },
+    Required {
+        chain: "output",
+        tag: "ambit:out-skip-loopback",
+        redirect_to: None,
+    },
+    Required {
+        chain: "output",
+        tag: "ambit:out-redirect",
+        redirect_to: Some(ports::OUTBOUND),
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-skip-loopback",
+        redirect_to: None,
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-skip-hbone",
+        redirect_to: None,
+    },
+    Required {
+        chain: "prerouting",
+        tag: "ambit:in-redirect",
+        redirect_to: Some(ports::INBOUND),
+    },
+];
+
+/// How [`MissingRules`] names a required rule.
+pub(crate) fn describe(req: &Required, chain: &str) -> String {
+    match req.redirect_to {
+        Some(port) => format!("rule {} (redirect to :{port}) in {chain}", req.tag),
+        None => format!("rule {} in {chain}", req.tag),
+    }
+}
+
+/// A way of installing the capture rules (nftables or iptables).
 pub trait RulesBackend {
     /// Installs (or replaces) the rules in `netns`, atomically.
     fn apply(&self, netns: &NetNs, opts: &RuleOptions) -> Result<(), RulesError>;
@@ -128,7 +190,8 @@ pub trait RulesBackend {
     fn check(&self, netns: &NetNs) -> Result<(), CheckError>;
 }
 
-/// [`RulesBackend::apply`] with the default backend (nft from `PATH`).
+/// [`RulesBackend::apply`] with nftables (nft from `PATH`). Callers that
+/// must work on hosts without nftables use [`detect_backend`] instead.
 pub fn apply(netns: &NetNs, opts: &RuleOptions) -> Result<(), RulesError> {
     Nftables::default().apply(netns, opts)
 }

@@ -1,21 +1,17 @@
 //! nftables backend: one table, `inet ambit`, replaced in one transaction.
 //!
-//! `nft` runs as a child process started from a thread inside the pod's
-//! namespace ([`NetNs::run_in`]), so it works with a namespace fd received
-//! from the CNI plugin and never depends on `ip netns` names or `nsenter`.
-//!
 //! Every rule carries a `comment "ambit:…"`: [`Nftables::check`] finds rules
 //! by that tag in `nft -j` output instead of comparing expression trees,
 //! which differ between nft versions.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{ports, CheckError, MissingRules, RuleOptions, RulesBackend, RulesError};
+use super::describe;
+use super::exec::{find_program, Tool};
+use super::{ports, CheckError, MissingRules, RuleOptions, RulesBackend, RulesError, REQUIRED};
 use crate::netns::{NetNs, NetNsId};
 use crate::socket::ZTUNNEL_MARK;
 
@@ -29,46 +25,6 @@ const CHAINS: [(&str, &str, &str); 2] = [
     ("prerouting", "nat", "prerouting"),
 ];
 
-/// A rule every captured pod must have, found by its comment tag.
-struct Required {
-    chain: &'static str,
-    tag: &'static str,
-    redirect_to: Option<u16>,
-}
-
-const REQUIRED: [Required; 6] = [
-    Required {
-        chain: "output",
-        tag: "ambit:out-skip-ztunnel",
-        redirect_to: None,
-    },
-    Required {
-        chain: "output",
-        tag: "ambit:out-skip-loopback",
-        redirect_to: None,
-    },
-    Required {
-        chain: "output",
-        tag: "ambit:out-redirect",
-        redirect_to: Some(ports::OUTBOUND),
-    },
-    Required {
-        chain: "prerouting",
-        tag: "ambit:in-skip-loopback",
-        redirect_to: None,
-    },
-    Required {
-        chain: "prerouting",
-        tag: "ambit:in-skip-hbone",
-        redirect_to: None,
-    },
-    Required {
-        chain: "prerouting",
-        tag: "ambit:in-redirect",
-        redirect_to: Some(ports::INBOUND),
-    },
-];
-
 /// The nftables backend.
 #[derive(Debug, Clone)]
 pub struct Nftables {
@@ -79,20 +35,8 @@ impl Default for Nftables {
     /// `nft` from `PATH`, else the usual sbin locations (CNI plugins often
     /// run with a minimal `PATH`).
     fn default() -> Self {
-        Self::new(find_nft())
+        Self::new(find_program("nft"))
     }
-}
-
-fn find_nft() -> PathBuf {
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("nft"));
-    let fallbacks = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].map(PathBuf::from);
-    from_path
-        .chain(fallbacks)
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from("nft"))
 }
 
 impl Nftables {
@@ -107,6 +51,16 @@ impl Nftables {
         &self.program
     }
 
+    fn tool(&self) -> Tool<'_> {
+        Tool {
+            program: &self.program,
+            spawn_fix: "install the nftables package on the node, or set the path of the nft \
+                        binary (nftPath in the ambit-cni config)",
+            failure_fix: "check that the kernel has nf_tables with NAT/redirect support \
+                          (modules nft_nat, nft_redir), or use the iptables backend",
+        }
+    }
+
     /// Runs `nft ARGS` inside `netns` with `stdin`; returns stdout on success.
     fn run(
         &self,
@@ -115,49 +69,15 @@ impl Nftables {
         args: &[&str],
         stdin: &str,
     ) -> Result<String, RulesError> {
-        let program = self.program.display().to_string();
-        let spawn_err = |source| RulesError::Spawn {
-            program: program.clone(),
-            source,
-        };
-        let output = netns.run_in(|| {
-            let mut child = Command::new(&self.program)
-                .args(args)
-                // check() matches nft's English "No such file" message.
-                .env("LC_ALL", "C")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            // nft reads the whole script before it writes anything, so
-            // writing first and then collecting output cannot deadlock.
-            let written = match child.stdin.take() {
-                Some(mut pipe) => pipe.write_all(stdin.as_bytes()),
-                None => Ok(()),
-            };
-            let output = child.wait_with_output()?;
-            // A write error matters only if nft did not fail by itself
-            // (then its stderr is the better explanation).
-            if output.status.success() {
-                written?;
-            }
-            Ok(output)
-        })?;
-        let output = output.map_err(spawn_err)?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(RulesError::Failed {
-                program,
-                action,
-                netns: netns.id(),
-                status: output.status.to_string(),
-                stderr: match String::from_utf8_lossy(&output.stderr).trim() {
-                    "" => "(no error output)".to_owned(),
-                    text => text.to_owned(),
-                },
-            })
-        }
+        self.tool().run(netns, action, args, stdin)
+    }
+
+    /// Whether nft works here: `nft list tables` in the caller's namespace
+    /// (the host's, when the CNI plugin asks). Reads, changes nothing.
+    pub fn probe(&self) -> Result<(), RulesError> {
+        let host = NetNs::current()?;
+        self.run(&host, "list tables", &["list", "tables"], "")
+            .map(drop)
     }
 }
 
@@ -299,11 +219,7 @@ pub(crate) fn check_listing(netns: NetNsId, json: &str) -> Result<(), CheckError
             (Some(rule), Some(port)) => redirects_to(rule, port),
         };
         if !ok {
-            let what = match req.redirect_to {
-                Some(port) => format!("rule {} (redirect to :{port}) in {}", req.tag, req.chain),
-                None => format!("rule {} in {}", req.tag, req.chain),
-            };
-            missing.push(what);
+            missing.push(describe(req, req.chain));
         }
     }
     if missing.is_empty() {
