@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use capture::enroll::{AddOutcome, EnrollClient, EnrollError, PodRef};
-use capture::rules::{CheckError, Nftables, RuleOptions, RulesBackend};
+use capture::rules::{self, Backend, CheckError, Iptables, Nftables, RuleOptions, RulesBackend};
 use capture::NetNs;
 
 use crate::cni::{self, code, CniError, NetConf, PodCall, Request};
@@ -73,14 +73,16 @@ fn add(call: &PodCall) -> Result<String, CniError> {
                 probe_sources: cni::probe_sources(&call.config),
                 capture_dns,
             };
-            if let Err(error) = backend(&call.config).apply(&netns, &opts) {
+            let applied = backend(&call.config).and_then(|b| b.apply(&netns, &opts));
+            if let Err(error) = applied {
                 if let Err(undo) = client.delete_pod(&pod.uid) {
                     tracing::warn!(pod = %pod_name, error = %undo, "cannot withdraw the enrollment; the runtime's DEL will retry");
                 }
                 return Err(CniError::new(
                     code::RULES_FAILED,
                     format!("cannot install the capture rules for pod {pod_name}: {error}"),
-                    "the pod was not started; check that nftables works on the node (nft list ruleset)",
+                    "the pod was not started; check that nftables (nft list ruleset) or \
+                     iptables (iptables-save -t nat) works on the node",
                 ));
             }
             tracing::info!(pod = %pod_name, netns = %netns.id(), ?opts, "pod enrolled and captured");
@@ -106,7 +108,7 @@ fn del(call: &PodCall) {
         return;
     };
     match NetNs::open(path) {
-        Ok(netns) => match backend(&call.config).remove(&netns) {
+        Ok(netns) => match backend(&call.config).and_then(|b| b.remove(&netns)) {
             Ok(()) => tracing::debug!(pod = %pod_name, "capture rules removed"),
             Err(error) => {
                 tracing::warn!(pod = %pod_name, %error, "cannot remove the capture rules; they go away with the netns")
@@ -126,7 +128,10 @@ fn check(call: &PodCall) -> Result<(), CniError> {
         return Ok(());
     };
     let netns = open_netns(call)?;
-    match backend(&call.config).check(&netns) {
+    let checked = backend(&call.config)
+        .map_err(CheckError::from)
+        .and_then(|b| b.check(&netns));
+    match checked {
         Ok(()) => {}
         Err(CheckError::Missing(missing)) if missing.table_missing => return Ok(()),
         Err(CheckError::Missing(missing)) => {
@@ -156,11 +161,21 @@ fn status(config: &NetConf) -> Result<(), CniError> {
         })
 }
 
-fn backend(config: &NetConf) -> Nftables {
-    match &config.nft_path {
+/// The rules backend the config asks for (`rulesBackend`, default auto),
+/// with the choice and its reason logged at info: on a node without
+/// nftables this line is how an operator learns that iptables is in use.
+fn backend(config: &NetConf) -> Result<Backend, rules::RulesError> {
+    let nft = match &config.nft_path {
         Some(path) => Nftables::new(path),
         None => Nftables::default(),
-    }
+    };
+    let detected = rules::choose_backend(config.rules_backend, nft, Iptables::default())?;
+    tracing::info!(
+        backend = detected.backend.name(),
+        reason = %detected.reason,
+        "capture rules backend"
+    );
+    Ok(detected.backend)
 }
 
 fn open_netns(call: &PodCall) -> Result<NetNs, CniError> {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use capture::enroll::{serve, EnrollListener, EnrollRequest, Reply};
-use capture::rules::{self, CheckError, RuleOptions};
+use capture::rules::{self, CheckError, Iptables, RuleOptions, RulesBackend};
 use capture::testing::TestNetns;
 use serde_json::{json, Value};
 
@@ -188,6 +188,61 @@ fn ambient_pod_add_check_del() {
     assert_eq!(ztunnel.seen().last().unwrap(), "delete uid-ambient");
 }
 
+/// The same life cycle on the iptables backend, chosen in the config (and
+/// by auto-detection when nft does not work).
+#[test]
+fn ambient_pod_with_iptables_backend() {
+    let ztunnel = FakeZtunnel::start();
+    for extra in [
+        json!({"rulesBackend": "iptables"}),
+        json!({"rulesBackend": "auto", "nftPath": "/bin/false"}),
+    ] {
+        let pod = TestNetns::new("cni");
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut extra = extra;
+        extra["logFile"] = json!(log.path());
+        let conf = config(&ztunnel.socket, extra);
+        let backend = Iptables::default();
+
+        let out = cni("ADD", Some(&pod.path()), &pod_args("ambient"), &conf);
+        assert!(out.ok, "{}", out.json);
+        backend.check(pod.netns()).unwrap();
+        assert!(table_missing(&pod), "nft rules installed too");
+        let logged = std::fs::read_to_string(log.path()).unwrap();
+        assert!(
+            logged.contains("INFO")
+                && logged.contains("capture rules backend backend=\"iptables\""),
+            "{logged}"
+        );
+
+        assert!(cni("CHECK", Some(&pod.path()), &pod_args("ambient"), &conf).ok);
+        let status = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                pod.name(),
+                "iptables",
+                "-t",
+                "nat",
+                "-F",
+                "AMBIT_OUTPUT",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = cni("CHECK", Some(&pod.path()), &pod_args("ambient"), &conf);
+        assert_error(&out, 102, "ambit:out-redirect");
+
+        let out = cni("DEL", Some(&pod.path()), &pod_args("ambient"), &conf);
+        assert!(out.ok, "{}", out.json);
+        let err = backend.check(pod.netns()).unwrap_err();
+        assert!(
+            matches!(&err, CheckError::Missing(m) if m.table_missing),
+            "DEL left rules behind: {err}"
+        );
+    }
+}
+
 #[test]
 fn non_ambient_and_non_kubernetes_pods_are_untouched() {
     let ztunnel = FakeZtunnel::start();
@@ -252,7 +307,11 @@ fn refusal_and_rule_failure_fail_add_and_leave_nothing() {
     assert!(table_missing(&pod));
 
     // nft fails: the enrollment is withdrawn and ADD fails.
-    let broken = config(&ztunnel.socket, json!({"nftPath": "/bin/false"}));
+    // (An explicit backend: with "auto" a broken nft falls back to iptables.)
+    let broken = config(
+        &ztunnel.socket,
+        json!({"nftPath": "/bin/false", "rulesBackend": "nftables"}),
+    );
     let out = cni("ADD", Some(&pod.path()), &pod_args("ambient"), &broken);
     assert_error(
         &out,

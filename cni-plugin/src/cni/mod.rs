@@ -11,14 +11,20 @@
 //!   "logLevel": "info",                            // error|warn|info|debug|trace
 //!   "logFile": "/var/log/ambit-cni.log",           // default: stderr (runtime's log)
 //!   "probeSourceIp": "169.254.7.127",              // default: the gateways in prevResult
+//!   "rulesBackend": "auto",                        // auto|nftables|iptables
 //!   "nftPath": "/usr/sbin/nft" }                   // default: nft from PATH or /usr/sbin
 //! ```
+//!
+//! `rulesBackend: auto` uses nftables when `nft list tables` works on the
+//! node and iptables (whatever `iptables` is there) otherwise, and logs the
+//! choice at info level on every call that touches rules.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use capture::rules::BackendChoice;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -137,6 +143,7 @@ pub struct NetConf {
     pub log_file: Option<PathBuf>,
     pub probe_source_ip: Option<IpAddr>,
     pub nft_path: Option<PathBuf>,
+    pub rules_backend: BackendChoice,
     /// The previous plugin's result, passed through unchanged.
     pub prev_result: Option<Value>,
 }
@@ -153,6 +160,7 @@ struct RawConf {
     log_file: Option<PathBuf>,
     probe_source_ip: Option<String>,
     nft_path: Option<PathBuf>,
+    rules_backend: Option<String>,
     prev_result: Option<Value>,
 }
 
@@ -318,6 +326,12 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
                 .map_err(|_| config_err(format!("probeSourceIp {ip:?} is not an IP address")))?,
         ),
     };
+    let rules_backend = match raw.rules_backend.as_deref() {
+        None => BackendChoice::Auto,
+        Some(text) => text
+            .parse()
+            .map_err(|e| config_err(format!("rulesBackend: {e}")))?,
+    };
     if let Some(prev) = &raw.prev_result {
         if !prev.is_object() {
             return Err(config_err("prevResult is not a JSON object"));
@@ -334,6 +348,7 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
         log_file: raw.log_file,
         probe_source_ip,
         nft_path: raw.nft_path,
+        rules_backend,
         prev_result: raw.prev_result,
     })
 }

@@ -164,6 +164,16 @@ fn every_config_error_has_its_code_and_names_the_problem() {
             "probeSourceIp \"node\"",
         ),
         (
+            conf_with("rulesBackend", Some("ipchains".into())),
+            code::INVALID_CONFIG,
+            "rulesBackend: rules backend \"ipchains\" is not one of",
+        ),
+        (
+            conf_with("rulesBackend", Some(1.into())),
+            code::INVALID_CONFIG,
+            "at rulesBackend",
+        ),
+        (
             conf_with("prevResult", Some("x".into())),
             code::INVALID_CONFIG,
             "prevResult is not a JSON object",
@@ -228,13 +238,15 @@ fn add_parses_pod_and_defaults() {
 fn optional_fields_are_read() {
     let stdin = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "prevResult": {},
         "enrollSocket": "/tmp/e.sock", "enrollTimeoutMs": 250, "logLevel": "debug",
-        "logFile": "/tmp/l", "probeSourceIp": "fd00::7", "nftPath": "/bin/nft", "unknownKey": 1});
+        "logFile": "/tmp/l", "probeSourceIp": "fd00::7", "nftPath": "/bin/nft", "unknownKey": 1,
+        "rulesBackend": "iptables"});
     let conf = parse_config(stdin.to_string().as_bytes()).unwrap();
     assert_eq!(conf.enroll_socket, PathBuf::from("/tmp/e.sock"));
     assert_eq!(conf.enroll_timeout, Duration::from_millis(250));
     assert_eq!(conf.log_level, tracing::Level::DEBUG);
     assert_eq!(conf.log_file, Some(PathBuf::from("/tmp/l")));
     assert_eq!(conf.nft_path, Some(PathBuf::from("/bin/nft")));
+    assert_eq!(conf.rules_backend, BackendChoice::Iptables);
     assert_eq!(
         probe_sources(&conf),
         vec!["fd00::7".parse::<IpAddr>().unwrap()]
