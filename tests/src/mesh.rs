@@ -40,14 +40,16 @@ pub fn mesh_binaries() -> Result<MeshBinaries> {
 fn build_binaries() -> Result<MeshBinaries> {
     let exe =
         std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe
+    // target/<profile>/deps/<test> (tests, benches) or target/<profile>/<bin> (the demo).
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
         .ok_or_else(|| {
-            HarnessError::Invalid(format!("unexpected test binary location {}", exe.display()))
+            HarnessError::Invalid(format!("unexpected binary location {}", exe.display()))
         })?
         .to_path_buf();
+    if profile_dir.file_name().is_some_and(|name| name == "deps") {
+        profile_dir.pop();
+    }
     let release = profile_dir
         .file_name()
         .is_some_and(|name| name == "release");
