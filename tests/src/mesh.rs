@@ -150,7 +150,8 @@ impl Mesh {
                 .arg("--tokens-file")
                 .arg(root.join("node-tokens"))
                 .arg("--manifests")
-                .arg(cluster.manifests_dir()),
+                .arg(cluster.manifests_dir())
+                .args(["--manifests-poll-interval", "100ms"]),
         )?;
         ca.wait_for_log("ambit-ca serving", START_TIMEOUT)?;
 
@@ -362,5 +363,16 @@ impl Mesh {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Mesh {
+    /// GETs `path` from a ztunnel HTTP port on node `node`'s loopback; returns the body.
+    pub fn http_get_on_node(&self, node: usize, port: u16, path: &str) -> Result<String> {
+        let app = crate::testapp::TestApp::locate()?;
+        let address = format!("127.0.0.1:{port}");
+        self.cluster
+            .node(node)
+            .exec(app.path(), ["http-get", "--connect", &address, "--path", path, "--body"])
     }
 }

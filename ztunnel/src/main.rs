@@ -84,7 +84,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     start_http(&agent).await?;
     tokio::spawn(revoke_on_policy_change(agent.clone()));
-    tokio::spawn(report_certificate_expiry(agent.clone()));
 
     let listener = bind_enroll_socket(&config)?;
     tracing::info!(
@@ -166,26 +165,30 @@ async fn revoke_on_policy_change(agent: Arc<Agent>) {
     }
 }
 
-async fn report_certificate_expiry(agent: Arc<Agent>) {
-    loop {
-        agent.metrics.certificate_expiry_seconds.clear();
-        for status in agent.certificates.status() {
-            if let Some(not_after) = status.not_after {
-                let left = not_after
-                    .duration_since(SystemTime::now())
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                agent
-                    .metrics
-                    .certificate_expiry_seconds
-                    .get_or_create(&metrics::IdentityLabels {
-                        identity: status.identity.to_string(),
-                    })
-                    .set(i64::try_from(left).unwrap_or(i64::MAX));
-            }
+/// Sets the certificate-expiry gauges from the manager's current state; called on every
+/// scrape so the figures are never stale.
+fn refresh_certificate_expiry(agent: &Agent) {
+    agent.metrics.certificate_expiry_seconds.clear();
+    for status in agent.certificates.status() {
+        if let Some(not_after) = status.not_after {
+            let left = not_after
+                .duration_since(SystemTime::now())
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            agent
+                .metrics
+                .certificate_expiry_seconds
+                .get_or_create(&metrics::IdentityLabels {
+                    identity: status.identity.to_string(),
+                })
+                .set(i64::try_from(left).unwrap_or(i64::MAX));
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+fn scrape(agent: &Agent) -> HttpReply {
+    refresh_certificate_expiry(agent);
+    HttpReply::text(StatusCode::OK, agent.metrics.encode())
 }
 
 async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
@@ -203,7 +206,7 @@ async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
         admin,
         Arc::new(move |path: &str| match path {
             "/config_dump" => HttpReply::json(dump::config_dump(&a).to_string()),
-            "/metrics" | "/stats/prometheus" => HttpReply::text(StatusCode::OK, a.metrics.encode()),
+            "/metrics" | "/stats/prometheus" => scrape(&a),
             _ => HttpReply::text(
                 StatusCode::NOT_FOUND,
                 "try /config_dump or /stats/prometheus\n",
@@ -214,7 +217,7 @@ async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
     tokio::spawn(admin::serve(
         metrics,
         Arc::new(move |path: &str| match path {
-            "/metrics" | "/stats/prometheus" => HttpReply::text(StatusCode::OK, a.metrics.encode()),
+            "/metrics" | "/stats/prometheus" => scrape(&a),
             _ => HttpReply::text(StatusCode::NOT_FOUND, "metrics are at /stats/prometheus\n"),
         }),
     ));

@@ -72,6 +72,9 @@ enum Command {
         /// Longest lifetime a node may obtain.
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         max_ttl: Duration,
+        /// How often the manifests are checked for changes.
+        #[arg(long, env = "MANIFESTS_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+        manifests_poll_interval: Duration,
     },
 }
 
@@ -114,12 +117,13 @@ fn main() -> anyhow::Result<()> {
             manifests,
             default_ttl,
             max_ttl,
+            manifests_poll_interval,
         } => {
             let ca = store::load(&dir, &cli.trust_domain)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async move {
-                let workloads = ManifestWorkloads::start(manifests)
+                let workloads = ManifestWorkloads::start(manifests, manifests_poll_interval)
                     .context("cannot load the manifests the CA authorises against")?;
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use discovery::{LocalSource, LocalSourceConfig, ManifestErrors};
 
@@ -16,8 +17,10 @@ pub struct ManifestWorkloads {
 impl ManifestWorkloads {
     /// Loads the manifests (refusing to start on errors) and follows their changes.
     /// Must be called within a tokio runtime.
-    pub fn start(paths: Vec<PathBuf>) -> Result<Self, ManifestErrors> {
-        let source = LocalSource::load(LocalSourceConfig::new(paths))?;
+    pub fn start(paths: Vec<PathBuf>, poll_interval: Duration) -> Result<Self, ManifestErrors> {
+        let mut config = LocalSourceConfig::new(paths);
+        config.poll_interval = poll_interval;
+        let source = LocalSource::load(config)?;
         let poller = source.spawn();
         Ok(ManifestWorkloads {
             source,
