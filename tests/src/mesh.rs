@@ -371,8 +371,9 @@ impl Mesh {
     pub fn http_get_on_node(&self, node: usize, port: u16, path: &str) -> Result<String> {
         let app = crate::testapp::TestApp::locate()?;
         let address = format!("127.0.0.1:{port}");
-        self.cluster
-            .node(node)
-            .exec(app.path(), ["http-get", "--connect", &address, "--path", path, "--body"])
+        self.cluster.node(node).exec(
+            app.path(),
+            ["http-get", "--connect", &address, "--path", path, "--body"],
+        )
     }
 }

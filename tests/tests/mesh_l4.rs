@@ -129,36 +129,87 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
 #[test]
 fn metrics_readiness_and_config_dump_describe_the_node() {
     let mut mesh = Mesh::start(2).unwrap();
-    mesh.cluster.set_namespace_labels("shop", ambient()).unwrap();
-    let client = mesh.add_pod(PodSpec::new("shop", "frontend-0").on_node(0).service_account("frontend")).unwrap();
-    let server = mesh.add_pod(PodSpec::new("shop", "cart-0").on_node(1).service_account("cart").port(8080)).unwrap();
+    mesh.cluster
+        .set_namespace_labels("shop", ambient())
+        .unwrap();
+    let client = mesh
+        .add_pod(
+            PodSpec::new("shop", "frontend-0")
+                .on_node(0)
+                .service_account("frontend"),
+        )
+        .unwrap();
+    let server = mesh
+        .add_pod(
+            PodSpec::new("shop", "cart-0")
+                .on_node(1)
+                .service_account("cart")
+                .port(8080),
+        )
+        .unwrap();
     let _echo = app().echo_server(server.netns(), 8080).unwrap();
-    let report = app().echo_client(client.netns(), server.addr(8080), 10_000, None).unwrap();
+    let report = app()
+        .echo_client(client.netns(), server.addr(8080), 10_000, None)
+        .unwrap();
     assert!(report.intact());
-    mesh.wait_for_access(1, WAIT, |l| l.get("direction") == Some("inbound")).unwrap();
+    mesh.wait_for_access(1, WAIT, |l| l.get("direction") == Some("inbound"))
+        .unwrap();
 
-    let metrics = mesh.http_get_on_node(1, 15020, "/stats/prometheus").unwrap();
+    let metrics = mesh
+        .http_get_on_node(1, 15020, "/stats/prometheus")
+        .unwrap();
     let opened = metrics
         .lines()
-        .find(|l| l.starts_with("istio_tcp_connections_opened_total{") && l.contains("reporter=\"destination\""))
+        .find(|l| {
+            l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"destination\"")
+        })
         .unwrap_or_else(|| panic!("no destination-reported connection metric:\n{metrics}"));
-    assert!(opened.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/frontend\""), "{opened}");
-    assert!(opened.contains("destination_workload=\"cart-0\""), "{opened}");
-    assert!(opened.contains("connection_security_policy=\"mutual_tls\""), "{opened}");
+    assert!(
+        opened.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/frontend\""),
+        "{opened}"
+    );
+    assert!(
+        opened.contains("destination_workload=\"cart-0\""),
+        "{opened}"
+    );
+    assert!(
+        opened.contains("connection_security_policy=\"mutual_tls\""),
+        "{opened}"
+    );
     let received = metrics
         .lines()
-        .find(|l| l.starts_with("istio_tcp_received_bytes_total{") && l.contains("reporter=\"destination\""))
+        .find(|l| {
+            l.starts_with("istio_tcp_received_bytes_total{")
+                && l.contains("reporter=\"destination\"")
+        })
         .unwrap();
     assert!(received.ends_with(" 10000"), "{received}");
-    assert!(metrics.contains("ambit_certificate_expiry_seconds{identity=\"spiffe://cluster.local/ns/shop/sa/cart\"}"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "ambit_certificate_expiry_seconds{identity=\"spiffe://cluster.local/ns/shop/sa/cart\"}"
+        ),
+        "{metrics}"
+    );
 
-    assert_eq!(mesh.http_get_on_node(1, 15021, "/healthz/ready").unwrap().trim(), "ready");
+    assert_eq!(
+        mesh.http_get_on_node(1, 15021, "/healthz/ready")
+            .unwrap()
+            .trim(),
+        "ready"
+    );
 
     let dump = mesh.config_dump(1).unwrap();
     let certificate = &dump["certificates"][0];
-    assert_eq!(certificate["identity"], "spiffe://cluster.local/ns/shop/sa/cart");
+    assert_eq!(
+        certificate["identity"],
+        "spiffe://cluster.local/ns/shop/sa/cart"
+    );
     let expires = certificate["expiresInSeconds"].as_u64().unwrap();
-    assert!(expires > 3600 && expires <= 24 * 3600, "default lifetime is 24 h: {certificate}");
+    assert!(
+        expires > 3600 && expires <= 24 * 3600,
+        "default lifetime is 24 h: {certificate}"
+    );
     assert_eq!(dump["enrolledPods"][0]["name"], "cart-0");
     assert!(dump["workloads"].as_array().unwrap().len() >= 2);
 }
