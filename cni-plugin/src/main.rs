@@ -1,18 +1,25 @@
 //! `ambit-cni`: chained CNI plugin that hands ambient pods to ztunnel and
 //! installs their capture rules (DESIGN §3). See `cni` for the config keys
-//! and `plugin` for what each command does.
+//! and `plugin` for what each command does; `install` is the node installer
+//! (`ambit-cni install …`, run by the DaemonSet).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 mod cni;
+mod install;
 mod logging;
 mod plugin;
 
 use cni::{code, CniError, Request};
 
 fn main() -> ExitCode {
+    // Runtimes run a plugin without arguments and with CNI_COMMAND set;
+    // anything else is a person or the DaemonSet calling the installer.
+    if std::env::args_os().len() > 1 && std::env::var_os("CNI_COMMAND").is_none() {
+        return install::main(std::env::args_os());
+    }
     let env = match cni_env() {
         Ok(env) => env,
         Err(error) => return fail(&error, cni::LATEST_VERSION),
