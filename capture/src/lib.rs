@@ -10,6 +10,7 @@
 //!   passing).
 
 pub mod enroll;
+pub mod locate;
 pub mod netns;
 pub mod rules;
 pub mod socket;

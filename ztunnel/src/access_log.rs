@@ -61,6 +61,7 @@ impl ConnectionRecord {
         src_addr: SocketAddr,
         dst_addr: SocketAddr,
     ) -> Self {
+        metrics.active_connections.inc();
         ConnectionRecord {
             metrics,
             direction,
@@ -189,5 +190,11 @@ impl ConnectionRecord {
                 "connection complete"
             ),
         }
+    }
+}
+
+impl Drop for ConnectionRecord {
+    fn drop(&mut self) {
+        self.metrics.active_connections.dec();
     }
 }

@@ -10,7 +10,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
 
 /// What an endpoint answers: status, content type, body.
 pub struct Reply {
@@ -39,10 +42,28 @@ impl Reply {
 
 pub type Routes = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
 
-/// Serves HTTP/1.1 on `listener`, routing by path, until the task is dropped.
-pub async fn serve(listener: TcpListener, routes: Routes) {
+/// Binds with SO_REUSEPORT so that a restarting ztunnel's successor can take the port while
+/// the old process is still draining.
+pub fn bind_shared(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+/// Serves HTTP/1.1 on `listener`, routing by path, until `shutdown` fires (the listener is
+/// then closed, handing the port to a successor).
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: CancellationToken) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "admin accept failed");

@@ -22,6 +22,9 @@ pub struct Agent {
     pub connections: ConnectionTable,
     /// Cancelled when ztunnel shuts down: listeners stop, connections drain.
     pub shutdown: CancellationToken,
+    /// How this node installs redirect rules when ztunnel enrolls a running pod itself (label
+    /// flip, restart); `None` when neither nftables nor iptables works here.
+    pub rules: Option<capture::rules::Backend>,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
 }
 
@@ -31,6 +34,7 @@ impl Agent {
         source: Arc<LocalSource>,
         bundle: TrustBundle,
         certificates: CertificateManager,
+        rules: Option<capture::rules::Backend>,
     ) -> Self {
         Agent {
             config,
@@ -40,6 +44,7 @@ impl Agent {
             metrics: Arc::new(Metrics::new()),
             connections: ConnectionTable::default(),
             shutdown: CancellationToken::new(),
+            rules,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -61,6 +66,11 @@ impl Agent {
         let mut pods: Vec<_> = self.pods().values().cloned().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         pods
+    }
+
+    /// Whether enrolled pods' DNS (port 53) is redirected to ztunnel's DNS proxy on 15053.
+    pub fn capture_dns(&self) -> bool {
+        false
     }
 
     /// Ready when the manifests are loaded and every enrolled pod has its certificate.

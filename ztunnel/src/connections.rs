@@ -100,10 +100,6 @@ impl ConnectionTable {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Re-authorises every live connection; returns how many were revoked.
     pub fn revalidate(&self, snapshot: &Snapshot) -> usize {
         let mut revoked = 0;

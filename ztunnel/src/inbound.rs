@@ -52,7 +52,7 @@ fn register(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Re
             src_identity: attrs.src_identity.cloned(),
             dst_port: attrs.dst_port,
         },
-        &pod.stop,
+        &pod.connections,
     )
 }
 

@@ -10,6 +10,7 @@ mod inbound;
 mod metrics;
 mod outbound;
 mod pod;
+mod reconcile;
 mod revocable;
 
 use std::sync::Arc;
@@ -80,11 +81,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("cannot configure the CA client")?
     .with_validity(config.cert_ttl);
     let certificates = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
-    let agent = Arc::new(Agent::new(config.clone(), source, bundle, certificates));
+    let rules = match capture::rules::detect_backend() {
+        Ok(detected) => {
+            tracing::info!(backend = ?detected.backend, reason = %detected.reason, "redirect rules backend chosen");
+            Some(detected.backend)
+        }
+        Err(error) => {
+            tracing::error!(%error, "no redirect rules backend works here; running pods cannot be captured without the CNI plugin");
+            None
+        }
+    };
+    let agent = Arc::new(Agent::new(
+        config.clone(),
+        source,
+        bundle,
+        certificates,
+        rules,
+    ));
 
-    start_http(&agent).await?;
+    start_http(&agent)?;
     tokio::spawn(revoke_on_policy_change(agent.clone()));
 
+    // Re-sync first: pods that were captured before a restart (or labelled while ztunnel was
+    // down) get their listeners back before any new pod is accepted. Their redirect rules stayed
+    // in place meanwhile, so their connections failed closed rather than leaking in clear.
+    reconcile::reconcile(&agent).await;
+    tokio::spawn(reconcile::run(agent.clone()));
     let listener = bind_enroll_socket(&config)?;
     tracing::info!(
         node = %config.node,
@@ -102,11 +124,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(drain = ?config.drain_timeout, "ztunnel stopping: no new connections, draining existing ones");
     enrollment.abort();
     agent.shutdown.cancel();
+    // Established connections finish on this process while a successor (already started, or
+    // starting now) serves new ones; the enroll socket file is left for that successor.
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
-    while !agent.connections.is_empty() && tokio::time::Instant::now() < deadline {
+    while agent.metrics.active_connections.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::fs::remove_file(&config.enroll_socket);
+    let left = agent.metrics.active_connections.get();
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "drain timeout reached; closing the remaining connections"
+        );
+    }
     Ok(())
 }
 
@@ -191,15 +221,13 @@ fn scrape(agent: &Agent) -> HttpReply {
     HttpReply::text(StatusCode::OK, agent.metrics.encode())
 }
 
-async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
-    let bind = |address| async move {
-        tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))
+fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
+    let bind = |address| {
+        admin::bind_shared(address).with_context(|| format!("cannot listen on {address}"))
     };
-    let admin = bind(agent.config.admin_address).await?;
-    let metrics = bind(agent.config.metrics_address).await?;
-    let readiness = bind(agent.config.readiness_address).await?;
+    let admin = bind(agent.config.admin_address)?;
+    let metrics = bind(agent.config.metrics_address)?;
+    let readiness = bind(agent.config.readiness_address)?;
 
     let a = agent.clone();
     tokio::spawn(admin::serve(
@@ -212,6 +240,7 @@ async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
                 "try /config_dump or /stats/prometheus\n",
             ),
         }),
+        agent.shutdown.clone(),
     ));
     let a = agent.clone();
     tokio::spawn(admin::serve(
@@ -220,6 +249,7 @@ async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
             "/metrics" | "/stats/prometheus" => scrape(&a),
             _ => HttpReply::text(StatusCode::NOT_FOUND, "metrics are at /stats/prometheus\n"),
         }),
+        agent.shutdown.clone(),
     ));
     let a = agent.clone();
     tokio::spawn(admin::serve(
@@ -232,6 +262,7 @@ async fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
             ),
             _ => HttpReply::text(StatusCode::NOT_FOUND, "readiness is at /healthz/ready\n"),
         }),
+        agent.shutdown.clone(),
     ));
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Seconds until each workload certificate on this node expires.
     pub certificate_expiry_seconds: Family<IdentityLabels, Gauge>,
     pub enrolled_pods: Gauge,
+    /// Connections being proxied right now; a stopping ztunnel drains until it is zero.
+    pub active_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Metrics {
         let received_bytes = Family::<ConnectionLabels, Counter>::default();
         let certificate_expiry_seconds = Family::<IdentityLabels, Gauge>::default();
         let enrolled_pods = Gauge::default();
+        let active_connections = Gauge::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "istio_tcp_connections_opened",
@@ -93,6 +96,11 @@ impl Metrics {
             "Pods of this node currently enrolled in the mesh",
             enrolled_pods.clone(),
         );
+        registry.register(
+            "ambit_active_connections",
+            "Connections this ztunnel is proxying right now",
+            active_connections.clone(),
+        );
         Metrics {
             registry,
             connections_opened,
@@ -102,6 +110,7 @@ impl Metrics {
             received_bytes,
             certificate_expiry_seconds,
             enrolled_pods,
+            active_connections,
         }
     }
 

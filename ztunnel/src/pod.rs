@@ -33,8 +33,11 @@ pub struct EnrolledPod {
     pub certificate: CurrentCertificate,
     /// HBONE connections dialled from this pod's namespace (so they carry the pod's IP).
     pub pool: hbone::Pool,
-    /// Cancelled on unenrollment: listeners close and the pod's connections end.
+    /// Cancelled on unenrollment and on shutdown: the pod's listeners close.
     pub stop: CancellationToken,
+    /// Cancelled on unenrollment only: the pod's live connections end. A ztunnel that shuts
+    /// down lets them drain instead (its successor already serves new ones).
+    pub connections: CancellationToken,
 }
 
 impl EnrolledPod {
@@ -58,7 +61,7 @@ pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
     if let Some(existing) = agent.pods().get(&pod.uid).cloned() {
         if existing.netns.inode() == netns.inode() {
             // The kubelet retried an ADD we already completed.
-            return Reply::Enrolled { capture_dns: false };
+            return enrolled_reply(agent);
         }
         unenroll(
             agent,
@@ -104,7 +107,7 @@ pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
             );
             agent.pods().insert(pod.uid.clone(), enrolled);
             agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
-            Reply::Enrolled { capture_dns: false }
+            enrolled_reply(agent)
         }
         Err(error) => {
             agent.certificates.untrack(&identity);
@@ -113,6 +116,13 @@ pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
                 pod.namespace, pod.name
             ))
         }
+    }
+}
+
+/// What the CNI plugin is told after a successful enrollment: whether to capture DNS too.
+pub fn enrolled_reply(agent: &Agent) -> Reply {
+    Reply::Enrolled {
+        capture_dns: agent.capture_dns(),
     }
 }
 
@@ -178,6 +188,7 @@ fn start(
         certificate,
         pool,
         stop: agent.shutdown.child_token(),
+        connections: CancellationToken::new(),
     });
 
     let server = hbone::Server::forwarding(
@@ -241,6 +252,7 @@ pub fn unenroll(agent: &Agent, uid: &str, why: &str) -> bool {
     match removed {
         Some(pod) => {
             pod.stop.cancel();
+            pod.connections.cancel();
             agent.certificates.untrack(&pod.identity);
             agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
             tracing::info!(pod = %format_args!("{}/{}", pod.namespace, pod.name), uid, reason = why, "pod unenrolled");

@@ -1,0 +1,259 @@
+//! Capture that is boringly correct: pods labelled after they started join the mesh without a
+//! restart and leave it when unlabelled; a ztunnel restart never lets traffic out in clear and
+//! lets established connections drain; a pod added while ztunnel is down fails and succeeds on
+//! the kubelet's retry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ambit_tests::{Labels, Mesh, Pod, PodSpec, TestApp};
+use serde_json::Value;
+
+fn app() -> TestApp {
+    TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
+}
+
+fn labels(value: Option<&str>) -> Labels {
+    value
+        .map(|v| Labels::from([("istio.io/dataplane-mode".to_string(), v.to_string())]))
+        .unwrap_or_default()
+}
+
+fn enrolled(dump: &Value) -> Vec<String> {
+    dump["enrolledPods"]
+        .as_array()
+        .map(|pods| {
+            pods.iter()
+                .map(|p| p["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends a marker from `client` to `server` and reports whether it crossed the wire in clear.
+fn marker_in_clear(mesh: &Mesh, client: &Pod, server: SocketAddr, marker: &str) -> bool {
+    let capture = mesh.cluster.capture("tcp").unwrap();
+    let report = app()
+        .echo_client(client.netns(), server, 4096, Some(marker))
+        .unwrap();
+    assert!(report.intact(), "{report:?}");
+    capture.stop().unwrap().contains(marker.as_bytes())
+}
+
+/// A connection opened from inside a pod (its capture rules apply).
+fn connect_from(pod: &Pod, target: SocketAddr) -> TcpStream {
+    let netns = capture::NetNs::open(pod.netns().path()).unwrap();
+    let options = capture::socket::DialOptions {
+        mark: None,
+        bind: None,
+        transparent: false,
+    };
+    let socket = capture::socket::dial_socket_in(&netns, target, &options).unwrap();
+    let stream = socket
+        .connect_timeout(target, Duration::from_secs(5))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+fn echo_once(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(message)?;
+    let mut buf = vec![0u8; message.len()];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[test]
+fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_again() {
+    let mut mesh = Mesh::start(2).unwrap();
+    let client = mesh
+        .add_pod(
+            PodSpec::new("shop", "frontend-0")
+                .on_node(0)
+                .service_account("frontend"),
+        )
+        .unwrap();
+    let server = mesh
+        .add_pod(
+            PodSpec::new("shop", "cart-0")
+                .on_node(1)
+                .service_account("cart")
+                .port(8080),
+        )
+        .unwrap();
+    let _echo = app().echo_server(server.netns(), 8080).unwrap();
+    assert!(
+        marker_in_clear(&mesh, &client, server.addr(8080), "BEFORE-LABEL-MARKER"),
+        "not in the mesh yet"
+    );
+
+    for round in 1..=2 {
+        mesh.cluster
+            .set_namespace_labels("shop", labels(Some("ambient")))
+            .unwrap();
+        for node in 0..2 {
+            mesh.wait_for_dump(node, "the running pod is enrolled", |d| {
+                enrolled(d).len() == 1
+            })
+            .unwrap();
+        }
+        let marker = format!("LABELLED-ROUND-{round}");
+        assert!(
+            !marker_in_clear(&mesh, &client, server.addr(8080), &marker),
+            "round {round}: traffic must be encrypted once labelled"
+        );
+        mesh.wait_for_access(1, Duration::from_secs(10), |l| {
+            l.get("src.identity") == Some("spiffe://cluster.local/ns/shop/sa/frontend")
+        })
+        .unwrap();
+
+        mesh.cluster
+            .set_namespace_labels("shop", labels(None))
+            .unwrap();
+        for node in 0..2 {
+            mesh.wait_for_dump(node, "the pod is released", |d| enrolled(d).is_empty())
+                .unwrap();
+        }
+        let marker = format!("UNLABELLED-ROUND-{round}");
+        assert!(
+            marker_in_clear(&mesh, &client, server.addr(8080), &marker),
+            "round {round}: out of the mesh, traffic flows directly"
+        );
+    }
+
+    // A pod-level opt-out wins over the namespace label.
+    mesh.cluster
+        .set_namespace_labels("shop", labels(Some("ambient")))
+        .unwrap();
+    mesh.wait_for_dump(1, "cart is enrolled", |d| enrolled(d).len() == 1)
+        .unwrap();
+    mesh.cluster
+        .set_pod_labels(&server, labels(Some("none")))
+        .unwrap();
+    mesh.wait_for_dump(1, "cart opted out", |d| enrolled(d).is_empty())
+        .unwrap();
+}
+
+#[test]
+fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drain() {
+    let mut mesh = Mesh::start(2).unwrap();
+    mesh.cluster
+        .set_namespace_labels("shop", labels(Some("ambient")))
+        .unwrap();
+    let client = mesh
+        .add_pod(
+            PodSpec::new("shop", "frontend-0")
+                .on_node(0)
+                .service_account("frontend"),
+        )
+        .unwrap();
+    let server = mesh
+        .add_pod(
+            PodSpec::new("shop", "cart-0")
+                .on_node(1)
+                .service_account("cart")
+                .port(8080),
+        )
+        .unwrap();
+    let _echo = app().echo_server(server.netns(), 8080).unwrap();
+    let capture = mesh.cluster.capture("tcp").unwrap();
+
+    let mut established = connect_from(&client, server.addr(8080));
+    assert_eq!(
+        echo_once(&mut established, b"LONG-LIVED-1").unwrap(),
+        b"LONG-LIVED-1"
+    );
+
+    // Roll node 0's ztunnel: the old one is told to stop (it drains for up to 5 s), the new one
+    // starts at once and re-syncs the pods it finds running.
+    mesh.ztunnel(0)
+        .signal(nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let replacement = mesh.spawn_ztunnel(0).unwrap();
+    let mut old = std::mem::replace(&mut mesh.ztunnels[0], replacement);
+    old.wait_for_log("draining existing ones", Duration::from_secs(5))
+        .unwrap();
+    mesh.wait_for_dump(0, "the new ztunnel re-enrolled frontend", |d| {
+        enrolled(d) == ["frontend-0"]
+    })
+    .unwrap();
+
+    // The established connection still works on the old process...
+    assert_eq!(
+        echo_once(&mut established, b"LONG-LIVED-2").unwrap(),
+        b"LONG-LIVED-2"
+    );
+    // ...while new connections go through the new one, in mTLS.
+    let report = app()
+        .echo_client(
+            client.netns(),
+            server.addr(8080),
+            64 * 1024,
+            Some("AFTER-RESTART-MARKER"),
+        )
+        .unwrap();
+    assert!(report.intact());
+    mesh.wait_for_access(0, Duration::from_secs(10), |l| {
+        l.bytes("bytes_sent") == 64 * 1024
+    })
+    .unwrap();
+
+    drop(established);
+    let status = old.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(
+        status.is_some(),
+        "the old ztunnel exits once its connections are done"
+    );
+    let packets = capture.stop().unwrap();
+    for marker in ["LONG-LIVED-1", "LONG-LIVED-2", "AFTER-RESTART-MARKER"] {
+        assert!(
+            !packets.contains(marker.as_bytes()),
+            "{marker} crossed the wire in clear"
+        );
+    }
+    // The old process logged the long-lived connection when it ended: 2 × 12 bytes each way.
+    let line = old.wait_for_line(
+        "the drained connection's access line",
+        Duration::from_secs(5),
+        |l| {
+            l.contains("connection complete")
+                && l.contains("bytes_sent=24 ")
+                && l.contains("bytes_recv=24 ")
+        },
+    );
+    assert!(line.is_ok(), "{:?}", old.log());
+}
+
+#[test]
+fn a_pod_added_while_ztunnel_is_down_fails_and_succeeds_on_retry() {
+    let mut mesh = Mesh::start(1).unwrap();
+    mesh.cluster
+        .set_namespace_labels("shop", labels(Some("ambient")))
+        .unwrap();
+    mesh.ztunnel(0).stop().unwrap();
+    let error = mesh
+        .cluster
+        .add_pod(PodSpec::new("shop", "early-0").on_node(0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("ztunnel"),
+        "the CNI error names ztunnel: {error}"
+    );
+    let restarted = mesh.spawn_ztunnel(0).unwrap();
+    mesh.ztunnels[0] = restarted;
+    // The kubelet retries the same pod.
+    let pod = mesh
+        .cluster
+        .add_pod(PodSpec::new("shop", "early-0").on_node(0))
+        .unwrap();
+    mesh.wait_for_dump(0, "the retried pod is enrolled", |d| {
+        enrolled(d) == ["early-0"]
+    })
+    .unwrap();
+    assert!(pod.ip().is_private());
+}
