@@ -257,3 +257,47 @@ fn a_pod_added_while_ztunnel_is_down_fails_and_succeeds_on_retry() {
     .unwrap();
     assert!(pod.ip().is_private());
 }
+
+#[test]
+fn kubelet_probes_from_the_node_reach_enrolled_pods_directly() {
+    let mut mesh = Mesh::start(1).unwrap();
+    mesh.cluster
+        .set_namespace_labels("shop", labels(Some("ambient")))
+        .unwrap();
+    let pod = mesh
+        .add_pod(
+            PodSpec::new("shop", "cart-0")
+                .on_node(0)
+                .service_account("cart")
+                .port(8080),
+        )
+        .unwrap();
+    let _echo = app().echo_server(pod.netns(), 8080).unwrap();
+    // The kubelet runs in the node's network namespace; its probes come from the node's
+    // address on the pod bridge, which the capture rules exclude.
+    let report = app()
+        .echo_client(mesh.cluster.node(0).netns(), pod.addr(8080), 100, None)
+        .unwrap();
+    assert!(report.intact(), "{report:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        mesh.access_log(0).unwrap().is_empty(),
+        "a probe must not go through the proxy"
+    );
+    // A client from another pod on the same node is captured as usual.
+    let client = mesh
+        .add_pod(
+            PodSpec::new("shop", "frontend-0")
+                .on_node(0)
+                .service_account("frontend"),
+        )
+        .unwrap();
+    let report = app()
+        .echo_client(client.netns(), pod.addr(8080), 100, None)
+        .unwrap();
+    assert!(report.intact());
+    mesh.wait_for_access(0, Duration::from_secs(10), |l| {
+        l.get("direction") == Some("inbound")
+    })
+    .unwrap();
+}
