@@ -6,7 +6,6 @@
 //! [`CreateCertificateResponse`]; refusals are 4xx with a plain-text reason.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,12 +59,12 @@ pub fn ca_identity(trust_domain: &str) -> Result<SpiffeId, crate::IdentityError>
 pub enum CaClientError {
     #[error("cannot connect to the CA at {address}: {source}; check --ca-address and that ambit-ca is running")]
     Connect {
-        address: SocketAddr,
+        address: String,
         source: std::io::Error,
     },
     #[error("TLS with the CA at {address} failed: {failure}")]
     Handshake {
-        address: SocketAddr,
+        address: String,
         failure: HandshakeFailure,
     },
     #[error("HTTP/2 with the CA failed: {0}")]
@@ -110,7 +109,8 @@ impl NodeToken {
 /// Talks to `ambit-ca`. Each call opens its own connection: calls are rare (once per identity
 /// per half-lifetime) and a fresh connection never trips over a CA that restarted.
 pub struct CaClient {
-    address: SocketAddr,
+    /// `host:port` or `ip:port`; names are resolved on every call so a moved CA is found.
+    address: String,
     connector: TlsConnector,
     token: NodeToken,
     timeout: Duration,
@@ -120,7 +120,7 @@ pub struct CaClient {
 impl CaClient {
     /// `bundle` is the root(s) the CA's serving certificate chains to (`--ca-root`).
     pub fn new(
-        address: SocketAddr,
+        address: impl Into<String>,
         bundle: &TrustBundle,
         token: NodeToken,
     ) -> Result<Self, crate::tls::TlsConfigError> {
@@ -128,7 +128,7 @@ impl CaClient {
             .map_err(|e| crate::tls::TlsConfigError::Verifier(e.to_string()))?;
         let config = crate::tls::client_config_without_certificate(bundle, vec![expected])?;
         Ok(CaClient {
-            address,
+            address: address.into(),
             connector: TlsConnector::from(Arc::new(config)),
             token,
             timeout: Duration::from_secs(10),
@@ -156,19 +156,22 @@ impl CaClient {
         request: CreateCertificateRequest,
     ) -> Result<CreateCertificateResponse, CaClientError> {
         let token = self.token.read()?;
-        let tcp =
-            TcpStream::connect(self.address)
-                .await
-                .map_err(|source| CaClientError::Connect {
-                    address: self.address,
-                    source,
-                })?;
+        let connect_error = |source| CaClientError::Connect {
+            address: self.address.clone(),
+            source,
+        };
+        let tcp = TcpStream::connect(self.address.as_str())
+            .await
+            .map_err(connect_error)?;
+        let peer = tcp.peer_addr().map_err(connect_error)?;
+        // The CA is verified by its SPIFFE identity, not by name: the server name only has to
+        // be syntactically valid, and an IP is never sent as SNI.
         let tls = self
             .connector
-            .connect(ServerName::from(self.address.ip()), tcp)
+            .connect(ServerName::from(peer.ip()), tcp)
             .await
             .map_err(|e| CaClientError::Handshake {
-                address: self.address,
+                address: self.address.clone(),
                 failure: HandshakeFailure::classify_io(&e),
             })?;
         let (sender, connection) = h2::client::handshake(tls).await?;

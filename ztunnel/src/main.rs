@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod config;
 mod connections;
+mod dns;
 mod dump;
 mod inbound;
 mod metrics;
@@ -74,7 +75,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _manifest_poller = source.spawn();
 
     let ca = CaClient::new(
-        config.ca_address,
+        config.ca_address.clone(),
         &bundle,
         NodeToken::File(config.ca_token_file.clone()),
     )

@@ -67,7 +67,7 @@ impl RunningCa {
 
     fn client(&self, token: &str) -> CaClient {
         CaClient::new(
-            self.address,
+            self.address.to_string(),
             &self.bundle,
             NodeToken::Value(token.to_owned()),
         )
