@@ -13,6 +13,9 @@ use crate::access_log::{ConnectionRecord, Direction, Peer};
 use crate::agent::Agent;
 use crate::pod::{EnrolledPod, HBONE_PORT};
 
+/// Longest wait for a tunnel to be established (TCP, TLS, CONNECT and the peer's answer).
+const TUNNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Where a connection goes after service resolution.
 struct Target {
     addr: SocketAddr,
@@ -98,15 +101,19 @@ pub async fn handle(
             };
             let mut request = hbone::ConnectRequest::new(target.addr);
             request.forwarded_for = Some(peer);
-            let mut tunnel = match pod.pool.connect(&key, &pod.certificate, &request).await {
-                Ok(tunnel) => tunnel,
-                Err(error) => {
-                    record.failed(
-                        0,
-                        0,
-                        "UF",
-                        &format!("HBONE to {hbone_addr} failed: {error}"),
-                    );
+            // The pool bounds the dial and handshake; this also bounds waiting for the peer's
+            // answer (it answers only once its upstream connected).
+            let connect = pod.pool.connect(&key, &pod.certificate, &request);
+            let mut tunnel = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
+                Ok(Ok(tunnel)) => tunnel,
+                Ok(Err(error)) => {
+                    let error = format!("HBONE to {hbone_addr} failed: {error}");
+                    record.failed(0, 0, "UF", &error);
+                    return;
+                }
+                Err(_) => {
+                    let error = format!("HBONE to {hbone_addr}: no answer within {TUNNEL_TIMEOUT:?}; is the destination node's ztunnel running?");
+                    record.failed(0, 0, "UT", &error);
                     return;
                 }
             };
