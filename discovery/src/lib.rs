@@ -9,8 +9,10 @@
 //! - [`LocalSource`]: `--manifests` files and folders (multi-document YAML or JSON), reloaded
 //!   live when their content changes; a bad edit is reported with file, document (1-based) and
 //!   field, and the last good snapshot stays in force.
-//! - The Kubernetes API source (kube reflectors) is a later addition; it will feed the same
-//!   `convert` functions into [`Snapshot::build`].
+//! - [`KubeSource`]: the Kubernetes API (`--kubeconfig`, `--in-cluster`), one watcher per kind
+//!   feeding the same `convert` functions into [`Snapshot::build`], debounced.
+//!
+//! [`Source`] and [`SourceArgs`] let a binary pick one by flags.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), discovery::ManifestErrors> {
@@ -29,12 +31,17 @@
 pub mod convert;
 mod decode;
 pub mod error;
+pub mod kube;
 pub mod local;
 pub mod model;
 pub mod policy;
 pub mod snapshot;
+pub mod source;
 
 pub use error::{Location, ManifestError, ManifestErrors};
+pub use kube::{
+    Kind, KubeConnection, KubeSource, KubeSourceConfig, KubeSourceError, SecretScope, WatchFailure,
+};
 pub use local::{LocalSource, LocalSourceConfig, PollOutcome, DEFAULT_POLL_INTERVAL};
 pub use model::{
     ambient_enrolled, EndpointSlice, Labels, NamedPort, Namespace, Protocol, Secret, Service,
@@ -44,3 +51,4 @@ pub use policy::{authorize, Action, AuthorizationPolicy, ConnectionAttrs, Decisi
 pub use snapshot::{
     Conflict, Endpoint, Objects, Snapshot, SnapshotOptions, DEFAULT_ROOT_NAMESPACE,
 };
+pub use source::{RunningLocal, Source, SourceArgs, SourceConfig, SourceError};

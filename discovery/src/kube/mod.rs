@@ -1,0 +1,406 @@
+//! The Kubernetes API source: watches the API server and publishes the same [`Snapshot`]s on the
+//! same kind of channel as [`crate::LocalSource`].
+//!
+//! One kube-runtime watcher per kind feeds a compact store ([`store`]): each object is converted
+//! by [`crate::convert`] (the code the manifest loader uses) as its event arrives, so only the
+//! mesh's model is kept. A publisher task rebuilds the snapshot when the converted objects
+//! actually changed, at most once per [`KubeSourceConfig::debounce`], so a rollout that touches
+//! hundreds of Pods produces a handful of snapshots, and Pod status churn that does not change
+//! the model (restart counts, unrelated conditions) produces none.
+//!
+//! Watches recover by themselves: the watcher retries with exponential back-off (0.8 s to 30 s)
+//! after connection errors and API-server restarts, resumes from the last resource version when
+//! it can, and relists when the server answers 410 Gone; a relist replaces the kind's objects
+//! only once it is complete ([`store`]), so nothing stale survives and nothing is lost meanwhile.
+//!
+//! Served versions are discovered, not assumed: EndpointSlices are read as
+//! `discovery.k8s.io/v1` where served and `v1beta1` otherwise (Kubernetes 1.20), and
+//! AuthorizationPolicies as `security.istio.io/v1` or `v1beta1`; a cluster without the Istio
+//! CRDs simply has no policies (re-checked every [`RECHECK_ABSENT`]).
+
+mod publish;
+mod store;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use ::kube::Client;
+use tokio::sync::{watch as channel, Notify};
+use tokio::task::JoinHandle;
+
+use crate::snapshot::{Snapshot, SnapshotOptions};
+
+/// Default for [`KubeSourceConfig::debounce`].
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// Default for [`KubeSourceConfig::sync_timeout`].
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a kind the cluster does not serve (no Istio CRDs, say) is looked for again.
+pub const RECHECK_ABSENT: Duration = Duration::from_secs(30);
+
+/// The kinds the source can watch.
+///
+/// Extension point for the Gateway API kinds (Gateway, HTTPRoute, GRPCRoute, TLSRoute,
+/// TCPRoute, ReferenceGrant): add a variant here, a model type and `convert` function, a
+/// `KindStore` in `store::Store` and a field in [`crate::Objects`], and one `spawn_*` call in
+/// `watch::spawn` (`watch::spawn_dynamic` handles CRDs whose served version must be discovered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    AuthorizationPolicy,
+    /// Only watched when configured ([`KubeSourceConfig::secrets`]): ztunnel needs none, and a
+    /// cluster-wide Secret watch would need read access to every Secret.
+    Secret,
+}
+
+impl Kind {
+    /// What ztunnel and the waypoint need.
+    pub const MESH: [Kind; 5] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::AuthorizationPolicy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::Secret => "Secret",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which Secrets to watch, when any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretScope {
+    /// One namespace (least privilege: a Role there suffices), or all when `None`.
+    pub namespace: Option<String>,
+    /// e.g. `ambit.dev/gateway-tls=true`; all Secrets in scope when `None`.
+    pub label_selector: Option<String>,
+}
+
+/// What to watch and how.
+#[derive(Debug, Clone)]
+pub struct KubeSourceConfig {
+    /// The kinds to watch; [`Kind::Secret`] here is ignored unless `secrets` is set.
+    pub kinds: Vec<Kind>,
+    pub secrets: Option<SecretScope>,
+    /// The quiet time after a change before the snapshot is rebuilt, coalescing bursts.
+    pub debounce: Duration,
+    /// How long [`KubeSource::start`] waits for the first full list of every kind.
+    pub sync_timeout: Duration,
+    pub snapshot: SnapshotOptions,
+}
+
+impl Default for KubeSourceConfig {
+    fn default() -> Self {
+        KubeSourceConfig {
+            kinds: Kind::MESH.to_vec(),
+            secrets: None,
+            debounce: DEFAULT_DEBOUNCE,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            snapshot: SnapshotOptions::default(),
+        }
+    }
+}
+
+impl KubeSourceConfig {
+    /// Only Pods: what the CA needs to tell which service accounts run on which node (and all
+    /// its RBAC has to allow besides TokenReviews and its root Secret).
+    pub fn pods_only() -> Self {
+        KubeSourceConfig {
+            kinds: vec![Kind::Pod],
+            ..KubeSourceConfig::default()
+        }
+    }
+
+    /// The kinds actually watched, in a fixed order.
+    fn watched(&self) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> = self
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| *k != Kind::Secret || self.secrets.is_some())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+/// How to reach the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeConnection {
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
+    InCluster,
+    /// A kubeconfig file, with its current context unless one is named.
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
+}
+
+impl KubeConnection {
+    /// A client for this connection. Nothing is sent to the API server yet.
+    pub async fn client(&self) -> Result<Client, KubeSourceError> {
+        let config = match self {
+            KubeConnection::InCluster => {
+                ::kube::Config::incluster().map_err(KubeSourceError::InCluster)?
+            }
+            KubeConnection::Kubeconfig { path, context } => {
+                let kubeconfig = ::kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                    KubeSourceError::Kubeconfig {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let options = ::kube::config::KubeConfigOptions {
+                    context: context.clone(),
+                    ..Default::default()
+                };
+                ::kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|source| KubeSourceError::Kubeconfig {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
+        };
+        Client::try_from(config).map_err(KubeSourceError::Client)
+    }
+}
+
+/// Why the Kubernetes source cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    #[error("cannot use the kubeconfig {}: {source}; check the --kubeconfig path, that it is a kubeconfig file, and its current context", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        source: ::kube::config::KubeconfigError,
+    },
+    #[error("no in-cluster Kubernetes configuration ({0}); --in-cluster only works in a pod with a service account token, use --kubeconfig elsewhere")]
+    InCluster(#[source] ::kube::config::InClusterError),
+    #[error("cannot create the Kubernetes client: {0}")]
+    Client(#[source] ::kube::Error),
+    #[error("the API server did not deliver a full list of {pending} within {timeout:?}{last_errors}; check that it is reachable and that this service account may list and watch these kinds (RBAC)")]
+    NotSynced {
+        pending: String,
+        timeout: Duration,
+        /// `; last error: ...` lines, or empty.
+        last_errors: String,
+    },
+}
+
+/// A watch that failed; the watcher retries by itself, this is for logs and admin endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchFailure {
+    pub kind: Kind,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+impl fmt::Display for WatchFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "watching {}s: {}", self.kind, self.message)
+    }
+}
+
+/// State shared by the watch tasks, the publisher and the handle.
+struct Shared {
+    store: Mutex<store::Store>,
+    /// Woken by every update that changed the store.
+    wake: Notify,
+    sender: channel::Sender<Arc<Snapshot>>,
+    /// The latest unresolved failure of each kind; cleared by the next event of that kind.
+    failures: Mutex<BTreeMap<Kind, WatchFailure>>,
+    kinds: Vec<Kind>,
+    debounce: Duration,
+    options: SnapshotOptions,
+}
+
+impl Shared {
+    fn new(config: &KubeSourceConfig) -> Self {
+        let (sender, _) = channel::channel(Arc::new(Snapshot::default()));
+        Shared {
+            store: Mutex::default(),
+            wake: Notify::new(),
+            sender,
+            failures: Mutex::default(),
+            kinds: config.watched(),
+            debounce: config.debounce,
+            options: config.snapshot.clone(),
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, store::Store> {
+        // Updates are single steps on plain maps: a panic elsewhere leaves them consistent.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failures(&self) -> MutexGuard<'_, BTreeMap<Kind, WatchFailure>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_failure(&self, kind: Kind, message: String) {
+        self.failures().insert(
+            kind,
+            WatchFailure {
+                kind,
+                message,
+                at: SystemTime::now(),
+            },
+        );
+    }
+
+    fn clear_failure(&self, kind: Kind) {
+        self.failures().remove(&kind);
+    }
+}
+
+/// The Kubernetes API as a source of snapshots. Dropping the last handle stops its tasks.
+pub struct KubeSource {
+    shared: Arc<Shared>,
+    client: Client,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("kinds", &self.shared.kinds)
+            .field("generation", &self.current().generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeSource {
+    /// Starts watching and waits until every kind has been listed once, so the first snapshot
+    /// (generation 1) is the whole cluster, never a partial view. Must be called within a tokio
+    /// runtime. Errors say which kinds did not arrive and the API server's last answer.
+    pub async fn start(
+        client: Client,
+        config: KubeSourceConfig,
+    ) -> Result<Arc<Self>, KubeSourceError> {
+        let shared = Arc::new(Shared::new(&config));
+        let mut tasks = watch::spawn(&client, &config, &shared);
+        tasks.push(tokio::spawn(publish::run(Arc::clone(&shared))));
+        let source = Arc::new(KubeSource {
+            shared,
+            client,
+            tasks,
+        });
+        let mut snapshots = source.subscribe();
+        let synced = tokio::time::timeout(
+            config.sync_timeout,
+            snapshots.wait_for(|snapshot| snapshot.generation() > 0),
+        )
+        .await;
+        if let Ok(Ok(_)) = synced {
+            return Ok(source);
+        }
+        let pending: Vec<&str> = {
+            let store = source.shared.store();
+            source
+                .shared
+                .kinds
+                .iter()
+                .filter(|kind| !store.synced(**kind))
+                .map(|kind| kind.name())
+                .collect()
+        };
+        let last_errors: String = source
+            .failures()
+            .iter()
+            .map(|failure| format!("; last error {failure}"))
+            .collect();
+        Err(KubeSourceError::NotSynced {
+            pending: if pending.is_empty() {
+                "the cluster".to_owned()
+            } else {
+                pending.join(", ")
+            },
+            timeout: config.sync_timeout,
+            last_errors,
+        })
+    }
+
+    /// A receiver that always holds the newest snapshot and wakes on each new one.
+    pub fn subscribe(&self) -> channel::Receiver<Arc<Snapshot>> {
+        self.shared.sender.subscribe()
+    }
+
+    /// The snapshot in force.
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.shared.sender.borrow())
+    }
+
+    /// The most recent watch failure not yet followed by a successful event, if any.
+    pub fn last_error(&self) -> Option<WatchFailure> {
+        self.failures().into_iter().max_by_key(|failure| failure.at)
+    }
+
+    /// Every kind's unresolved watch failure.
+    pub fn failures(&self) -> Vec<WatchFailure> {
+        self.shared.failures().values().cloned().collect()
+    }
+
+    /// Objects the API server holds that the mesh cannot use (left out of the snapshot), as
+    /// `Kind namespace/name: field ...: problem`.
+    pub fn problems(&self) -> Vec<String> {
+        self.shared.store().problems()
+    }
+
+    /// The kinds being watched.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.shared.kinds
+    }
+
+    /// The client, for callers that need the API server for something else (the CA's
+    /// TokenReviews) without a second connection pool.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_watched_only_with_a_scope() {
+        let mut config = KubeSourceConfig {
+            kinds: vec![Kind::Secret, Kind::Pod, Kind::Pod],
+            ..KubeSourceConfig::default()
+        };
+        assert_eq!(config.watched(), vec![Kind::Pod]);
+        config.secrets = Some(SecretScope::default());
+        assert_eq!(config.watched(), vec![Kind::Pod, Kind::Secret]);
+        assert_eq!(KubeSourceConfig::pods_only().watched(), vec![Kind::Pod]);
+        assert_eq!(KubeSourceConfig::default().watched(), Kind::MESH.to_vec());
+    }
+}

@@ -1,0 +1,197 @@
+#![allow(clippy::unwrap_used)]
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::*;
+use crate::model;
+use crate::policy::AuthorizationPolicy;
+
+fn pod_yaml(name: &str, extra_spec: &str, status: &str) -> Pod {
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: shop, uid: u-{name}, labels: {{app: web}}, annotations: {{big: '{big}'}}}}
+spec:
+  serviceAccountName: web
+  containers: [{{name: c, image: web, ports: [{{name: http, containerPort: 8080}}]}}]
+{extra_spec}
+status:
+{status}",
+        big = "x".repeat(64)
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+fn scheduled(name: &str) -> Pod {
+    pod_yaml(name, "  nodeName: node-a", "  podIP: 10.0.0.1")
+}
+
+fn names(store: &KindStore<Workload>) -> Vec<String> {
+    let mut names: Vec<String> = store.values().into_iter().map(|w| w.name).collect();
+    names.sort();
+    names
+}
+
+fn apply(store: &mut KindStore<Workload>, event: Event<Pod>) -> Outcome {
+    apply_event(Kind::Pod, store, event, &pod)
+}
+
+#[test]
+fn pods_are_converted_with_the_shared_conversion() {
+    let mut store = KindStore::default();
+    apply(&mut store, Event::Init);
+    apply(&mut store, Event::InitApply(scheduled("web-0")));
+    assert!(apply(&mut store, Event::InitDone).changed);
+    let workloads = store.values();
+    let web = &workloads[0];
+    // The same model the manifest loader produces, and nothing more is kept.
+    assert_eq!(web, &convert::workload(&scheduled("web-0")).unwrap());
+    assert_eq!(web.node, "node-a");
+    assert_eq!(web.service_account, "web");
+    assert_eq!(web.uid, "u-web-0");
+    assert_eq!(web.named_ports[0].port, 8080);
+}
+
+#[test]
+fn unscheduled_and_finished_pods_are_not_kept() {
+    let mut store = KindStore::default();
+    let pending = pod_yaml("pending", "", "  phase: Pending");
+    assert!(!apply(&mut store, Event::Apply(pending)).changed);
+    let done = pod_yaml("done", "  nodeName: node-a", "  phase: Succeeded");
+    assert!(!apply(&mut store, Event::Apply(done)).changed);
+    assert!(apply(&mut store, Event::Apply(scheduled("web-0"))).changed);
+    // The pod finishes: it leaves the view.
+    let finished = pod_yaml("web-0", "  nodeName: node-a", "  phase: Failed");
+    assert!(apply(&mut store, Event::Apply(finished)).changed);
+    assert!(names(&store).is_empty());
+}
+
+#[test]
+fn watch_events_add_update_delete_and_relist() {
+    let mut store = KindStore::default();
+    apply(&mut store, Event::Init);
+    apply(&mut store, Event::InitApply(scheduled("a")));
+    apply(&mut store, Event::InitApply(scheduled("b")));
+    apply(&mut store, Event::InitDone);
+    assert!(apply(&mut store, Event::Apply(scheduled("c"))).changed);
+    // An update that only touches what the mesh does not keep is not a change.
+    let mut annotated = scheduled("c");
+    annotated
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("note".into(), "x".into());
+    assert!(!apply(&mut store, Event::Apply(annotated)).changed);
+    assert!(apply(&mut store, Event::Delete(scheduled("a"))).changed);
+    assert_eq!(names(&store), ["b", "c"]);
+    // Relist after 410 Gone: c was deleted and d created while the watch was down.
+    apply(&mut store, Event::Init);
+    apply(&mut store, Event::InitApply(scheduled("b")));
+    apply(&mut store, Event::InitApply(scheduled("d")));
+    assert!(apply(&mut store, Event::InitDone).changed);
+    assert_eq!(names(&store), ["b", "d"]);
+}
+
+#[test]
+fn a_pod_the_mesh_cannot_use_is_left_out_with_its_field() {
+    let mut store = KindStore::default();
+    let bad = pod_yaml("bad", "  nodeName: node-a", "  podIP: 10.0.0.300");
+    let outcome = apply(&mut store, Event::Apply(bad));
+    assert!(outcome.new_problem);
+    let mut shared = Store::default();
+    shared.workloads = store;
+    let problems = shared.problems();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].starts_with("Pod shop/bad: field status.podIP"),
+        "{}",
+        problems[0]
+    );
+}
+
+fn dynamic(yaml: &str) -> DynamicObject {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+#[test]
+fn v1beta1_endpoint_slices_decode_into_the_v1_model() {
+    // As Kubernetes 1.20 serves it: `topology`, no `nodeName`/`zone`.
+    let object = dynamic(
+        "apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.0.0.1]
+  conditions: {ready: true}
+  topology: {kubernetes.io/hostname: node-a}
+  targetRef: {kind: Pod, name: web-0, namespace: shop}
+",
+    );
+    let resource = resource(
+        "discovery.k8s.io",
+        "v1beta1",
+        "EndpointSlice",
+        "endpointslices",
+    );
+    let typed: discovery::EndpointSlice =
+        decode(&object, &resource, Some("discovery.k8s.io/v1")).unwrap();
+    let slice: model::EndpointSlice = convert::endpoint_slice(&typed).unwrap().unwrap();
+    assert_eq!(slice.service, "web");
+    assert_eq!(slice.ports[0].port, 8080);
+    assert_eq!(
+        slice.endpoints[0].pod,
+        Some(("shop".into(), "web-0".into()))
+    );
+}
+
+#[test]
+fn authorization_policies_decode_from_dynamic_objects() {
+    let resource = resource(
+        "security.istio.io",
+        "v1beta1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    );
+    // Watch events may lack apiVersion/kind; they are filled in from the resource.
+    let object = dynamic(
+        "metadata: {name: allow-web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]}]
+",
+    );
+    let typed: AuthorizationPolicyResource = decode(&object, &resource, None).unwrap();
+    assert_eq!(typed.api_version, "security.istio.io/v1beta1");
+    let policy: AuthorizationPolicy = convert::authorization_policy(&typed).unwrap();
+    assert_eq!(policy.name, "allow-web");
+
+    let misspelt = dynamic("metadata: {name: p, namespace: shop}\nspec: {rulez: []}");
+    let error = decode::<AuthorizationPolicyResource>(&misspelt, &resource, None).unwrap_err();
+    assert_eq!(error.field, "spec.rulez");
+    assert!(error.problem.contains("rulez"), "{error}");
+    assert!(
+        error.problem.contains("security.istio.io/v1beta1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn watch_failures_say_what_to_check() {
+    let status = |code: u16| {
+        let mut status = ::kube::core::Status::failure("denied", "Forbidden");
+        status.code = code;
+        Box::new(status)
+    };
+    let forbidden = watcher::Error::InitialListFailed(::kube::Error::Api(status(403)));
+    assert!(describe(Kind::Pod, &forbidden).contains("list and watch on pods"));
+    let unauthorised = watcher::Error::WatchStartFailed(::kube::Error::Api(status(401)));
+    assert!(describe(Kind::Service, &unauthorised).contains("credentials were refused"));
+    let gone = watcher::Error::WatchError(status(410));
+    assert!(is_gone(&gone));
+    assert!(!is_gone(&forbidden));
+    assert!(describe(Kind::Pod, &watcher::Error::NoResourceVersion).contains("unreachable"));
+}
