@@ -155,6 +155,14 @@ pub fn udp_bind_in(
     addr: SocketAddr,
     mark: Option<u32>,
 ) -> Result<UdpSocket, SocketError> {
+    udp_listen_in(netns, &ListenOptions::new(addr).mark(mark))
+}
+
+/// Like [`udp_bind_in`], with [`ListenOptions`]: `reuse_port` lets a restarted
+/// ztunnel bind the pod's DNS port while the old process still holds it
+/// (`transparent` and `backlog` are ignored).
+pub fn udp_listen_in(netns: &NetNs, opts: &ListenOptions) -> Result<UdpSocket, SocketError> {
+    let (addr, mark) = (opts.addr, opts.mark);
     let netns_id = netns.id();
     let err = |op: &'static str| {
         move |source: io::Error| SocketError::Io {
@@ -167,6 +175,11 @@ pub fn udp_bind_in(
     netns.run_in(|| {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(err("create a UDP socket"))?;
+        if opts.reuse_port {
+            socket
+                .set_reuse_port(true)
+                .map_err(err("set SO_REUSEPORT"))?;
+        }
         set_common(&socket, addr, mark, false).map_err(|(op, e)| err(op)(e))?;
         socket.bind(&SockAddr::from(addr)).map_err(err("bind"))?;
         socket

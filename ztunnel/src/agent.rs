@@ -70,7 +70,7 @@ impl Agent {
 
     /// Whether enrolled pods' DNS (port 53) is redirected to ztunnel's DNS proxy on 15053.
     pub fn capture_dns(&self) -> bool {
-        false
+        self.config.dns_capture
     }
 
     /// Ready when the manifests are loaded and every enrolled pod has its certificate.

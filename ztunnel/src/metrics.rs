@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Seconds until each workload certificate on this node expires.
     pub certificate_expiry_seconds: Family<IdentityLabels, Gauge>,
     pub enrolled_pods: Gauge,
+    /// `istio_dns_*`: the DNS proxy's queries and upstream attempts.
+    pub dns: crate::dns::DnsMetrics,
     /// Connections being proxied right now; a stopping ztunnel drains until it is zero.
     pub active_connections: Gauge,
 }
@@ -101,6 +103,8 @@ impl Metrics {
             "Connections this ztunnel is proxying right now",
             active_connections.clone(),
         );
+        let dns = crate::dns::DnsMetrics::default();
+        dns.register(&mut registry);
         Metrics {
             registry,
             connections_opened,
@@ -110,6 +114,7 @@ impl Metrics {
             received_bytes,
             certificate_expiry_seconds,
             enrolled_pods,
+            dns,
             active_connections,
         }
     }

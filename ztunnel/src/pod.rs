@@ -190,6 +190,10 @@ fn start(
         stop: agent.shutdown.child_token(),
         connections: CancellationToken::new(),
     });
+    if agent.capture_dns() {
+        // Before anything is spawned: a failure here leaves nothing running.
+        crate::dns::start(agent, &enrolled).map_err(|e| e.to_string())?;
+    }
 
     let server = hbone::Server::forwarding(
         hbone::ServerConfig {
