@@ -3,7 +3,9 @@
 //! scheduled on that node — so a compromised node cannot mint identities of workloads elsewhere.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use certs::SpiffeId;
 
@@ -29,11 +31,24 @@ pub enum Refusal {
     },
     #[error("the CA has no view of the cluster yet (manifests not loaded); retry shortly")]
     NotReady,
+    /// Kubernetes mode: the API server does not accept the token for the CA's audience.
+    #[error("token rejected by the Kubernetes API server ({reason}); mount a projected service account token with audience {audience:?} (forged, expired and other-audience tokens are refused)")]
+    TokenRejected { audience: String, reason: String },
+    /// Kubernetes mode: a valid token, but not one a ztunnel pod holds.
+    #[error("not a ztunnel: {0}")]
+    NotZtunnel(String),
+    /// Kubernetes mode: the TokenReview or the pod lookup could not be made.
+    #[error("cannot verify the token with the Kubernetes API server: {0}; retry shortly")]
+    ReviewUnavailable(String),
 }
 
-/// Maps a presented token to the node it belongs to.
+/// What [`NodeAuthenticator::authenticate`] returns: a node name, or why not.
+pub type Authentication<'a> = Pin<Box<dyn Future<Output = Result<String, Refusal>> + Send + 'a>>;
+
+/// Maps a presented token to the node it belongs to. Asynchronous because in Kubernetes mode
+/// this asks the API server (TokenReview).
 pub trait NodeAuthenticator: Send + Sync {
-    fn authenticate(&self, token: &str) -> Result<String, Refusal>;
+    fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a>;
 }
 
 /// Tells whether a node currently runs a pod with a given service account.
@@ -89,7 +104,14 @@ impl TokensFile {
 }
 
 impl NodeAuthenticator for TokensFile {
-    fn authenticate(&self, token: &str) -> Result<String, Refusal> {
+    fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a> {
+        // A small local file: reading it inline is cheaper than a trip to the blocking pool.
+        Box::pin(std::future::ready(self.lookup(token)))
+    }
+}
+
+impl TokensFile {
+    fn lookup(&self, token: &str) -> Result<String, Refusal> {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| Refusal::TokensUnavailable(format!("{}: {e}", self.path.display())))?;
         let tokens = Self::parse(&text)
@@ -113,7 +135,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The decision for one request: the node the caller proved, and the identity it may hold.
-pub fn authorise(
+pub async fn authorise(
     authenticator: &dyn NodeAuthenticator,
     workloads: &dyn NodeWorkloads,
     trust_domain: &str,
@@ -121,7 +143,10 @@ pub fn authorise(
     identity: &SpiffeId,
 ) -> Result<String, (Option<String>, Refusal)> {
     let token = token.ok_or((None, Refusal::MissingToken))?;
-    let node = authenticator.authenticate(token).map_err(|r| (None, r))?;
+    let node = authenticator
+        .authenticate(token)
+        .await
+        .map_err(|r| (None, r))?;
     if identity.trust_domain() != trust_domain {
         return Err((
             Some(node),

@@ -1,6 +1,7 @@
 //! The Ambit mesh CA: its on-disk store, the authorisation of node agents, and the CSR API.
 
 pub mod authz;
+pub mod kube;
 pub mod server;
 pub mod store;
 pub mod workloads;

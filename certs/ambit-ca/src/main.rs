@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_ca::authz::TokensFile;
+use ambit_ca::authz::{NodeAuthenticator, TokensFile};
+use ambit_ca::kube::{self, KubeArgs};
 use ambit_ca::server::{serve, CaService};
 use ambit_ca::store;
-use ambit_ca::workloads::ManifestWorkloads;
 use anyhow::Context;
 use certs::{KeyAndCsr, SpiffeId};
 use clap::{Parser, Subcommand};
+use discovery::{Source, SourceConfig};
 
 #[derive(Parser)]
 #[command(
@@ -49,33 +50,40 @@ enum Command {
         ttl: Duration,
     },
     /// Serve the certificate-signing API over HTTPS (HTTP/2) to node agents.
-    Serve {
-        #[arg(long, env = "AMBIT_CA_DIR")]
-        dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "0.0.0.0:15012")]
-        listen: std::net::SocketAddr,
-        /// File of `<node-name> <token>` lines: which token proves which node (local mode).
-        #[arg(long, env = "AMBIT_CA_TOKENS_FILE")]
-        tokens_file: PathBuf,
-        /// Kubernetes manifests (file or folder, repeatable) holding the Pods the CA authorises against.
-        #[arg(
-            long = "manifests",
-            env = "AMBIT_MANIFESTS",
-            value_delimiter = ',',
-            required = true
-        )]
-        manifests: Vec<PathBuf>,
-        /// Lifetime of issued certificates when the node does not ask for one.
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-        default_ttl: Duration,
-        /// Longest lifetime a node may obtain.
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
-        max_ttl: Duration,
-        /// How often the manifests are checked for changes.
-        #[arg(long, env = "MANIFESTS_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
-        manifests_poll_interval: Duration,
-    },
+    ///
+    /// Local mode: --dir, --tokens-file and --manifests. Kubernetes mode (--kubeconfig or
+    /// --in-cluster): nodes authenticate with projected service account tokens (TokenReview),
+    /// Pods come from the API server, and the root from --root-secret (or --dir).
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory holding the root (tls.crt, tls.key, ca.crt), as `init` creates it.
+    #[arg(
+        long,
+        env = "AMBIT_CA_DIR",
+        required_unless_present = "root_secret",
+        conflicts_with = "root_secret"
+    )]
+    dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "0.0.0.0:15012")]
+    listen: std::net::SocketAddr,
+    /// File of `<node-name> <token>` lines: which token proves which node (local mode).
+    #[arg(long, env = "AMBIT_CA_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Where the Pods the CA authorises against come from.
+    #[command(flatten)]
+    source: discovery::SourceArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// Lifetime of issued certificates when the node does not ask for one.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    default_ttl: Duration,
+    /// Longest lifetime a node may obtain.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    max_ttl: Duration,
 }
 
 fn init_logging() {
@@ -110,38 +118,79 @@ fn main() -> anyhow::Result<()> {
             out_dir,
             ttl,
         } => issue_offline(&cli.trust_domain, dir, &identity, out_dir, ttl),
-        Command::Serve {
-            dir,
-            listen,
-            tokens_file,
-            manifests,
-            default_ttl,
-            max_ttl,
-            manifests_poll_interval,
-        } => {
-            let ca = store::load(&dir, &cli.trust_domain)?;
+        Command::Serve(options) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(async move {
-                let workloads = ManifestWorkloads::start(manifests, manifests_poll_interval)
-                    .context("cannot load the manifests the CA authorises against")?;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                tracing::info!(address = %listen, trust_domain = %cli.trust_domain, "ambit-ca serving");
-                let service = Arc::new(CaService {
-                    ca,
-                    authenticator: Box::new(TokensFile::new(&tokens_file)),
-                    workloads: Arc::new(workloads),
-                    default_ttl,
-                    max_ttl,
-                });
-                tokio::select! {
-                    result = serve(listener, service) => result.context("the CA server stopped"),
-                    _ = tokio::signal::ctrl_c() => { tracing::info!("ambit-ca stopping"); Ok(()) }
-                }
-            })
+            runtime.block_on(serve_ca(cli.trust_domain, *options))
         }
+    }
+}
+
+async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()> {
+    let source_config = options.source.config_with(
+        discovery::SnapshotOptions::default(),
+        discovery::KubeSourceConfig::pods_only(),
+    )?;
+    let kubernetes = matches!(source_config, SourceConfig::Kubernetes { .. });
+    match (kubernetes, &options.tokens_file, &options.kube.root_secret) {
+        (false, None, _) => anyhow::bail!(
+            "local mode (--manifests) needs --tokens-file; for Kubernetes mode pass --kubeconfig or --in-cluster instead of --manifests"
+        ),
+        (false, _, Some(_)) => anyhow::bail!(
+            "--root-secret needs the Kubernetes API (--kubeconfig or --in-cluster); in local mode keep the root in --dir"
+        ),
+        (true, Some(_), _) => anyhow::bail!(
+            "--tokens-file is for local mode; in Kubernetes mode node agents authenticate with projected service account tokens (audience --token-audience)"
+        ),
+        _ => {}
+    }
+    let source = Source::start(source_config)
+        .await
+        .context("cannot start the CA's view of the cluster")?;
+    let (ca, authenticator): (_, Box<dyn NodeAuthenticator>) = match source.kube_client() {
+        Some(client) => {
+            let ca = match (&options.kube.root_secret, &options.dir) {
+                (Some(secret), _) => kube::root_from_secret(
+                    client.clone(),
+                    secret,
+                    &trust_domain,
+                    options.kube.root_lifetime,
+                )
+                .await
+                .context("cannot obtain the mesh root from --root-secret")?,
+                (None, Some(dir)) => store::load(dir, &trust_domain)?,
+                (None, None) => anyhow::bail!("pass --root-secret or --dir"),
+            };
+            let authenticator = kube::TokenReviewAuthenticator::new(
+                client.clone(),
+                options.kube.token_audience.clone(),
+                kube::Ztunnels::from_args(&options.kube),
+            );
+            tracing::info!(audience = %options.kube.token_audience, ztunnels = ?kube::Ztunnels::from_args(&options.kube), "Kubernetes mode: node agents authenticate with service account tokens");
+            (ca, Box::new(authenticator))
+        }
+        None => {
+            let (Some(dir), Some(tokens_file)) = (&options.dir, &options.tokens_file) else {
+                anyhow::bail!("local mode needs --dir and --tokens-file");
+            };
+            let ca = store::load(dir, &trust_domain)?;
+            (ca, Box::new(TokensFile::new(tokens_file)))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    tracing::info!(address = %options.listen, trust_domain = %trust_domain, "ambit-ca serving");
+    let service = Arc::new(CaService {
+        ca,
+        authenticator,
+        workloads: Arc::new(source),
+        default_ttl: options.default_ttl,
+        max_ttl: options.max_ttl,
+    });
+    tokio::select! {
+        result = serve(listener, service) => result.context("the CA server stopped"),
+        _ = tokio::signal::ctrl_c() => { tracing::info!("ambit-ca stopping"); Ok(()) }
     }
 }
 

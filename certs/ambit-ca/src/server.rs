@@ -199,7 +199,9 @@ async fn handle(
         service.ca.trust_domain(),
         token.as_deref(),
         &identity,
-    ) {
+    )
+    .await
+    {
         Ok(node) => node,
         Err((node, refusal)) => {
             tracing::warn!(
@@ -210,13 +212,15 @@ async fn handle(
                 "certificate request refused"
             );
             let status = match refusal {
-                Refusal::MissingToken | Refusal::UnknownToken => StatusCode::UNAUTHORIZED,
-                Refusal::NotReady | Refusal::TokensUnavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
+                Refusal::MissingToken | Refusal::UnknownToken | Refusal::TokenRejected { .. } => {
+                    StatusCode::UNAUTHORIZED
                 }
-                Refusal::NoPodOnNode { .. } | Refusal::ForeignTrustDomain { .. } => {
-                    StatusCode::FORBIDDEN
-                }
+                Refusal::NotReady
+                | Refusal::TokensUnavailable(_)
+                | Refusal::ReviewUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::NoPodOnNode { .. }
+                | Refusal::ForeignTrustDomain { .. }
+                | Refusal::NotZtunnel(_) => StatusCode::FORBIDDEN,
             };
             return refuse(status, refusal.to_string());
         }

@@ -1,0 +1,179 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+
+use super::*;
+
+fn ztunnels() -> Ztunnels {
+    Ztunnels {
+        namespace: "ambit-system".into(),
+        service_account: "ztunnel".into(),
+        label: ("app".into(), "ztunnel".into()),
+    }
+}
+
+fn reviewed(username: &str, audiences: &[&str], pod: Option<(&str, &str)>) -> TokenReviewStatus {
+    let mut extra = BTreeMap::new();
+    if let Some((name, uid)) = pod {
+        extra.insert(POD_NAME_EXTRA.to_owned(), vec![name.to_owned()]);
+        extra.insert(POD_UID_EXTRA.to_owned(), vec![uid.to_owned()]);
+    }
+    TokenReviewStatus {
+        authenticated: Some(true),
+        audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+        user: Some(UserInfo {
+            username: Some(username.to_owned()),
+            extra: Some(extra),
+            ..UserInfo::default()
+        }),
+        error: None,
+    }
+}
+
+const ZTUNNEL: &str = "system:serviceaccount:ambit-system:ztunnel";
+
+#[test]
+fn a_bound_ztunnel_token_names_its_pod() {
+    let status = reviewed(ZTUNNEL, &["ambit-ca"], Some(("ztunnel-abc", "uid-1")));
+    assert_eq!(
+        bound_pod(&status, "ambit-ca", &ztunnels()).unwrap(),
+        ("ztunnel-abc".to_owned(), "uid-1".to_owned())
+    );
+}
+
+#[test]
+fn tokens_are_refused_with_the_reason() {
+    let rejected = TokenReviewStatus {
+        authenticated: Some(false),
+        error: Some(
+            "invalid bearer token, square/go-jose: error in cryptographic primitive".into(),
+        ),
+        ..TokenReviewStatus::default()
+    };
+    let cases: Vec<(&str, TokenReviewStatus, &str)> = vec![
+        ("forged", rejected, "cryptographic primitive"),
+        (
+            "no verdict",
+            TokenReviewStatus::default(),
+            "not authenticated",
+        ),
+        (
+            "audience not confirmed",
+            reviewed(
+                ZTUNNEL,
+                &["https://kubernetes.default.svc"],
+                Some(("z", "u")),
+            ),
+            "did not confirm audience",
+        ),
+        (
+            "another service account",
+            reviewed(
+                "system:serviceaccount:shop:web",
+                &["ambit-ca"],
+                Some(("web-0", "u")),
+            ),
+            "not to the ztunnel service account",
+        ),
+        (
+            "a user, not a service account",
+            reviewed("alice", &["ambit-ca"], None),
+            "\"alice\"",
+        ),
+        (
+            "not bound to a pod",
+            reviewed(ZTUNNEL, &["ambit-ca"], None),
+            "projected serviceAccountToken",
+        ),
+    ];
+    for (case, status, reason) in cases {
+        let refusal = bound_pod(&status, "ambit-ca", &ztunnels()).unwrap_err();
+        assert!(refusal.to_string().contains(reason), "{case}: {refusal}");
+    }
+    let forged = bound_pod(&TokenReviewStatus::default(), "ambit-ca", &ztunnels()).unwrap_err();
+    assert!(matches!(forged, Refusal::TokenRejected { .. }));
+}
+
+fn pod(yaml: &str) -> Pod {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+const ZTUNNEL_POD: &str =
+    "metadata: {name: ztunnel-abc, namespace: ambit-system, uid: uid-1, labels: {app: ztunnel}}
+spec: {nodeName: node-a, serviceAccountName: ztunnel, containers: []}";
+
+#[test]
+fn the_node_is_that_of_the_ztunnel_pod() {
+    let ztunnel = pod(ZTUNNEL_POD);
+    assert_eq!(
+        pod_node(Some(&ztunnel), "ztunnel-abc", "uid-1", &ztunnels()).unwrap(),
+        "node-a"
+    );
+    let cases = [
+        ("uid: uid-1", "uid: uid-2", "was replaced"),
+        ("app: ztunnel", "app: web", "not a ztunnel pod"),
+        (
+            "serviceAccountName: ztunnel",
+            "serviceAccountName: web",
+            "runs as service account",
+        ),
+        ("nodeName: node-a, ", "", "not scheduled"),
+    ];
+    for (from, to, reason) in cases {
+        let changed = pod(&ZTUNNEL_POD.replace(from, to));
+        let refusal = pod_node(Some(&changed), "ztunnel-abc", "uid-1", &ztunnels()).unwrap_err();
+        assert!(refusal.to_string().contains(reason), "{to}: {refusal}");
+    }
+    let gone = pod_node(None, "ztunnel-abc", "uid-1", &ztunnels()).unwrap_err();
+    assert!(gone.to_string().contains("no longer exists"), "{gone}");
+}
+
+fn secret(entries: &[(&str, &str)]) -> Secret {
+    Secret {
+        data: Some(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+#[test]
+fn the_root_secret_is_read_like_cert_manager_writes_it() {
+    let root =
+        CertificateAuthority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let full = secret(&[
+        ("tls.crt", &root.cert_pem),
+        ("tls.key", &root.key_pem),
+        ("ca.crt", &root.cert_pem),
+    ]);
+    let ca = ca_from_secret("ambit-system/root", &full, "cluster.local").unwrap();
+    assert_eq!(ca.trust_domain(), "cluster.local");
+    // ca.crt is optional, as for a self-signed cert-manager issuer.
+    let no_roots = secret(&[("tls.crt", &root.cert_pem), ("tls.key", &root.key_pem)]);
+    assert!(ca_from_secret("s", &no_roots, "cluster.local").is_ok());
+
+    let no_key = secret(&[("tls.crt", &root.cert_pem)]);
+    let error = ca_from_secret("ambit-system/root", &no_key, "cluster.local").unwrap_err();
+    assert!(error.to_string().contains("has no tls.key"), "{error}");
+    let garbage = secret(&[("tls.crt", "not pem"), ("tls.key", &root.key_pem)]);
+    assert!(matches!(
+        ca_from_secret("s", &garbage, "cluster.local").unwrap_err(),
+        RootSecretError::Invalid { .. }
+    ));
+}
+
+#[test]
+fn labels_parse() {
+    assert_eq!(
+        parse_label("app=ztunnel").unwrap(),
+        ("app".into(), "ztunnel".into())
+    );
+    assert_eq!(parse_label("k=").unwrap(), ("k".into(), String::new()));
+    assert!(parse_label("app").unwrap_err().contains("KEY=VALUE"));
+    assert!(parse_label("=x").is_err());
+}
