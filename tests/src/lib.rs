@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod error;
+pub mod kube;
 pub mod lease;
 pub mod manifests;
 pub mod mesh;
