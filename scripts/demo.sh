@@ -3,7 +3,7 @@
 # across nodes, and ztunnel access-log lines with both SPIFFE identities. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+AMBIT_SKIP_KUBE_BUILD=1 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 echo "Building Ambit (release; the first build takes a few minutes)..."
 cargo build --release --quiet --locked -p ztunnel -p ambit-ca -p ambit-cni -p ambit-tests --bins

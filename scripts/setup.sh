@@ -44,3 +44,11 @@ if ! ip netns list >/dev/null 2>&1; then
   echo "setup: 'ip netns' does not work here; Ambit's tests need network namespaces (run as root on a Linux host or a privileged container)" >&2
   exit 1
 fi
+
+# A real Kubernetes 1.20.2 API server (plus controller manager and kubectl) for the
+# Kubernetes-mode tests: built from Debian's source package once (~15-20 min on 2 cores) into a
+# cache that later runs reuse in a fraction of a second. Skip with AMBIT_SKIP_KUBE_BUILD=1 (the
+# demo does not need it).
+if [ "${AMBIT_SKIP_KUBE_BUILD:-0}" != "1" ]; then
+  "$(dirname "$0")/kube-build.sh"
+fi
