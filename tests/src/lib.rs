@@ -20,6 +20,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod kube;
 pub mod lease;
@@ -33,6 +34,7 @@ pub mod testapp;
 
 pub use capture::{Capture, Packets};
 pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use dns::DnsAnswer;
 pub use error::{HarnessError, Result, NEEDS_ROOT};
 pub use manifests::Labels;
 pub use mesh::{mesh_binaries, AccessLine, Mesh, MeshBinaries};

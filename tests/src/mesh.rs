@@ -192,6 +192,8 @@ impl Mesh {
                 .arg(&token)
                 .arg("--enroll-socket")
                 .arg(node.dir().join("enroll.sock"))
+                // Never the machine's resolvers: the fake one of `start_dns_upstream`.
+                .args(["--dns-upstream", &self.dns_upstream().to_string()])
                 .args([
                     "--manifests-poll-interval",
                     "100ms",
@@ -374,6 +376,24 @@ impl Mesh {
         self.cluster.node(node).exec(
             app.path(),
             ["http-get", "--connect", &address, "--path", path, "--body"],
+        )
+    }
+}
+
+impl Mesh {
+    /// The upstream resolver every ztunnel forwards to: port 53 on the fabric (the control
+    /// plane's address), where [`Mesh::start_dns_upstream`] runs the fake resolver.
+    pub fn dns_upstream(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.cluster.control_plane_ip(), 53))
+    }
+
+    /// Runs the fake upstream resolver at [`Mesh::dns_upstream`], answering `answers` and
+    /// NXDOMAIN for everything else. Without it, forwarded queries get SERVFAIL.
+    pub fn start_dns_upstream(&self, answers: &[(&str, std::net::IpAddr)]) -> Result<Process> {
+        crate::testapp::TestApp::locate()?.dns_server(
+            self.cluster.fabric(),
+            self.dns_upstream(),
+            answers,
         )
     }
 }

@@ -116,6 +116,54 @@ impl TestApp {
         Ok(process)
     }
 
+    /// Start the fake upstream resolver (`dns-server`) on `listen` in `netns`, answering each
+    /// `(name, ip)` and NXDOMAIN otherwise; waits until it listens.
+    pub fn dns_server(
+        &self,
+        netns: &Netns,
+        listen: SocketAddr,
+        answers: &[(&str, std::net::IpAddr)],
+    ) -> Result<Process> {
+        let mut spec = ProcessSpec::new(&self.path)
+            .name(format!("dns-server-{}", listen.port()))
+            .args(["dns-server", "--listen", &listen.to_string()]);
+        for (name, ip) in answers {
+            spec = spec.args(["--answer".to_string(), format!("{name}={ip}")]);
+        }
+        let mut process = netns.spawn(spec)?;
+        process.wait_for_log("listening on", Duration::from_secs(10))?;
+        Ok(process)
+    }
+
+    /// Ask `server` for `name` (`kind`: A, AAAA, ...) from `netns`, over UDP or TCP.
+    pub fn dns_query(
+        &self,
+        netns: &Netns,
+        server: SocketAddr,
+        name: &str,
+        kind: &str,
+        tcp: bool,
+    ) -> Result<crate::dns::DnsAnswer> {
+        let mut args = vec![
+            "dns-query".to_string(),
+            "--server".into(),
+            server.to_string(),
+            "--name".into(),
+            name.into(),
+            "--type".into(),
+            kind.into(),
+        ];
+        if tcp {
+            args.push("--tcp".into());
+        }
+        let stdout = netns.exec(&self.path, &args)?;
+        crate::dns::DnsAnswer::parse(stdout.trim()).ok_or_else(|| {
+            HarnessError::Invalid(format!(
+                "unexpected ambit-testapp dns-query output: {stdout:?}"
+            ))
+        })
+    }
+
     /// Send `bytes` bytes (or `text` repeated) to an echo server from `netns`.
     pub fn echo_client(
         &self,

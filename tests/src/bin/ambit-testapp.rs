@@ -6,6 +6,8 @@
 //! ambit-testapp http   [--listen ADDR] [--body-bytes N] [--quiet]
 //! ambit-testapp client --connect ADDR [--bytes N] [--text STR] [--timeout-ms MS]
 //! ambit-testapp http-get --connect ADDR [--path PATH] [--timeout-ms MS] [--body]
+//! ambit-testapp dns-query --server ADDR --name NAME [--type A|AAAA] [--tcp] [--timeout-ms MS]
+//! ambit-testapp dns-server --listen ADDR [--answer NAME=IP]...
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
@@ -29,7 +31,9 @@ fn main() -> ExitCode {
         Some("http") => serve(&args[1..], Mode::Http),
         Some("client") => client(&args[1..]),
         Some("http-get") => http_get(&args[1..]),
-        _ => Err("usage: ambit-testapp echo|http|client|http-get [options] (see source)".into()),
+        Some("dns-query") => dns_query(&args[1..]),
+        Some("dns-server") => dns_server(&args[1..]),
+        _ => Err("usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server [options] (see source)".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -301,4 +305,26 @@ fn http_get(args: &[String]) -> AppResult<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `dns-query`: one question to a resolver, from this namespace (see `ambit_tests::dns`).
+fn dns_query(args: &[String]) -> AppResult<()> {
+    let server = resolve(option(args, "--server").ok_or("dns-query needs --server ADDR")?)?;
+    let name = option(args, "--name").ok_or("dns-query needs --name NAME")?;
+    let kind = option(args, "--type").unwrap_or("A");
+    let timeout = Duration::from_millis(parsed(args, "--timeout-ms", 5000)?);
+    let answer = ambit_tests::dns::query(server, name, kind, has_flag(args, "--tcp"), timeout)?;
+    println!("{}", answer.line());
+    Ok(())
+}
+
+/// `dns-server`: the fake upstream resolver (see `ambit_tests::dns`).
+fn dns_server(args: &[String]) -> AppResult<()> {
+    let listen = resolve(option(args, "--listen").unwrap_or("0.0.0.0:53"))?;
+    let specs: Vec<&str> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--answer")
+        .map(|pair| pair[1].as_str())
+        .collect();
+    ambit_tests::dns::serve(listen, ambit_tests::dns::parse_answers(&specs)?)
 }
