@@ -16,7 +16,7 @@
 //! Served versions are discovered, not assumed: EndpointSlices are read as
 //! `discovery.k8s.io/v1` where served and `v1beta1` otherwise (Kubernetes 1.20), and
 //! AuthorizationPolicies as `security.istio.io/v1` or `v1beta1`; a cluster without the Istio
-//! CRDs simply has no policies (re-checked every [`RECHECK_ABSENT`]).
+//! CRDs simply has no policies (re-checked every [`KubeSourceConfig::recheck_absent`]).
 
 mod publish;
 mod store;
@@ -38,8 +38,8 @@ use crate::snapshot::{Snapshot, SnapshotOptions};
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Default for [`KubeSourceConfig::sync_timeout`].
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a kind the cluster does not serve (no Istio CRDs, say) is looked for again.
-pub const RECHECK_ABSENT: Duration = Duration::from_secs(30);
+/// Default for [`KubeSourceConfig::recheck_absent`].
+pub const DEFAULT_RECHECK_ABSENT: Duration = Duration::from_secs(30);
 
 /// The kinds the source can watch.
 ///
@@ -106,6 +106,8 @@ pub struct KubeSourceConfig {
     pub debounce: Duration,
     /// How long [`KubeSource::start`] waits for the first full list of every kind.
     pub sync_timeout: Duration,
+    /// How often a kind the cluster does not serve (no Istio CRDs, say) is looked for again.
+    pub recheck_absent: Duration,
     pub snapshot: SnapshotOptions,
 }
 
@@ -116,6 +118,7 @@ impl Default for KubeSourceConfig {
             secrets: None,
             debounce: DEFAULT_DEBOUNCE,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            recheck_absent: DEFAULT_RECHECK_ABSENT,
             snapshot: SnapshotOptions::default(),
         }
     }

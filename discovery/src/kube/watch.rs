@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use super::store::{qualified, Converted, Key, KindStore, Outcome, Store};
-use super::{Kind, KubeSourceConfig, Shared, RECHECK_ABSENT};
+use super::{Kind, KubeSourceConfig, Shared};
 use crate::convert::{self, AuthorizationPolicyResource, ConvertError};
 use crate::model::Workload;
 
@@ -63,6 +63,7 @@ pub(super) fn spawn(
                 shared,
                 client,
                 kind,
+                config.recheck_absent,
                 ("discovery.k8s.io", &["v1", "v1beta1"]),
                 |object: &DynamicObject, resource: &ApiResource| {
                     // The v1 type checks its apiVersion; v1beta1's shape decodes into it.
@@ -77,6 +78,7 @@ pub(super) fn spawn(
                 shared,
                 client,
                 kind,
+                config.recheck_absent,
                 ("security.istio.io", &["v1", "v1beta1"]),
                 |object: &DynamicObject, resource: &ApiResource| {
                     let policy: AuthorizationPolicyResource = decode(object, resource, None)?;
@@ -229,11 +231,12 @@ fn key<K: Resource>(object: &K) -> Key {
 
 /// Watches a kind whose served version is discovered: the first of `versions` the API server
 /// serves. If none is served, the kind counts as listed and empty (a cluster without the Istio
-/// CRDs has no AuthorizationPolicies) and is looked for again every [`RECHECK_ABSENT`].
+/// CRDs has no AuthorizationPolicies) and is looked for again every `recheck`.
 async fn run_dynamic<T: PartialEq>(
     shared: Arc<Shared>,
     client: Client,
     kind: Kind,
+    recheck: Duration,
     (group, versions): (&'static str, &'static [&'static str]),
     convert: impl Fn(&DynamicObject, &ApiResource) -> Converted<T>,
     select: impl Fn(&mut Store) -> &mut KindStore<T>,
@@ -260,6 +263,7 @@ async fn run_dynamic<T: PartialEq>(
             }
             Ok(None) => {
                 shared.clear_failure(kind);
+                retry = Duration::from_millis(800);
                 if !reported_absent {
                     reported_absent = true;
                     tracing::info!(%kind, %group, ?versions, "not served by this cluster; treated as none (install the CRD to use it)");
@@ -272,7 +276,7 @@ async fn run_dynamic<T: PartialEq>(
                         shared.wake.notify_one();
                     }
                 }
-                tokio::time::sleep(RECHECK_ABSENT).await;
+                tokio::time::sleep(recheck).await;
             }
             Err(error) => {
                 let message =
