@@ -9,13 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_tests::kube::KubeApiServer;
-use discovery::{KubeConnection, KubeSource, KubeSourceConfig, Snapshot};
+use discovery::{Kind, KubeConnection, KubeSource, KubeSourceConfig, SecretScope, Snapshot};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn start_server() -> KubeApiServer {
+    start_server_with(KubeApiServer::builder())
+}
+
+fn start_server_with(builder: ambit_tests::kube::KubeApiServerBuilder) -> KubeApiServer {
     // The source's logs (watch failures, relists) go with the test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -24,7 +28,7 @@ fn start_server() -> KubeApiServer {
         )
         .with_test_writer()
         .try_init();
-    KubeApiServer::start().unwrap_or_else(|error| {
+    builder.start().unwrap_or_else(|error| {
         panic!(
             "cannot start the test API server: {error}\n(build it once with scripts/kube-build.sh)"
         )
@@ -184,7 +188,28 @@ fn addrs(list: &[&str]) -> BTreeSet<SocketAddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_follows_namespaces_pods_services_labels_slices_and_policies() {
-    let server = start_server();
+    let server = start_server_with(KubeApiServer::builder().user("nobody", &[]));
+
+    // Without RBAC the source does not start, and says what to grant.
+    let token = server.token("nobody").unwrap();
+    let kubeconfig = server.kubeconfig_for_token("nobody", token).unwrap();
+    let denied = KubeConnection::Kubeconfig {
+        path: kubeconfig,
+        context: None,
+    }
+    .client()
+    .await
+    .unwrap();
+    let config = KubeSourceConfig {
+        sync_timeout: Duration::from_secs(3),
+        ..KubeSourceConfig::default()
+    };
+    let error = KubeSource::start(denied, config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("list and watch on pods"), "{error}");
+
     server.kubectl(&["create", "namespace", "shop"]).unwrap();
     server
         .kubectl_apply(&pod_manifest("web-0", Some("node-a"), "app: web"))
@@ -302,6 +327,64 @@ async fn snapshot_follows_namespaces_pods_services_labels_slices_and_policies() 
             .any(|p| p.starts_with("AuthorizationPolicy shop/audit: field spec.action")),
         "{problems:?}"
     );
+
+    // Secrets only when asked for, and only those in scope.
+    server
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "-n",
+            "shop",
+            "tls",
+            "--from-literal=tls.key=k",
+        ])
+        .unwrap();
+    server
+        .kubectl(&[
+            "label",
+            "secret",
+            "-n",
+            "shop",
+            "tls",
+            "ambit.dev/gateway-tls=true",
+        ])
+        .unwrap();
+    server
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "-n",
+            "shop",
+            "other",
+            "--from-literal=a=b",
+        ])
+        .unwrap();
+    assert!(
+        source.current().secret("shop", "tls").is_none(),
+        "not watched by default"
+    );
+    let secrets = KubeSource::start(
+        client.clone(),
+        KubeSourceConfig {
+            kinds: vec![Kind::Secret],
+            secrets: Some(SecretScope {
+                namespace: Some("shop".into()),
+                label_selector: Some("ambit.dev/gateway-tls=true".into()),
+            }),
+            ..KubeSourceConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let snapshot = secrets.current();
+    assert_eq!(
+        snapshot.secret("shop", "tls").unwrap().data["tls.key"],
+        b"k"
+    );
+    assert!(snapshot.secret("shop", "other").is_none());
+    drop(secrets);
 
     // Deletion.
     server

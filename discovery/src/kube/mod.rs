@@ -391,8 +391,56 @@ impl Drop for KubeSource {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_api_server_is_reported_with_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        // Port 1 on loopback: nothing listens there, connections are refused at once.
+        std::fs::write(
+            &path,
+            "apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+",
+        )
+        .unwrap();
+        let connection = KubeConnection::Kubeconfig {
+            path: path.clone(),
+            context: None,
+        };
+        let client = connection.client().await.unwrap();
+        let config = KubeSourceConfig {
+            kinds: vec![Kind::Namespace, Kind::Pod],
+            sync_timeout: Duration::from_secs(2),
+            ..KubeSourceConfig::default()
+        };
+        let error = KubeSource::start(client, config)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("full list of Namespace, Pod"), "{error}");
+        assert!(error.contains("unreachable"), "{error}");
+        assert!(error.contains("RBAC"), "{error}");
+
+        let missing = KubeConnection::Kubeconfig {
+            path: dir.path().join("absent"),
+            context: None,
+        };
+        let error = missing.client().await.err().unwrap().to_string();
+        assert!(error.contains("check the --kubeconfig path"), "{error}");
+        let wrong_context = KubeConnection::Kubeconfig {
+            path,
+            context: Some("nope".into()),
+        };
+        assert!(wrong_context.client().await.is_err());
+    }
 
     #[test]
     fn secrets_are_watched_only_with_a_scope() {
