@@ -81,6 +81,20 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The resource name RBAC rules use.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::Secret => "secrets",
+        }
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -304,6 +318,8 @@ impl KubeSource {
         let shared = Arc::new(Shared::new(&config));
         let mut tasks = watch::spawn(&client, &config, &shared);
         tasks.push(tokio::spawn(publish::run(Arc::clone(&shared))));
+        // With no kinds to watch nothing would ever wake the publisher for the first snapshot.
+        shared.wake.notify_one();
         let source = Arc::new(KubeSource {
             shared,
             client,
@@ -395,11 +411,9 @@ impl Drop for KubeSource {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_unreachable_api_server_is_reported_with_what_is_missing() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A kubeconfig for port 1 on loopback: nothing listens there, connections are refused.
+    fn write_kubeconfig(dir: &tempfile::TempDir) -> std::path::PathBuf {
         let path = dir.path().join("kubeconfig");
-        // Port 1 on loopback: nothing listens there, connections are refused at once.
         std::fs::write(
             &path,
             "apiVersion: v1
@@ -411,6 +425,13 @@ current-context: x
 ",
         )
         .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_server_is_reported_with_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_kubeconfig(&dir);
         let connection = KubeConnection::Kubeconfig {
             path: path.clone(),
             context: None,
@@ -453,5 +474,24 @@ current-context: x
         assert_eq!(config.watched(), vec![Kind::Pod, Kind::Secret]);
         assert_eq!(KubeSourceConfig::pods_only().watched(), vec![Kind::Pod]);
         assert_eq!(KubeSourceConfig::default().watched(), Kind::MESH.to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_source_of_no_kinds_still_publishes_its_empty_snapshot() {
+        // The client is never used: no kind, no request.
+        let client = KubeConnection::Kubeconfig {
+            path: write_kubeconfig(&tempfile::tempdir().unwrap()),
+            context: None,
+        }
+        .client()
+        .await
+        .unwrap();
+        let config = KubeSourceConfig {
+            kinds: vec![],
+            sync_timeout: Duration::from_secs(5),
+            ..KubeSourceConfig::default()
+        };
+        let source = KubeSource::start(client, config).await.unwrap();
+        assert_eq!(source.current().generation(), 1);
     }
 }

@@ -367,8 +367,8 @@ fn describe(kind: Kind, error: &watcher::Error) -> String {
     };
     match status {
         Some(status) if status.code == 403 => format!(
-            "{error}; grant this service account list and watch on {}s (ClusterRole)",
-            kind.name().to_lowercase()
+            "{error}; grant this service account list and watch on {} (ClusterRole)",
+            kind.plural()
         ),
         Some(status) if status.code == 401 => {
             format!("{error}; the credentials were refused: check the kubeconfig or the mounted service account token")

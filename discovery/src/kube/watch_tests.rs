@@ -188,6 +188,11 @@ fn watch_failures_say_what_to_check() {
     };
     let forbidden = watcher::Error::InitialListFailed(::kube::Error::Api(status(403)));
     assert!(describe(Kind::Pod, &forbidden).contains("list and watch on pods"));
+    let policies = describe(Kind::AuthorizationPolicy, &forbidden);
+    assert!(
+        policies.contains("on authorizationpolicies (ClusterRole)"),
+        "{policies}"
+    );
     let unauthorised = watcher::Error::WatchStartFailed(::kube::Error::Api(status(401)));
     assert!(describe(Kind::Service, &unauthorised).contains("credentials were refused"));
     let gone = watcher::Error::WatchError(status(410));
