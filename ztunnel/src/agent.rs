@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use certs::{CertificateManager, SpiffeId, TrustBundle};
-use discovery::{LocalSource, Snapshot, Workload};
+use discovery::{Snapshot, Source, Workload};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -15,7 +15,7 @@ use crate::pod::EnrolledPod;
 
 pub struct Agent {
     pub config: Config,
-    pub source: Arc<LocalSource>,
+    pub source: Arc<Source>,
     pub bundle: TrustBundle,
     pub certificates: CertificateManager,
     pub metrics: Arc<Metrics>,
@@ -31,7 +31,7 @@ pub struct Agent {
 impl Agent {
     pub fn new(
         config: Config,
-        source: Arc<LocalSource>,
+        source: Arc<Source>,
         bundle: TrustBundle,
         certificates: CertificateManager,
         rules: Option<capture::rules::Backend>,

@@ -13,15 +13,10 @@ use clap::Parser;
     about = "Ambit node agent: captures enrolled pods' traffic in their own network namespace and tunnels it over HBONE (mTLS)"
 )]
 pub struct Config {
-    /// Kubernetes manifests (YAML file or folder; repeatable or comma-separated) describing the
-    /// cluster: the embedded, API-server-less mode. Edits are picked up live.
-    #[arg(
-        long = "manifests",
-        env = "AMBIT_MANIFESTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub manifests: Vec<PathBuf>,
+    /// Where the cluster view comes from: `--manifests PATH` (the embedded mode: YAML files or
+    /// folders, edits picked up live), `--kubeconfig PATH` or `--in-cluster` (the Kubernetes API).
+    #[command(flatten)]
+    pub source: discovery::SourceArgs,
 
     /// Name of the node this agent runs on (the Pods' spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
@@ -75,10 +70,6 @@ pub struct Config {
     /// How long connections may drain when a pod is removed or ztunnel stops.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-
-    /// How often the manifests are checked for changes.
-    #[arg(long, env = "MANIFESTS_POLL_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub manifests_poll_interval: Duration,
 
     /// Serve DNS for enrolled pods on 15053 in their network namespace and have their port-53
     /// traffic redirected there (`--dns-capture=false` leaves pods' DNS alone).

@@ -103,7 +103,7 @@ pub fn config_dump(agent: &Agent) -> Value {
         "node": agent.config.node,
         "trustDomain": agent.config.trust_domain,
         "snapshotGeneration": snapshot.generation(),
-        "manifestError": agent.source.last_error().map(|e| e.to_string()),
+        "manifestError": agent.source.last_error(),
         "enrolledPods": enrolled,
         "certificates": certificates,
         "liveInboundConnections": agent.connections.len(),

@@ -22,7 +22,7 @@ use capture::enroll::{EnrollListener, EnrollRequest, Reply};
 use certs::api::{CaClient, NodeToken};
 use certs::{CertificateManager, ManagerConfig, TrustBundle};
 use clap::Parser;
-use discovery::{LocalSource, LocalSourceConfig};
+use discovery::Source;
 use http::StatusCode;
 
 use crate::admin::Reply as HttpReply;
@@ -66,13 +66,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("the --ca-root file is not a usable trust bundle")?;
 
-    let mut source_config = LocalSourceConfig::new(config.manifests.clone());
-    source_config.poll_interval = config.manifests_poll_interval;
-    source_config.snapshot.root_namespace = config.root_namespace.clone();
-    let source = LocalSource::load(source_config).map_err(|errors| {
-        anyhow::anyhow!("cannot load --manifests; fix these and restart:\n{errors}")
-    })?;
-    let _manifest_poller = source.spawn();
+    let snapshot_options = discovery::SnapshotOptions {
+        root_namespace: config.root_namespace.clone(),
+    };
+    let source_config = config
+        .source
+        .config_with(snapshot_options, discovery::KubeSourceConfig::default())
+        .context("choose where the cluster view comes from")?;
+    let source = Arc::new(
+        Source::start(source_config)
+            .await
+            .context("cannot load the cluster view; fix the problems above and restart")?,
+    );
 
     let ca = CaClient::new(
         config.ca_address.clone(),

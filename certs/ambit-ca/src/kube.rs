@@ -41,6 +41,10 @@ pub struct KubeArgs {
     /// cert-manager: tls.crt, tls.key, optional ca.crt), else create a root and store it there.
     #[arg(long, env = "AMBIT_CA_ROOT_SECRET")]
     pub root_secret: Option<String>,
+    /// Publish the trust bundle (public roots) in this ConfigMap (NAMESPACE/NAME) for node
+    /// agents to mount as --ca-root.
+    #[arg(long, env = "AMBIT_CA_ROOT_CONFIGMAP")]
+    pub root_configmap: Option<String>,
     /// Lifetime of a root created in --root-secret.
     #[arg(long, default_value = "10y", value_parser = humantime::parse_duration)]
     pub root_lifetime: Duration,

@@ -2,6 +2,7 @@
 
 pub mod authz;
 pub mod kube;
+pub mod root_configmap;
 pub mod server;
 pub mod store;
 pub mod workloads;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ambit_ca::authz::{NodeAuthenticator, TokensFile};
 use ambit_ca::kube::{self, KubeArgs};
+use ambit_ca::root_configmap;
 use ambit_ca::server::{serve, CaService};
 use ambit_ca::store;
 use anyhow::Context;
@@ -161,6 +162,11 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
                 (None, Some(dir)) => store::load(dir, &trust_domain)?,
                 (None, None) => anyhow::bail!("pass --root-secret or --dir"),
             };
+            if let Some(configmap) = &options.kube.root_configmap {
+                root_configmap::publish(client.clone(), configmap, &ca.trust_bundle().to_pem())
+                    .await
+                    .context("cannot publish the trust bundle (--root-configmap)")?;
+            }
             let authenticator = kube::TokenReviewAuthenticator::new(
                 client.clone(),
                 options.kube.token_audience.clone(),
