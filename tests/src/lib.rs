@@ -29,6 +29,7 @@ pub mod mesh;
 pub mod netns;
 pub mod pod;
 pub mod process;
+pub mod scenario;
 pub mod sweep;
 pub mod testapp;
 

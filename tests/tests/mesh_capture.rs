@@ -4,22 +4,12 @@
 //! the kubelet's retry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_tests::{Labels, Mesh, Pod, PodSpec, TestApp};
+use ambit_tests::scenario::{connect_from, dataplane, echo_once, testapp as app};
+use ambit_tests::{Mesh, Pod, PodSpec};
 use serde_json::Value;
-
-fn app() -> TestApp {
-    TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
-}
-
-fn labels(value: Option<&str>) -> Labels {
-    value
-        .map(|v| Labels::from([("istio.io/dataplane-mode".to_string(), v.to_string())]))
-        .unwrap_or_default()
-}
 
 fn enrolled(dump: &Value) -> Vec<String> {
     dump["enrolledPods"]
@@ -40,31 +30,6 @@ fn marker_in_clear(mesh: &Mesh, client: &Pod, server: SocketAddr, marker: &str) 
         .unwrap();
     assert!(report.intact(), "{report:?}");
     capture.stop().unwrap().contains(marker.as_bytes())
-}
-
-/// A connection opened from inside a pod (its capture rules apply).
-fn connect_from(pod: &Pod, target: SocketAddr) -> TcpStream {
-    let netns = capture::NetNs::open(pod.netns().path()).unwrap();
-    let options = capture::socket::DialOptions {
-        mark: None,
-        bind: None,
-        transparent: false,
-    };
-    let socket = capture::socket::dial_socket_in(&netns, target, &options).unwrap();
-    let stream = socket
-        .connect_timeout(target, Duration::from_secs(5))
-        .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
-fn echo_once(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
-    stream.write_all(message)?;
-    let mut buf = vec![0u8; message.len()];
-    stream.read_exact(&mut buf)?;
-    Ok(buf)
 }
 
 #[test]
@@ -93,7 +58,7 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
 
     for round in 1..=2 {
         mesh.cluster
-            .set_namespace_labels("shop", labels(Some("ambient")))
+            .set_namespace_labels("shop", dataplane(Some("ambient")))
             .unwrap();
         for node in 0..2 {
             mesh.wait_for_dump(node, "the running pod is enrolled", |d| {
@@ -112,7 +77,7 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
         .unwrap();
 
         mesh.cluster
-            .set_namespace_labels("shop", labels(None))
+            .set_namespace_labels("shop", dataplane(None))
             .unwrap();
         for node in 0..2 {
             mesh.wait_for_dump(node, "the pod is released", |d| enrolled(d).is_empty())
@@ -127,12 +92,12 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
 
     // A pod-level opt-out wins over the namespace label.
     mesh.cluster
-        .set_namespace_labels("shop", labels(Some("ambient")))
+        .set_namespace_labels("shop", dataplane(Some("ambient")))
         .unwrap();
     mesh.wait_for_dump(1, "cart is enrolled", |d| enrolled(d).len() == 1)
         .unwrap();
     mesh.cluster
-        .set_pod_labels(&server, labels(Some("none")))
+        .set_pod_labels(&server, dataplane(Some("none")))
         .unwrap();
     mesh.wait_for_dump(1, "cart opted out", |d| enrolled(d).is_empty())
         .unwrap();
@@ -142,7 +107,7 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
 fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drain() {
     let mut mesh = Mesh::start(2).unwrap();
     mesh.cluster
-        .set_namespace_labels("shop", labels(Some("ambient")))
+        .set_namespace_labels("shop", dataplane(Some("ambient")))
         .unwrap();
     let client = mesh
         .add_pod(
@@ -162,7 +127,7 @@ fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drai
     let _echo = app().echo_server(server.netns(), 8080).unwrap();
     let capture = mesh.cluster.capture("tcp").unwrap();
 
-    let mut established = connect_from(&client, server.addr(8080));
+    let mut established = connect_from(&client, server.addr(8080)).unwrap();
     assert_eq!(
         echo_once(&mut established, b"LONG-LIVED-1").unwrap(),
         b"LONG-LIVED-1"
@@ -232,7 +197,7 @@ fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drai
 fn a_pod_added_while_ztunnel_is_down_fails_and_succeeds_on_retry() {
     let mut mesh = Mesh::start(1).unwrap();
     mesh.cluster
-        .set_namespace_labels("shop", labels(Some("ambient")))
+        .set_namespace_labels("shop", dataplane(Some("ambient")))
         .unwrap();
     mesh.ztunnel(0).stop().unwrap();
     let error = mesh
@@ -262,7 +227,7 @@ fn a_pod_added_while_ztunnel_is_down_fails_and_succeeds_on_retry() {
 fn kubelet_probes_from_the_node_reach_enrolled_pods_directly() {
     let mut mesh = Mesh::start(1).unwrap();
     mesh.cluster
-        .set_namespace_labels("shop", labels(Some("ambient")))
+        .set_namespace_labels("shop", dataplane(Some("ambient")))
         .unwrap();
     let pod = mesh
         .add_pod(

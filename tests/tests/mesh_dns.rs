@@ -7,15 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ambit_tests::{Labels, Mesh, PodSpec, ServiceSpec, TestApp};
-
-fn ambient() -> Labels {
-    Labels::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())])
-}
-
-fn app() -> TestApp {
-    TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
-}
+use ambit_tests::scenario::{ambient, testapp as app};
+use ambit_tests::{Mesh, PodSpec, ServiceSpec};
 
 /// A value for the fake upstream to hand out (TEST-NET-1; nothing ever dials it).
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

@@ -4,17 +4,10 @@
 
 use std::time::Duration;
 
-use ambit_tests::{AccessLine, Labels, Mesh, PodSpec, ServiceSpec, TestApp};
+use ambit_tests::scenario::{ambient, testapp as app};
+use ambit_tests::{AccessLine, Mesh, PodSpec, ServiceSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ambient() -> Labels {
-    Labels::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())])
-}
-
-fn app() -> TestApp {
-    TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
-}
 
 #[test]
 fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {

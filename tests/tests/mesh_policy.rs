@@ -4,21 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_tests::{Labels, Mesh, Pod, PodSpec, TestApp};
+use ambit_tests::scenario::{connect_from, echo_once, testapp as app, Shop};
+use ambit_tests::{Mesh, Pod, PodSpec};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ambient() -> Labels {
-    Labels::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())])
-}
-
-fn app() -> TestApp {
-    TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
-}
 
 fn policy(name: &str, action: &str, principals: &[&str]) -> Value {
     json!({
@@ -34,6 +27,20 @@ fn policy(name: &str, action: &str, principals: &[&str]) -> Value {
 }
 
 /// Applies a policy file and waits until node `node`'s ztunnel has it.
+/// The shared shop plus `reviews-0` (SA reviews) on node 0 beside frontend.
+fn shop() -> (Shop, Pod) {
+    let mut shop = Shop::start().unwrap();
+    let reviews = shop
+        .mesh
+        .add_pod(
+            PodSpec::new("shop", "reviews-0")
+                .on_node(0)
+                .service_account("reviews"),
+        )
+        .unwrap();
+    (shop, reviews)
+}
+
 fn apply_policy(mesh: &mut Mesh, node: usize, file: &str, docs: Vec<Value>) {
     let names: Vec<String> = docs
         .iter()
@@ -52,85 +59,17 @@ fn apply_policy(mesh: &mut Mesh, node: usize, file: &str, docs: Vec<Value>) {
     .unwrap();
 }
 
-/// A TCP connection opened from inside a pod (so the pod's capture rules apply to it).
-fn connect_from(pod: &Pod, target: SocketAddr) -> std::io::Result<TcpStream> {
-    let netns = capture::NetNs::open(pod.netns().path()).map_err(std::io::Error::other)?;
-    let options = capture::socket::DialOptions {
-        mark: None,
-        bind: None,
-        transparent: false,
-    };
-    let socket =
-        capture::socket::dial_socket_in(&netns, target, &options).map_err(std::io::Error::other)?;
-    let stream = socket.connect_timeout(target, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
-}
-
-fn echo_once(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
-    stream.write_all(message)?;
-    let mut buf = vec![0u8; message.len()];
-    stream.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-struct Shop {
-    mesh: Mesh,
-    frontend: Pod,
-    reviews: Pod,
-    cart: Pod,
-    /// Bind it (`_echo`) when destructuring: an unbound field is dropped, killing the server.
-    _echo: ambit_tests::Process,
-}
-
-/// frontend and reviews on node 0, cart (echo on 8080) on node 1, all ambient in "shop".
-fn shop() -> Shop {
-    let mut mesh = Mesh::start(2).unwrap();
-    mesh.cluster
-        .set_namespace_labels("shop", ambient())
-        .unwrap();
-    let frontend = mesh
-        .add_pod(
-            PodSpec::new("shop", "frontend-0")
-                .on_node(0)
-                .service_account("frontend"),
-        )
-        .unwrap();
-    let reviews = mesh
-        .add_pod(
-            PodSpec::new("shop", "reviews-0")
-                .on_node(0)
-                .service_account("reviews"),
-        )
-        .unwrap();
-    let cart = mesh
-        .add_pod(
-            PodSpec::new("shop", "cart-0")
-                .on_node(1)
-                .service_account("cart")
-                .label("app", "cart")
-                .port(8080),
-        )
-        .unwrap();
-    let echo = app().echo_server(cart.netns(), 8080).unwrap();
-    Shop {
-        mesh,
-        frontend,
-        reviews,
-        cart,
-        _echo: echo,
-    }
-}
-
 #[test]
 fn a_deny_policy_blocks_one_principal_and_a_policy_change_revokes_live_connections() {
-    let Shop {
-        mut mesh,
-        frontend,
+    let (
+        Shop {
+            mut mesh,
+            frontend,
+            cart,
+            echo: _echo,
+        },
         reviews,
-        cart,
-        _echo,
-    } = shop();
+    ) = shop();
     apply_policy(
         &mut mesh,
         1,
@@ -199,13 +138,15 @@ fn a_deny_policy_blocks_one_principal_and_a_policy_change_revokes_live_connectio
 
 #[test]
 fn passthrough_to_non_mesh_destinations_and_policy_on_plaintext_clients() {
-    let Shop {
-        mut mesh,
-        frontend,
-        cart,
-        _echo,
-        ..
-    } = shop();
+    let (
+        Shop {
+            mut mesh,
+            frontend,
+            cart,
+            echo: _echo,
+        },
+        _reviews,
+    ) = shop();
     // "legacy" is not in the mesh.
     let db = mesh
         .add_pod(PodSpec::new("legacy", "db-0").on_node(1).port(5432))
@@ -296,12 +237,15 @@ fn passthrough_to_non_mesh_destinations_and_policy_on_plaintext_clients() {
 
 #[test]
 fn a_client_with_a_certificate_from_a_rogue_ca_is_refused_and_the_log_says_why() {
-    let Shop {
-        mut mesh,
-        cart,
-        _echo,
-        ..
-    } = shop();
+    let (
+        Shop {
+            mut mesh,
+            cart,
+            echo: _echo,
+            ..
+        },
+        _reviews,
+    ) = shop();
     let attacker = mesh
         .add_pod(PodSpec::new("legacy", "attacker-0").on_node(0))
         .unwrap();
@@ -359,13 +303,15 @@ fn a_client_with_a_certificate_from_a_rogue_ca_is_refused_and_the_log_says_why()
 
 #[test]
 fn a_bad_manifest_edit_keeps_the_last_good_state() {
-    let Shop {
-        mut mesh,
-        frontend,
-        cart,
-        _echo,
-        ..
-    } = shop();
+    let (
+        Shop {
+            mut mesh,
+            frontend,
+            cart,
+            echo: _echo,
+        },
+        _reviews,
+    ) = shop();
     mesh.cluster.put_manifest("zz-broken.yaml", vec![json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "broken", "namespace": "shop"}, "spec": {"nodeName": 42, "containers": "nope"}})]).unwrap();
     let dump = mesh
         .wait_for_dump(0, "the bad edit is reported", |dump| {
@@ -392,13 +338,15 @@ fn a_bad_manifest_edit_keeps_the_last_good_state() {
 
 #[test]
 fn garbage_on_the_hbone_port_is_refused_without_harm() {
-    let Shop {
-        mut mesh,
-        frontend,
-        cart,
-        _echo,
-        ..
-    } = shop();
+    let (
+        Shop {
+            mut mesh,
+            frontend,
+            cart,
+            echo: _echo,
+        },
+        _reviews,
+    ) = shop();
     let outsider = mesh
         .add_pod(PodSpec::new("legacy", "curious-0").on_node(0))
         .unwrap();
