@@ -23,6 +23,7 @@ pub mod cni;
 pub mod dns;
 pub mod error;
 pub mod kube;
+pub mod kube_mesh;
 pub mod lease;
 pub mod manifests;
 pub mod mesh;

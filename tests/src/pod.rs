@@ -31,6 +31,9 @@ pub struct PodSpec {
     pub labels: Labels,
     pub service_account: String,
     pub ports: Vec<ContainerPort>,
+    /// `metadata.uid` of a Pod object that exists elsewhere (a real API server assigns it);
+    /// a random one when `None`. CNI calls carry it and ztunnel matches it.
+    pub uid: Option<String>,
 }
 
 impl PodSpec {
@@ -42,6 +45,7 @@ impl PodSpec {
             labels: Labels::new(),
             service_account: "default".to_string(),
             ports: Vec::new(),
+            uid: None,
         }
     }
 
@@ -57,6 +61,12 @@ impl PodSpec {
 
     pub fn service_account(mut self, name: &str) -> Self {
         self.service_account = name.to_string();
+        self
+    }
+
+    /// Use this `metadata.uid` (that of the Pod object in an API server) instead of a random one.
+    pub fn uid(mut self, uid: &str) -> Self {
+        self.uid = Some(uid.to_string());
         self
     }
 
@@ -265,7 +275,7 @@ impl Cluster {
                 key.0, key.1
             )));
         }
-        let uid = random_uid();
+        let uid = spec.uid.clone().unwrap_or_else(random_uid);
         let container_id = format!(
             "{:032x}{:032x}",
             rand::random::<u128>(),

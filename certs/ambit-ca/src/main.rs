@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_ca::authz::{NodeAuthenticator, TokensFile};
+use ambit_ca::gateway_classes;
 use ambit_ca::kube::{self, KubeArgs};
 use ambit_ca::root_configmap;
 use ambit_ca::server::{serve, CaService};
@@ -167,6 +168,8 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
                     .await
                     .context("cannot publish the trust bundle (--root-configmap)")?;
             }
+            // In the background: issuing certificates does not depend on the Gateway API.
+            tokio::spawn(gateway_classes::ensure_until_done(client.clone()));
             let authenticator = kube::TokenReviewAuthenticator::new(
                 client.clone(),
                 options.kube.token_audience.clone(),
