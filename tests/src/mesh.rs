@@ -37,6 +37,19 @@ pub fn mesh_binaries() -> Result<MeshBinaries> {
         .map_err(HarnessError::Invalid)
 }
 
+/// Variables cargo sets for a running target (not for cargo itself).
+const CARGO_TARGET_ENV: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 fn build_binaries() -> Result<MeshBinaries> {
     let exe =
         std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
@@ -56,6 +69,19 @@ fn build_binaries() -> Result<MeshBinaries> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
+    // cargo gives the running test or bench the package's own variables (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*, …). Passed on, they reach build scripts that watch them (ring's
+    // `rerun-if-env-changed`), so every nested build would rebuild ring and all that depends on
+    // it, and the next outer build would rebuild them back.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if CARGO_TARGET_ENV.contains(&&*key_text)
+            || key_text.starts_with("CARGO_PKG_")
+            || key_text.starts_with("CARGO_BIN_EXE_")
+        {
+            build.env_remove(&key);
+        }
+    }
     build.current_dir(&workspace).args([
         "build",
         "--quiet",

@@ -8,15 +8,32 @@
 //! ambit-testapp http-get --connect ADDR [--path PATH] [--timeout-ms MS] [--body]
 //! ambit-testapp dns-query --server ADDR --name NAME [--type A|AAAA] [--tcp] [--timeout-ms MS]
 //! ambit-testapp dns-server --listen ADDR [--answer NAME=IP]...
+//! ambit-testapp throughput --connect ADDR [--seconds S] [--warmup-ms MS]
+//! ambit-testapp latency --connect ADDR [--rate R] [--seconds S] [--warmup N]
+//! ambit-testapp connrate --connect ADDR [--count N] [--seconds S] [--concurrency C]
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
 //! N bytes (a deterministic pseudo-random stream, or STR repeated), reads the echo until EOF and
 //! prints `sent=N received=M sent_sha256=… received_sha256=… peer=ADDR`.
+//!
+//! The last three are load generators against an `http` server, for benchmarks; each prints
+//! one line of `key=value`:
+//! - `throughput`: one connection downloads an endless body (`?bytes=…`); after a warm-up it
+//!   counts the bytes received in S seconds → `bytes=… elapsed_us=… mb_per_s=…` (MB = 10^6).
+//! - `latency`: one keep-alive connection, requests sent open-loop on a fixed schedule (R per
+//!   second, pipelined if a response is late); each latency is measured from the request's
+//!   *scheduled* send time to the end of its response, so a stall counts against every request
+//!   it delays (no coordinated omission) → `count=… p50_us=… p90_us=… p99_us=… max_us=…`.
+//! - `connrate`: C threads open connections until N were made or S seconds passed, each doing
+//!   one `connection: close` request and reading the whole response → `connections=… errors=…
+//!   elapsed_us=… per_second=…`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,7 +50,13 @@ fn main() -> ExitCode {
         Some("http-get") => http_get(&args[1..]),
         Some("dns-query") => dns_query(&args[1..]),
         Some("dns-server") => dns_server(&args[1..]),
-        _ => Err("usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server [options] (see source)".into()),
+        Some("throughput") => throughput(&args[1..]),
+        Some("latency") => latency(&args[1..]),
+        Some("connrate") => connrate(&args[1..]),
+        _ => Err(
+            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate [options] (see source)"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -300,6 +323,245 @@ fn http_get(args: &[String]) -> AppResult<()> {
     for line in head.lines().skip(1) {
         println!("header {line}");
     }
+    Ok(())
+}
+
+/// Reads one HTTP/1.1 response head and returns its content-length (0 when absent).
+fn read_response_head(reader: &mut impl BufRead) -> AppResult<usize> {
+    let mut line = String::new();
+    if reader
+        .read_line(&mut line)
+        .map_err(|e| format!("receive: {e}"))?
+        == 0
+    {
+        return Err("connection closed before a response".into());
+    }
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(format!("unexpected status line {line:?}"));
+    }
+    let mut content_length = 0;
+    loop {
+        line.clear();
+        if reader
+            .read_line(&mut line)
+            .map_err(|e| format!("receive: {e}"))?
+            == 0
+        {
+            return Err("connection closed inside a response head".into());
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            return Ok(content_length);
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad content-length {value:?}"))?;
+            }
+        }
+    }
+}
+
+fn seconds(args: &[String], default: f64) -> AppResult<Duration> {
+    let seconds: f64 = parsed(args, "--seconds", default)?;
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("--seconds: {e}"))
+}
+
+/// One connection, an endless download: bytes per second after a warm-up (slow start, the
+/// tunnel's buffers growing).
+fn throughput(args: &[String]) -> AppResult<()> {
+    let duration = seconds(args, 2.0)?;
+    let warmup = Duration::from_millis(parsed(args, "--warmup-ms", 300)?);
+    let (stream, _) = connect(args)?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    writer
+        .write_all(b"GET /?bytes=1000000000000000 HTTP/1.1\r\nhost: bench\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    read_response_head(&mut reader)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let first = Instant::now();
+    let mut counted = 0u64;
+    let mut started: Option<Instant> = None;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
+        if n == 0 {
+            return Err("the server ended the download early".into());
+        }
+        let now = Instant::now();
+        match started {
+            None if now - first >= warmup => started = Some(now),
+            None => {}
+            Some(start) => {
+                counted += n as u64;
+                if now - start >= duration {
+                    let elapsed = now - start;
+                    println!(
+                        "bytes={counted} elapsed_us={} mb_per_s={:.1}",
+                        elapsed.as_micros(),
+                        counted as f64 / elapsed.as_secs_f64() / 1e6
+                    );
+                    // Closing with unread data resets the connection: the download stops.
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Open-loop request/response latency over one keep-alive connection.
+fn latency(args: &[String]) -> AppResult<()> {
+    let rate: f64 = parsed(args, "--rate", 1000.0)?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err("--rate must be positive".into());
+    }
+    let duration = seconds(args, 2.0)?;
+    let warmup: usize = parsed(args, "--warmup", 50)?;
+    let path = option(args, "--path").unwrap_or("/");
+    let (stream, _) = connect(args)?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").into_bytes();
+    let mut body = Vec::new();
+    let mut read_response = |reader: &mut BufReader<TcpStream>| -> AppResult<()> {
+        let length = read_response_head(reader)?;
+        body.resize(length, 0);
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("receive body: {e}"))
+    };
+    // Closed-loop warm-up: connection set up, buffers and caches warm on both ends.
+    for _ in 0..warmup {
+        writer
+            .write_all(&request)
+            .map_err(|e| format!("send: {e}"))?;
+        read_response(&mut reader)?;
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let count = (duration.as_secs_f64() * rate).round().max(1.0) as u32;
+    let start = Instant::now() + Duration::from_millis(1);
+    let scheduled = move |i: u32| start + interval * i;
+    let sender = thread::spawn(move || -> AppResult<()> {
+        // Wake up on time: the default 50 µs timer slack would delay every send.
+        let _ = nix::sys::prctl::set_timerslack(1_000);
+        for i in 0..count {
+            let at = scheduled(i);
+            let now = Instant::now();
+            if at > now {
+                thread::sleep(at - now);
+            }
+            writer
+                .write_all(&request)
+                .map_err(|e| format!("send: {e}"))?;
+        }
+        Ok(())
+    });
+    let mut latencies = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        read_response(&mut reader)?;
+        latencies.push(Instant::now().saturating_duration_since(scheduled(i)));
+    }
+    let elapsed = start.elapsed();
+    sender
+        .join()
+        .map_err(|_| "sender thread panicked".to_string())??;
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_micros()
+    };
+    println!(
+        "count={count} achieved_per_s={:.0} p50_us={} p90_us={} p99_us={} max_us={}",
+        f64::from(count) / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(())
+}
+
+/// New connections per second: each connection does one request and closes.
+fn connrate(args: &[String]) -> AppResult<()> {
+    let target = resolve(option(args, "--connect").ok_or("--connect ADDR is required")?)?;
+    let max_count: u64 = parsed(args, "--count", u64::MAX)?;
+    let duration = seconds(args, 2.0)?;
+    let concurrency: usize = parsed(args, "--concurrency", 8)?;
+    let timeout = Duration::from_millis(parsed(args, "--timeout-ms", 10_000)?);
+    let claimed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let one = move || -> AppResult<()> {
+        let mut stream = TcpStream::connect_timeout(&target, timeout)
+            .map_err(|e| format!("connect {target}: {e}"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+            .map_err(|e| format!("send: {e}"))?;
+        let mut reader = BufReader::with_capacity(8 * 1024, stream);
+        let length = read_response_head(&mut reader)?;
+        let mut rest = Vec::with_capacity(length);
+        reader
+            .read_to_end(&mut rest)
+            .map_err(|e| format!("receive: {e}"))?;
+        if rest.len() != length {
+            return Err(format!("body of {} bytes, expected {length}", rest.len()));
+        }
+        Ok(())
+    };
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (claimed, done, errors, first_error) = (
+                claimed.clone(),
+                done.clone(),
+                errors.clone(),
+                first_error.clone(),
+            );
+            thread::spawn(move || {
+                while Instant::now() < deadline
+                    && claimed.fetch_add(1, Ordering::Relaxed) < max_count
+                {
+                    match one() {
+                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            errors.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| "worker thread panicked".to_string())?;
+    }
+    let elapsed = start.elapsed();
+    let (done, errors) = (done.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    if let Some(error) = first_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        eprintln!("first error: {error}");
+    }
+    println!(
+        "connections={done} errors={errors} elapsed_us={} per_second={:.0}",
+        elapsed.as_micros(),
+        done as f64 / elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
