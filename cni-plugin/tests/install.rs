@@ -353,11 +353,17 @@ fn a_symlinked_config_is_edited_where_it_points() {
 }
 
 /// `install --watch` in the background, killed on drop if still running.
-struct Watcher(Option<Child>);
+/// `ambit-cni install --watch` running in the background, its log collected as it is written so
+/// a test can wait for what it says instead of sleeping.
+struct Watcher {
+    child: Option<Child>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
+        if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -368,21 +374,49 @@ impl Watcher {
     fn start(node: &Node, extra: &[&str]) -> Self {
         let mut args = vec!["--watch", "--poll-interval-ms", "20"];
         args.extend_from_slice(extra);
-        let child = node
+        let mut child = node
             .command("install", &args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self(Some(child))
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self {
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        eventually(&format!("log line {needle:?}"), || {
+            self.log.lock().unwrap().contains(needle)
+        });
     }
 
     /// SIGTERM, then the exit status and the log.
     fn stop(mut self) -> (bool, String) {
-        let child = self.0.take().unwrap();
+        let mut child = self.child.take().unwrap();
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.success(), stderr(&out))
+        let status = child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
+        (status.success(), log)
     }
 }
 
@@ -405,8 +439,8 @@ fn chains_ambit(node: &Node, name: &str) -> bool {
 fn watch_reinserts_after_rewrites_and_uninstalls_on_sigterm() {
     let node = Node::with(&[]);
     let watcher = Watcher::start(&node, &["--uninstall-on-exit"]);
-    // No config yet: it waits for the primary CNI.
-    std::thread::sleep(Duration::from_millis(100));
+    // No config yet: it says so once and waits for the primary CNI.
+    watcher.wait_for_log("no CNI network config");
     fs::write(
         node.file("10-calico.conflist"),
         fixture("10-calico.conflist"),
