@@ -12,6 +12,13 @@
 //! namespace they were created in, so a listener created there keeps working
 //! from any thread afterwards.
 //!
+//! [`NetNs::run_here`] is the fast path for the per-connection case (a socket
+//! to dial out of a pod): the calling thread enters the namespace, runs a
+//! short synchronous closure and comes back, all before it can run anything
+//! else; if coming back ever failed the process aborts rather than go on in
+//! the wrong namespace. A thread spawn costs several times more than the two
+//! `setns` calls, and it would block a tokio worker just as long.
+//!
 //! `unsafe` is needed for exactly three things, all kept in this module:
 //! adopting file descriptors the kernel installed for us via SCM_RIGHTS, the
 //! `NS_GET_NSTYPE` ioctl that tells a network namespace fd from any other,
@@ -164,6 +171,53 @@ impl NetNs {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+}
+
+/// The caller's own namespace, opened once per thread (tokio workers live long).
+fn home_netns() -> Result<BorrowedFd<'static>, NetNsError> {
+    thread_local! {
+        static HOME: std::cell::OnceCell<&'static NetNs> = const { std::cell::OnceCell::new() };
+    }
+    HOME.with(|home| {
+        if let Some(netns) = home.get() {
+            return Ok(netns.fd.as_fd());
+        }
+        // Leaked on purpose: one fd per thread, for the thread's (and usually the process's)
+        // whole life; a 'static borrow keeps `run_here` free of lifetimes.
+        let netns: &'static NetNs = Box::leak(Box::new(NetNs::current()?));
+        let _ = home.set(netns);
+        Ok(netns.fd.as_fd())
+    })
+}
+
+/// Returns the thread to its own namespace when dropped, also while a panic unwinds.
+struct ReturnHome(BorrowedFd<'static>);
+
+impl Drop for ReturnHome {
+    fn drop(&mut self) {
+        if let Err(error) = nix::sched::setns(self.0, CloneFlags::CLONE_NEWNET) {
+            // Going on would create later sockets inside a pod: stop instead.
+            eprintln!("fatal: cannot return to the host network namespace: {error}");
+            std::process::abort();
+        }
+    }
+}
+
+impl NetNs {
+    /// Runs `f` on the calling thread while it is inside this namespace, then returns the
+    /// thread to its own namespace. `f` must be short and synchronous (create a socket): the
+    /// thread can run nothing else meanwhile, which is what makes this safe for tokio workers.
+    pub fn run_here<F, R>(&self, f: F) -> Result<R, NetNsError>
+    where
+        F: FnOnce() -> R,
+    {
+        let home = home_netns()?;
+        let netns = self.id;
+        nix::sched::setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetNsError::Setns { netns, source })?;
+        let _back = ReturnHome(home);
+        Ok(f())
     }
 }
 

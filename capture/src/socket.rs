@@ -206,7 +206,7 @@ pub fn dial_socket_in(
             source,
         }
     };
-    netns.run_in(|| {
+    netns.run_here(|| {
         let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))
             .map_err(err("create a TCP socket"))?;
         set_common(&socket, dst, opts.mark, opts.transparent).map_err(|(op, e)| err(op)(e))?;
