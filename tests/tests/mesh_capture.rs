@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_tests::scenario::{connect_from, dataplane, echo_once, testapp as app};
+use ambit_tests::scenario::{connect_from, dataplane, echo_once, testapp as app, Shop};
 use ambit_tests::{Mesh, Pod, PodSpec};
 use serde_json::Value;
 
@@ -105,26 +105,12 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
 
 #[test]
 fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drain() {
-    let mut mesh = Mesh::start(2).unwrap();
-    mesh.cluster
-        .set_namespace_labels("shop", dataplane(Some("ambient")))
-        .unwrap();
-    let client = mesh
-        .add_pod(
-            PodSpec::new("shop", "frontend-0")
-                .on_node(0)
-                .service_account("frontend"),
-        )
-        .unwrap();
-    let server = mesh
-        .add_pod(
-            PodSpec::new("shop", "cart-0")
-                .on_node(1)
-                .service_account("cart")
-                .port(8080),
-        )
-        .unwrap();
-    let _echo = app().echo_server(server.netns(), 8080).unwrap();
+    let Shop {
+        mut mesh,
+        frontend: client,
+        cart: server,
+        echo: _echo,
+    } = Shop::start().unwrap();
     let capture = mesh.cluster.capture("tcp").unwrap();
 
     let mut established = connect_from(&client, server.addr(8080)).unwrap();

@@ -4,33 +4,19 @@
 
 use std::time::Duration;
 
-use ambit_tests::scenario::{ambient, testapp as app};
-use ambit_tests::{AccessLine, Mesh, PodSpec, ServiceSpec};
+use ambit_tests::scenario::{testapp as app, Shop};
+use ambit_tests::{AccessLine, ServiceSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
-    let mut mesh = Mesh::start(2).unwrap();
-    mesh.cluster
-        .set_namespace_labels("shop", ambient())
-        .unwrap();
-    let client = mesh
-        .add_pod(
-            PodSpec::new("shop", "frontend-0")
-                .on_node(0)
-                .service_account("frontend"),
-        )
-        .unwrap();
-    let server = mesh
-        .add_pod(
-            PodSpec::new("shop", "cart-0")
-                .on_node(1)
-                .service_account("cart")
-                .label("app", "cart")
-                .port(8080),
-        )
-        .unwrap();
+    let Shop {
+        mut mesh,
+        frontend: client,
+        cart: server,
+        echo: _echo,
+    } = Shop::start().unwrap();
     let service = mesh
         .cluster
         .add_service(
@@ -39,7 +25,6 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
                 .port("tcp", 80, 8080),
         )
         .unwrap();
-    let _echo = app().echo_server(server.netns(), 8080).unwrap();
 
     let capture = mesh.cluster.capture("tcp").unwrap();
     let marker = "AMBIT-PLAINTEXT-MARKER";
@@ -121,26 +106,12 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
 
 #[test]
 fn metrics_readiness_and_config_dump_describe_the_node() {
-    let mut mesh = Mesh::start(2).unwrap();
-    mesh.cluster
-        .set_namespace_labels("shop", ambient())
-        .unwrap();
-    let client = mesh
-        .add_pod(
-            PodSpec::new("shop", "frontend-0")
-                .on_node(0)
-                .service_account("frontend"),
-        )
-        .unwrap();
-    let server = mesh
-        .add_pod(
-            PodSpec::new("shop", "cart-0")
-                .on_node(1)
-                .service_account("cart")
-                .port(8080),
-        )
-        .unwrap();
-    let _echo = app().echo_server(server.netns(), 8080).unwrap();
+    let Shop {
+        mut mesh,
+        frontend: client,
+        cart: server,
+        echo: _echo,
+    } = Shop::start().unwrap();
     let report = app()
         .echo_client(client.netns(), server.addr(8080), 10_000, None)
         .unwrap();
