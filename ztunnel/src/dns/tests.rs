@@ -22,9 +22,20 @@ const EXTERNAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// Answers `external.example.` A with [`EXTERNAL`], NXDOMAIN otherwise, over UDP and TCP on
 /// the same loopback port.
 async fn fake_upstream() -> SocketAddr {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // UDP and TCP on the same port, as in a pod; an ephemeral UDP port may already be taken
+    // for TCP by another test, so try again with another one.
+    let (udp, tcp, addr) = {
+        let mut attempts = 0;
+        loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(_) if attempts < 20 => attempts += 1,
+                Err(error) => panic!("no port free for both UDP and TCP: {error}"),
+            }
+        }
+    };
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 65535];
         loop {
@@ -82,9 +93,20 @@ async fn proxy(upstreams: Vec<SocketAddr>, metrics: DnsMetrics) -> (SocketAddr, 
         forwarder: Forwarder::new(upstreams, Duration::from_millis(600)),
         metrics,
     });
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // UDP and TCP on the same port, as in a pod; an ephemeral UDP port may already be taken
+    // for TCP by another test, so try again with another one.
+    let (udp, tcp, addr) = {
+        let mut attempts = 0;
+        loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(_) if attempts < 20 => attempts += 1,
+                Err(error) => panic!("no port free for both UDP and TCP: {error}"),
+            }
+        }
+    };
     let limits = Arc::new(Limits::default());
     let stop = CancellationToken::new();
     tokio::spawn(server::serve_udp(
