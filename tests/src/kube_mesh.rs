@@ -22,7 +22,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -32,7 +32,6 @@ use crate::kube::{KubeApiServer, ISSUER};
 use crate::mesh::{mesh_binaries, AccessLine, MeshBinaries, CA_PORT};
 use crate::pod::{Pod, PodSpec};
 use crate::process::{Process, ProcessSpec};
-use crate::testapp::TestApp;
 
 mod relay;
 pub use relay::TcpRelay;
@@ -363,20 +362,7 @@ impl KubeMesh {
 impl KubeMesh {
     /// `/config_dump` of node `node`'s ztunnel (its admin port is on the node's loopback).
     pub fn config_dump(&self, node: usize) -> Result<Value> {
-        let app = TestApp::locate()?;
-        let body = self.cluster.node(node).exec(
-            app.path(),
-            [
-                "http-get",
-                "--connect",
-                "127.0.0.1:15000",
-                "--path",
-                "/config_dump",
-                "--body",
-            ],
-        )?;
-        serde_json::from_str(&body)
-            .map_err(|e| HarnessError::Invalid(format!("config_dump is not JSON ({e}): {body}")))
+        crate::mesh::node_config_dump(&self.cluster, node)
     }
 
     /// Polls node `node`'s `/config_dump` until `ready` holds for it.
@@ -386,19 +372,7 @@ impl KubeMesh {
         what: &str,
         ready: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        loop {
-            let dump = self.config_dump(node)?;
-            if ready(&dump) {
-                return Ok(dump);
-            }
-            if Instant::now() > deadline {
-                return Err(HarnessError::Invalid(format!(
-                    "timed out after {WAIT_TIMEOUT:?} waiting until {what}; last config_dump: {dump}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::mesh::wait_for_node_dump(&self.cluster, node, what, WAIT_TIMEOUT, ready)
     }
 
     /// Names of the pods node `node`'s ztunnel proxies right now.

@@ -331,20 +331,7 @@ impl AccessLine {
 impl Mesh {
     /// `/config_dump` of node `node`'s ztunnel (its admin port is on the node's loopback).
     pub fn config_dump(&self, node: usize) -> Result<serde_json::Value> {
-        let app = crate::testapp::TestApp::locate()?;
-        let body = self.cluster.node(node).exec(
-            app.path(),
-            [
-                "http-get",
-                "--connect",
-                "127.0.0.1:15000",
-                "--path",
-                "/config_dump",
-                "--body",
-            ],
-        )?;
-        serde_json::from_str(&body)
-            .map_err(|e| HarnessError::Invalid(format!("config_dump is not JSON ({e}): {body}")))
+        node_config_dump(&self.cluster, node)
     }
 
     /// Adds a pod like [`Cluster::add_pod`], then waits until every ztunnel knows its IP, so
@@ -378,31 +365,14 @@ impl Mesh {
         what: &str,
         ready: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<serde_json::Value> {
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        loop {
-            let dump = self.config_dump(node)?;
-            if ready(&dump) {
-                return Ok(dump);
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(HarnessError::Invalid(format!(
-                    "timed out waiting until {what}; last config_dump: {dump}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_node_dump(&self.cluster, node, what, START_TIMEOUT, ready)
     }
 }
 
 impl Mesh {
     /// GETs `path` from a ztunnel HTTP port on node `node`'s loopback; returns the body.
     pub fn http_get_on_node(&self, node: usize, port: u16, path: &str) -> Result<String> {
-        let app = crate::testapp::TestApp::locate()?;
-        let address = format!("127.0.0.1:{port}");
-        self.cluster.node(node).exec(
-            app.path(),
-            ["http-get", "--connect", &address, "--path", path, "--body"],
-        )
+        node_http_get(&self.cluster, node, port, path)
     }
 }
 
@@ -421,5 +391,46 @@ impl Mesh {
             self.dns_upstream(),
             answers,
         )
+    }
+}
+
+/// GETs `path` from port `port` on node `node`'s loopback (ztunnel's admin, metrics and
+/// readiness ports) and returns the body.
+pub fn node_http_get(cluster: &Cluster, node: usize, port: u16, path: &str) -> Result<String> {
+    let app = crate::testapp::TestApp::locate()?;
+    let address = format!("127.0.0.1:{port}");
+    cluster.node(node).exec(
+        app.path(),
+        ["http-get", "--connect", &address, "--path", path, "--body"],
+    )
+}
+
+/// `/config_dump` of node `node`'s ztunnel, parsed.
+pub fn node_config_dump(cluster: &Cluster, node: usize) -> Result<serde_json::Value> {
+    let body = node_http_get(cluster, node, 15000, "/config_dump")?;
+    serde_json::from_str(&body)
+        .map_err(|e| HarnessError::Invalid(format!("config_dump is not JSON ({e}): {body}")))
+}
+
+/// Polls node `node`'s `/config_dump` until `ready` holds for it, up to `timeout`.
+pub fn wait_for_node_dump(
+    cluster: &Cluster,
+    node: usize,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let dump = node_config_dump(cluster, node)?;
+        if ready(&dump) {
+            return Ok(dump);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Invalid(format!(
+                "timed out after {timeout:?} waiting until {what}; last config_dump: {dump}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
