@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use discovery::{ConnectionAttrs, Decision};
+use discovery::{ConnectionAttrs, Decision, Snapshot};
 use hbone::{CopyReport, InboundRequest, Refusal};
 use tokio::net::TcpStream;
 
@@ -18,8 +18,11 @@ use crate::pod::EnrolledPod;
 use crate::revocable::Revocable;
 
 /// Authorises a connection to `pod`; a denial explains which policy and why.
-fn authorise(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Result<(), String> {
-    let snapshot = agent.snapshot();
+fn authorise(
+    snapshot: &Snapshot,
+    pod: &EnrolledPod,
+    attrs: &ConnectionAttrs<'_>,
+) -> Result<(), String> {
     let Some(workload) = snapshot.workload(&pod.namespace, &pod.name) else {
         return Err(format!(
             "pod {}/{} is no longer in the cluster view",
@@ -98,7 +101,7 @@ impl hbone::Handler for HboneInbound {
             src_identity: Some(&request.peer_identity),
             dst_port: request.authority.port(),
         };
-        if let Err(reason) = authorise(agent, pod, &attrs) {
+        if let Err(reason) = authorise(&snapshot, pod, &attrs) {
             record.failed(0, 0, "DENY", &reason);
             return Err(Refusal::denied(reason));
         }
@@ -168,7 +171,7 @@ pub async fn handle_plaintext(
         src_identity: None,
         dst_port: original.port(),
     };
-    if let Err(reason) = authorise(&agent, &pod, &attrs) {
+    if let Err(reason) = authorise(&snapshot, &pod, &attrs) {
         record.failed(0, 0, "DENY", &reason);
         return;
     }

@@ -5,11 +5,11 @@
 //! The CNI plugin remains the path for new pods; this loop only acts on pods that already run
 //! (they have an IP), so the two do not race over a pod being created.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use capture::locate;
 use capture::rules::{RuleOptions, RulesBackend};
-use capture::NetNs;
 use discovery::Workload;
 
 use crate::agent::Agent;
@@ -29,19 +29,22 @@ pub async fn run(agent: Arc<Agent>) {
 /// One pass over the node's pods.
 pub async fn reconcile(agent: &Arc<Agent>) {
     let snapshot = agent.snapshot();
+    // One look at the enrolled pods per pass, not one per workload.
+    let enrolled: HashMap<(String, String), Arc<pod::EnrolledPod>> = agent
+        .enrolled()
+        .into_iter()
+        .map(|p| ((p.namespace.clone(), p.name.clone()), p))
+        .collect();
     for workload in snapshot.workloads_on_node(&agent.config.node) {
-        let enrolled = agent
-            .enrolled()
-            .into_iter()
-            .find(|p| p.namespace == workload.namespace && p.name == workload.name);
+        let key = (workload.namespace.clone(), workload.name.clone());
         let running = !workload.ips.is_empty() && !workload.host_network;
-        match (workload.ambient && running, enrolled) {
+        match (workload.ambient && running, enrolled.get(&key)) {
             (true, None) => enroll_running(agent, workload).await,
             // An enrolled pod that is still ambient but has no IP yet is mid-ADD: leave it.
             (false, Some(enrolled)) if !workload.ambient => {
                 release(
                     agent,
-                    &enrolled,
+                    enrolled,
                     "the pod is no longer ambient (label removed)",
                 );
             }
@@ -118,16 +121,9 @@ async fn enroll_running(agent: &Arc<Agent>, workload: &Workload) {
 /// Takes a pod out of the mesh: rules first (its traffic flows directly again), then the proxy.
 fn release(agent: &Arc<Agent>, enrolled: &pod::EnrolledPod, why: &str) {
     if let Some(rules) = &agent.rules {
-        if let Err(error) = remove_rules(rules, &enrolled.netns) {
+        if let Err(error) = rules.remove(&enrolled.netns) {
             tracing::warn!(pod = %format_args!("{}/{}", enrolled.namespace, enrolled.name), %error, "cannot remove the redirect rules");
         }
     }
     pod::unenroll(agent, &enrolled.uid, why);
-}
-
-fn remove_rules(
-    rules: &capture::rules::Backend,
-    netns: &NetNs,
-) -> Result<(), capture::rules::RulesError> {
-    rules.remove(netns)
 }
