@@ -12,7 +12,9 @@ use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, NoClientAuth, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
@@ -126,13 +128,7 @@ pub fn server_config(
     certificate: CurrentCertificate,
     bundle: &TrustBundle,
 ) -> Result<ServerConfig, TlsConfigError> {
-    let verifier = SpiffeClientVerifier::new(bundle)?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(certificate));
-    finish_server(&mut config);
-    Ok(config)
+    build_server(certificate, Arc::new(SpiffeClientVerifier::new(bundle)?))
 }
 
 /// Server side without client authentication, for the CA's API: callers have no certificate
@@ -140,9 +136,16 @@ pub fn server_config(
 pub fn server_config_without_client_auth(
     certificate: CurrentCertificate,
 ) -> Result<ServerConfig, TlsConfigError> {
+    build_server(certificate, Arc::new(NoClientAuth))
+}
+
+fn build_server(
+    certificate: CurrentCertificate,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<ServerConfig, TlsConfigError> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(Arc::new(certificate));
     finish_server(&mut config);
     Ok(config)
@@ -163,12 +166,8 @@ pub fn client_config(
     bundle: &TrustBundle,
     expected: Vec<SpiffeId>,
 ) -> Result<ClientConfig, TlsConfigError> {
-    let verifier = SpiffeServerVerifier::new(bundle, expected);
-    let mut config = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_cert_resolver(Arc::new(certificate));
+    let mut config =
+        client_builder(bundle, expected)?.with_client_cert_resolver(Arc::new(certificate));
     finish_client(&mut config);
     Ok(config)
 }
@@ -178,14 +177,23 @@ pub fn client_config_without_certificate(
     bundle: &TrustBundle,
     expected: Vec<SpiffeId>,
 ) -> Result<ClientConfig, TlsConfigError> {
-    let verifier = SpiffeServerVerifier::new(bundle, expected);
-    let mut config = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let mut config = client_builder(bundle, expected)?.with_no_client_auth();
     finish_client(&mut config);
     Ok(config)
+}
+
+/// TLS 1.3 with the SPIFFE server verifier, up to the choice of client certificate.
+fn client_builder(
+    bundle: &TrustBundle,
+    expected: Vec<SpiffeId>,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsConfigError> {
+    let verifier = SpiffeServerVerifier::new(bundle, expected);
+    Ok(
+        ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier)),
+    )
 }
 
 fn finish_client(config: &mut ClientConfig) {
