@@ -286,6 +286,17 @@ fn sweep_removes_what_a_crashed_run_left() -> Result<()> {
         .args(["netns", "exec", &format!("{crashed}-n0"), "sleep", "600"])
         .spawn()
         .map_err(|e| HarnessError::Invalid(e.to_string()))?;
+    // Sweep only once the stray process is really inside (it has exec'd `sleep`): a process
+    // still on its way into a namespace cannot be seen there, and a crashed run has none of those.
+    let comm = format!("/proc/{}/comm", stray.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray process never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // Another test process may sweep first, so check the outcome, not who did it.
     let report = ambit_tests::sweep_stale()?;
