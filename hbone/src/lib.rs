@@ -27,6 +27,8 @@ pub mod config;
 mod copy;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keepalive;
 mod pool;
 mod request;

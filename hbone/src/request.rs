@@ -94,7 +94,7 @@ impl InboundRequest {
     }
 }
 
-fn parse_forwarded_for(header: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_forwarded_for(header: &str) -> Option<SocketAddr> {
     let first = header.split(',').next()?;
     first.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;

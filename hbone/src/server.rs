@@ -16,6 +16,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -181,6 +182,10 @@ impl<S: Service> Server<S> {
         }
     }
 
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        self.inner.config.handshake_timeout
+    }
+
     /// Accepts connections until `shutdown` fires, then drains: every connection gets GOAWAY
     /// and its in-flight streams run until they finish or the drain timeout passes. Returns
     /// when all connections have closed.
@@ -227,6 +232,8 @@ impl<S: Service> Server<S> {
         let local = tcp.local_addr().map_err(ServeError::Socket)?;
         let _ = tcp.set_nodelay(true);
         let config = &self.inner.config;
+        // One deadline for the TLS handshake and the HTTP/2 preface together.
+        let handshake_deadline = tokio::time::Instant::now() + config.handshake_timeout;
         let handshake = async {
             let tls = self
                 .inner
@@ -243,22 +250,47 @@ impl<S: Service> Server<S> {
                     detail: e.to_string(),
                 }
             })?;
-            let connection = server_builder(config)
-                .handshake::<_, Bytes>(tls)
-                .await
-                .map_err(|source| ServeError::Http2 { peer, source })?;
-            Ok::<_, ServeError>((identity, connection))
+            Ok::<_, ServeError>((identity, tls))
         };
-        let (identity, mut connection) =
-            match tokio::time::timeout(config.handshake_timeout, handshake).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(ServeError::HandshakeTimeout {
-                        peer,
-                        timeout: config.handshake_timeout,
-                    })
-                }
-            };
+        let (identity, tls) = match tokio::time::timeout_at(handshake_deadline, handshake).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ServeError::HandshakeTimeout {
+                    peer,
+                    timeout: config.handshake_timeout,
+                })
+            }
+        };
+        self.serve_h2(tls, identity, local, peer, handshake_deadline, shutdown)
+            .await
+    }
+
+    /// The part of [`Server::serve_connection`] after mTLS: HTTP/2 on `io` (already
+    /// authenticated as `identity`) until it closes. Generic over the byte stream so that
+    /// `crate::fuzzing` can drive it in memory.
+    pub(crate) async fn serve_h2<IO>(
+        &self,
+        io: IO,
+        identity: certs::SpiffeId,
+        local: SocketAddr,
+        peer: SocketAddr,
+        handshake_deadline: tokio::time::Instant,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = &self.inner.config;
+        let handshake = server_builder(config).handshake::<_, Bytes>(io);
+        let mut connection = match tokio::time::timeout_at(handshake_deadline, handshake).await {
+            Ok(result) => result.map_err(|source| ServeError::Http2 { peer, source })?,
+            Err(_) => {
+                return Err(ServeError::HandshakeTimeout {
+                    peer,
+                    timeout: config.handshake_timeout,
+                })
+            }
+        };
         let span = tracing::debug_span!("hbone_server_connection", %peer, %local, peer_identity = %identity);
         async move {
             debug!("hbone connection accepted");
