@@ -4,6 +4,11 @@
 //! syntax error is reported as such), then decoded into the k8s-openapi type (or our
 //! AuthorizationPolicy type) with `serde_path_to_error` so a type error names its field path,
 //! then converted by [`crate::convert`], the same code the Kubernetes API source will use.
+//!
+//! An AuthorizationPolicy that cannot be understood does not fail the load: it is kept in its
+//! fail-closed form ([`crate::convert::fail_closed`]) and reported as a non-blocking
+//! [`ManifestError::Policy`], so a typo in one policy neither opens the workloads it guards nor
+//! freezes every other edit.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::convert::{self, AuthorizationPolicyResource, ConvertError};
+use crate::convert::{self, AuthorizationPolicyResource, ConvertError, FailClosedScope};
 use crate::error::{Location, ManifestError, ManifestErrors};
 use crate::model::{self, Namespace, Secret, Service, Workload, DEFAULT_NAMESPACE};
 use crate::policy::AuthorizationPolicy;
@@ -87,14 +92,33 @@ impl Converted {
 }
 
 /// Gathers objects from many files, remembering where each came from, and every problem.
-#[derive(Default)]
 pub(crate) struct Collector {
     objects: Objects,
     origins: HashMap<(Kind, String, String), Location>,
     errors: Vec<ManifestError>,
+    /// Where a policy whose namespace cannot be read is placed (the widest scope).
+    root_namespace: String,
+}
+
+/// What a load gave when nothing blocked it.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) snapshot: Snapshot,
+    /// Problems that did not stop the load: AuthorizationPolicies enforced fail-closed or left
+    /// out, each a [`ManifestError::Policy`].
+    pub(crate) problems: Vec<ManifestError>,
 }
 
 impl Collector {
+    pub(crate) fn new(options: &SnapshotOptions) -> Self {
+        Collector {
+            objects: Objects::default(),
+            origins: HashMap::new(),
+            errors: Vec::new(),
+            root_namespace: options.root_namespace.clone(),
+        }
+    }
+
     pub(crate) fn read_error(&mut self, path: &Path, source: io::Error) {
         self.errors.push(ManifestError::Read {
             path: path.to_owned(),
@@ -180,16 +204,41 @@ impl Collector {
                 "{api_version:?} is not supported for {kind}; use {}",
                 known.api_versions().join(" or ")
             );
-            self.errors.push(field_error("apiVersion", message));
+            if known == Kind::AuthorizationPolicy {
+                // Still a policy someone meant to enforce: kept fail-closed like any other.
+                let error = ConvertError::new("apiVersion", message);
+                let unnamed = unnamed(location);
+                let scope = FailClosedScope {
+                    root_namespace: &self.root_namespace,
+                    unnamed: &unnamed,
+                };
+                let kept = convert::fail_closed(&value, error, &scope);
+                if let Some(policy) = self.policy_problem(kept, location, &object, prefix) {
+                    self.insert(Converted::Policy(policy), location, object);
+                }
+            } else {
+                self.errors.push(field_error("apiVersion", message));
+            }
             return;
         }
 
-        let converted = match convert_value(known, value) {
+        let schema = format!("{api_version} {kind}");
+        let unnamed = unnamed(location);
+        let scope = FailClosedScope {
+            root_namespace: &self.root_namespace,
+            unnamed: &unnamed,
+        };
+        let converted = match convert_value(known, value, &schema, &scope) {
+            Ok(Some(Converted::Policy(policy))) => {
+                match self.policy_problem(Ok(policy), location, &object, prefix) {
+                    Some(policy) => Converted::Policy(policy),
+                    None => return,
+                }
+            }
             Ok(Some(converted)) => converted,
             Ok(None) => return,
             Err(Problem::Decode { field, message }) => {
-                let message =
-                    format!("{message}; fix the value to match the {api_version} {kind} schema");
+                let message = format!("{message}; fix the value to match the {schema} schema");
                 self.errors.push(field_error(&field, message));
                 return;
             }
@@ -197,7 +246,47 @@ impl Collector {
                 self.errors.push(field_error(&field, problem));
                 return;
             }
+            Err(Problem::PolicyLeftOut(error)) => {
+                self.policy_problem(Err(error), location, &object, prefix);
+                return;
+            }
         };
+        self.insert(converted, location, object);
+    }
+
+    /// Records the problem of a policy that could not be understood, if any, as a
+    /// non-blocking error; returns the policy to keep (`None`: left out).
+    fn policy_problem(
+        &mut self,
+        result: Result<AuthorizationPolicy, ConvertError>,
+        location: &Location,
+        object: &str,
+        prefix: &str,
+    ) -> Option<AuthorizationPolicy> {
+        let (field, message, enforced_as, kept) = match result {
+            Ok(policy) => match &policy.invalid {
+                None => return Some(policy),
+                Some(invalid) => (
+                    invalid.field.clone(),
+                    invalid.problem.clone(),
+                    invalid.enforced_as.clone(),
+                    Some(policy),
+                ),
+            },
+            Err(error) => (error.field, error.problem, "is left out".to_owned(), None),
+        };
+        self.errors.push(ManifestError::Policy {
+            location: location.clone(),
+            object: object.to_owned(),
+            field: format!("{prefix}{field}"),
+            message,
+            enforced_as,
+        });
+        kept
+    }
+
+    /// Adds a converted object unless another document already defined it.
+    fn insert(&mut self, converted: Converted, location: &Location, object: String) {
         let (k, ns, name) = converted.key();
         let key = (k, ns.to_owned(), name.to_owned());
         if let Some(first) = self.origins.get(&key) {
@@ -220,68 +309,71 @@ impl Collector {
         }
     }
 
-    /// The objects collected, without the address-conflict check of [`Collector::finish`].
+    /// The objects collected, without the address-conflict check of [`Collector::finish`];
+    /// like it, refused only for problems that block a load.
     #[cfg(test)]
     pub(crate) fn into_objects(self) -> Result<Objects, ManifestErrors> {
-        match ManifestErrors::new(self.errors) {
-            Some(errors) => Err(errors),
-            None => Ok(self.objects),
-        }
+        ManifestErrors::check(self.errors).map(|_| self.objects)
     }
 
-    /// Builds the snapshot if every document was good and no two objects claim one address.
-    pub(crate) fn finish(mut self, options: &SnapshotOptions) -> Result<Snapshot, ManifestErrors> {
-        if let Some(errors) = ManifestErrors::new(std::mem::take(&mut self.errors)) {
-            return Err(errors);
-        }
+    /// Builds the snapshot unless a problem blocks it (any but a policy that could not be
+    /// understood) or two objects claim one address; a refusal lists every problem found.
+    pub(crate) fn finish(mut self, options: &SnapshotOptions) -> Result<Loaded, ManifestErrors> {
+        let mut problems = ManifestErrors::check(std::mem::take(&mut self.errors))?;
         let (snapshot, conflicts) = Snapshot::build(self.objects, options);
-        let errors = conflicts
-            .into_iter()
-            .map(|conflict| {
-                let (kind, what, kept, dropped) = match conflict {
-                    Conflict::WorkloadIp { ip, kept, dropped } => {
-                        (Kind::Pod, format!("pod IP {ip}"), kept, dropped)
-                    }
-                    Conflict::ServiceVip {
-                        ip,
-                        port,
-                        kept,
-                        dropped,
-                    } => (
-                        Kind::Service,
-                        format!("cluster IP and port {ip}:{port}"),
-                        kept,
-                        dropped,
-                    ),
-                };
-                let origin = |(ns, name): &(String, String)| {
-                    self.origins
-                        .get(&(kind, ns.clone(), name.clone()))
-                        .cloned()
-                        .unwrap_or_else(|| Location {
-                            file: "<unknown>".into(),
-                            document: 0,
-                        })
-                };
-                ManifestError::Conflict {
-                    location: origin(&dropped),
-                    object: format!("{kind:?} {}/{}", dropped.0, dropped.1),
-                    what,
-                    other_object: format!("{kind:?} {}/{}", kept.0, kept.1),
-                    other_location: origin(&kept),
+        let conflicts = conflicts.into_iter().map(|conflict| {
+            let (kind, what, kept, dropped) = match conflict {
+                Conflict::WorkloadIp { ip, kept, dropped } => {
+                    (Kind::Pod, format!("pod IP {ip}"), kept, dropped)
                 }
-            })
-            .collect();
-        match ManifestErrors::new(errors) {
-            Some(errors) => Err(errors),
-            None => Ok(snapshot),
-        }
+                Conflict::ServiceVip {
+                    ip,
+                    port,
+                    kept,
+                    dropped,
+                } => (
+                    Kind::Service,
+                    format!("cluster IP and port {ip}:{port}"),
+                    kept,
+                    dropped,
+                ),
+            };
+            let origin = |(ns, name): &(String, String)| {
+                self.origins
+                    .get(&(kind, ns.clone(), name.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| Location {
+                        file: "<unknown>".into(),
+                        document: 0,
+                    })
+            };
+            ManifestError::Conflict {
+                location: origin(&dropped),
+                object: format!("{kind:?} {}/{}", dropped.0, dropped.1),
+                what,
+                other_object: format!("{kind:?} {}/{}", kept.0, kept.1),
+                other_location: origin(&kept),
+            }
+        });
+        problems.extend(conflicts);
+        let problems = ManifestErrors::check(problems)?;
+        Ok(Loaded { snapshot, problems })
     }
 }
 
+/// The name of a policy without a readable `metadata.name`: where it was found.
+fn unnamed(location: &Location) -> String {
+    format!("(unnamed, {location})")
+}
+
 enum Problem {
-    Decode { field: String, message: String },
+    Decode {
+        field: String,
+        message: String,
+    },
     Convert(ConvertError),
+    /// A policy that could not be understood and cannot change access anyway (AUDIT).
+    PolicyLeftOut(ConvertError),
 }
 
 impl From<ConvertError> for Problem {
@@ -290,7 +382,13 @@ impl From<ConvertError> for Problem {
     }
 }
 
-fn convert_value(kind: Kind, value: Value) -> Result<Option<Converted>, Problem> {
+/// Decodes and converts one object; `schema` (`apiVersion kind`) goes into decode errors.
+fn convert_value(
+    kind: Kind,
+    value: Value,
+    schema: &str,
+    scope: &FailClosedScope<'_>,
+) -> Result<Option<Converted>, Problem> {
     Ok(Some(match kind {
         Kind::Namespace => {
             Converted::Namespace(convert::namespace(&decode::<core::Namespace>(value)?)?)
@@ -306,9 +404,18 @@ fn convert_value(kind: Kind, value: Value) -> Result<Option<Converted>, Problem>
         }
         Kind::Secret => Converted::Secret(convert::secret(&decode::<core::Secret>(value)?)?),
         Kind::AuthorizationPolicy => {
-            Converted::Policy(convert::authorization_policy(&decode::<
-                AuthorizationPolicyResource,
-            >(value)?)?)
+            let decoded = match decode::<AuthorizationPolicyResource>(value.clone()) {
+                Ok(resource) => Ok(resource),
+                Err(Problem::Decode { field, message }) => Err(ConvertError::new(
+                    field,
+                    format!("{message}; fix the value to match the {schema} schema"),
+                )),
+                Err(Problem::Convert(error) | Problem::PolicyLeftOut(error)) => Err(error),
+            };
+            // Broken policies come back fail-closed with `invalid` set (see `policy_problem`).
+            convert::authorization_policy_or_fail_closed(decoded, || value, scope)
+                .map(Converted::Policy)
+                .map_err(Problem::PolicyLeftOut)?
         }
     }))
 }

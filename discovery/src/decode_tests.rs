@@ -4,12 +4,20 @@ use std::path::Path;
 
 use super::*;
 
-fn load(files: &[(&str, &str)]) -> Result<Snapshot, ManifestErrors> {
-    let mut collector = Collector::default();
+fn load_all(files: &[(&str, &str)]) -> Result<Loaded, ManifestErrors> {
+    let mut collector = Collector::new(&SnapshotOptions::default());
     for (name, text) in files {
         collector.add_file(Path::new(name), text);
     }
     collector.finish(&SnapshotOptions::default())
+}
+
+/// Loads manifests that must have no problem at all.
+fn load(files: &[(&str, &str)]) -> Result<Snapshot, ManifestErrors> {
+    load_all(files).map(|loaded| {
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        loaded.snapshot
+    })
 }
 
 fn load_err(files: &[(&str, &str)]) -> ManifestErrors {
@@ -121,8 +129,8 @@ fn error_table() {
         ),
         (
             "old version of a known group",
-            "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}".into(),
-            &["use security.istio.io/v1 or security.istio.io/v1beta1"],
+            "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s}".into(),
+            &["use discovery.k8s.io/v1"],
             Some("apiVersion"),
         ),
         (
@@ -148,12 +156,6 @@ fn error_table() {
             "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: [nodeName]".into(),
             &["Pod default/p", "invalid type: sequence"],
             Some("spec"),
-        ),
-        (
-            "policy typo",
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {rules: [{from: [{source: {principal: [x]}}]}]}".into(),
-            &["principal", "AuthorizationPolicy default/p"],
-            Some("spec.rules[0].from[0].source.principal"),
         ),
         (
             "error inside a list",
@@ -235,4 +237,165 @@ fn all_problems_are_reported_at_once() {
         message.contains("\n  2. /m/b.yaml, document 1"),
         "{message}"
     );
+}
+
+const WEB_AND_DB: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {podIP: 10.0.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {podIP: 10.0.1.6}";
+
+/// Lets `shop/sa/web` from 10.0.0.5 reach the db on 5432, and nothing else reach the db.
+const ALLOW_DB: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/web], ipBlocks: [10.0.0.0/8]}}]
+    to: [{operation: {ports: ['5432']}}]";
+
+/// Whether `shop/sa/web` from 10.0.0.5 may reach the pod `shop/<name>` on 5432.
+fn web_reaches(snapshot: &Snapshot, name: &str) -> crate::policy::Decision {
+    let web = certs::SpiffeId::new("cluster.local", "shop", "web").unwrap();
+    let workload = snapshot.workload("shop", name).unwrap();
+    let attrs = crate::policy::ConnectionAttrs {
+        src_ip: "10.0.0.5".parse().unwrap(),
+        src_identity: Some(&web),
+        dst_port: 5432,
+    };
+    crate::policy::authorize(snapshot.policies_for(workload), &attrs)
+}
+
+#[test]
+fn broken_policies_load_fail_closed_with_everything_else() {
+    use crate::policy::Decision;
+    let valid = load(&[("/m/pods.yaml", WEB_AND_DB), ("/m/p.yaml", ALLOW_DB)]).unwrap();
+    assert_eq!(
+        web_reaches(&valid, "db"),
+        Decision::Allow,
+        "the intended form"
+    );
+    assert_eq!(web_reaches(&valid, "web"), Decision::Allow);
+
+    // (case, edit of ALLOW_DB, field, whether web still reaches db, and the web pod itself)
+    let cidr = ("10.0.0.0/8", "10.0.0.0/33");
+    let deny = ("spec:\n", "spec:\n  action: DENY\n");
+    let ip_field = "spec.rules[0].from[0].source.ipBlocks[0]";
+    type Edits<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, Edits, &str, bool)] = &[
+        (
+            "typo field",
+            &[("principals", "principal")],
+            "spec.rules[0].from[0].source.principal",
+            true,
+        ),
+        (
+            "unknown field",
+            &[("  rules:", "  rulez:")],
+            "spec.rulez",
+            true,
+        ),
+        ("bad cidr", &[cidr], ip_field, true),
+        (
+            "bad action",
+            &[("spec:\n", "spec:\n  action: allow\n")],
+            "spec.action",
+            true,
+        ),
+        (
+            "bad selector",
+            &[("matchLabels", "matchLabel")],
+            "spec.selector.matchLabel",
+            false,
+        ),
+        ("deny with bad cidr", &[deny, cidr], ip_field, true),
+        (
+            "deny with bad selector",
+            &[deny, ("{app: db}", "[app]")],
+            "spec.selector.matchLabels",
+            false,
+        ),
+        (
+            "unknown version",
+            &[("security.istio.io/v1", "security.istio.io/v1alpha1")],
+            "apiVersion",
+            true,
+        ),
+    ];
+    for (case, edits, field, web_pod_open) in cases {
+        let mut policy = ALLOW_DB.to_owned();
+        for (from, to) in edits.iter() {
+            assert!(policy.contains(from), "{case}: edit does not apply");
+            policy = policy.replacen(from, to, 1);
+        }
+        let loaded = load_all(&[("/m/pods.yaml", WEB_AND_DB), ("/m/p.yaml", &policy)])
+            .unwrap_or_else(|e| panic!("{case}: the rest must load: {e}"));
+        let snapshot = &loaded.snapshot;
+        assert_eq!(snapshot.workloads().count(), 2, "{case}");
+        // Reported as an error, though it did not block the load.
+        let [problem] = loaded.problems.as_slice() else {
+            panic!("{case}: {:?}", loaded.problems)
+        };
+        assert!(!problem.blocks_load());
+        assert_eq!(problem.field(), Some(*field), "{case}: {problem}");
+        let message = problem.to_string();
+        for part in [
+            "/m/p.yaml, document 1",
+            "AuthorizationPolicy shop/db",
+            "until it is fixed the policy",
+        ] {
+            assert!(
+                message.contains(part),
+                "{case}: {part:?} missing from {message}"
+            );
+        }
+        let broken: Vec<_> = snapshot.invalid_policies().collect();
+        assert_eq!(broken.len(), 1, "{case}");
+        // What the intended policy allowed is refused, by the broken policy, which says so.
+        match web_reaches(snapshot, "db") {
+            Decision::DeniedBy(by) => {
+                assert_eq!(by.invalid.as_ref(), broken[0].invalid.as_ref(), "{case}");
+                assert!(
+                    by.to_string().contains("could not be understood"),
+                    "{case}: {by}"
+                );
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+        // Only a selector that cannot be read widens the scope to the web pod.
+        let web = web_reaches(snapshot, "web");
+        assert_eq!(web == Decision::Allow, *web_pod_open, "{case}: {web:?}");
+    }
+}
+
+#[test]
+fn a_broken_policy_is_listed_with_problems_that_block() {
+    let broken = ALLOW_DB.replacen("10.0.0.0/8", "10.0.0.0/33", 1);
+    let errors = load_all(&[
+        ("/m/a.yaml", &broken),
+        ("/m/b.yaml", &POD.replace("10.0.1.5", "bad")),
+    ])
+    .unwrap_err();
+    let fields: Vec<_> = errors.errors().iter().map(|e| e.field()).collect();
+    assert_eq!(
+        fields,
+        [
+            Some("spec.rules[0].from[0].source.ipBlocks[0]"),
+            Some("status.podIP")
+        ]
+    );
+
+    // An AUDIT policy never changes access: left out, reported, nothing blocked.
+    let audit = ALLOW_DB.replacen("spec:\n", "spec:\n  action: AUDIT\n", 1);
+    let loaded = load_all(&[("/m/pods.yaml", WEB_AND_DB), ("/m/a.yaml", &audit)]).unwrap();
+    assert_eq!(loaded.snapshot.policies().count(), 0);
+    let message = loaded.problems[0].to_string();
+    assert!(message.contains("the policy is left out"), "{message}");
 }

@@ -39,6 +39,18 @@ pub enum ManifestError {
         message: String,
     },
 
+    /// An AuthorizationPolicy that could not be understood. Unlike the other errors it does not
+    /// stop the manifests from loading: the policy is enforced in its fail-closed form, or left
+    /// out when it cannot change access (AUDIT); `enforced_as` says which.
+    #[error("{location} ({object}): field {field}: {message}; until it is fixed the policy {enforced_as}")]
+    Policy {
+        location: Location,
+        object: String,
+        field: String,
+        message: String,
+        enforced_as: String,
+    },
+
     #[error(
         "{location}: {object} is defined twice, first in {first}; remove or rename one of them"
     )]
@@ -63,13 +75,32 @@ impl ManifestError {
     /// The field path of a [`ManifestError::Field`], for tests and admin output.
     pub fn field(&self) -> Option<&str> {
         match self {
-            ManifestError::Field { field, .. } => Some(field),
+            ManifestError::Field { field, .. } | ManifestError::Policy { field, .. } => Some(field),
             _ => None,
+        }
+    }
+
+    /// Whether the problem keeps the manifests from loading; an AuthorizationPolicy that cannot
+    /// be understood does not (see [`ManifestError::Policy`]).
+    pub fn blocks_load(&self) -> bool {
+        !matches!(self, ManifestError::Policy { .. })
+    }
+
+    /// Where the problem is: the file, and the document (0 when the file could not be read).
+    pub fn origin(&self) -> (&std::path::Path, usize) {
+        match self {
+            ManifestError::Read { path, .. } => (path, 0),
+            ManifestError::Yaml { location, .. }
+            | ManifestError::Field { location, .. }
+            | ManifestError::Policy { location, .. }
+            | ManifestError::Duplicate { location, .. }
+            | ManifestError::Conflict { location, .. } => (&location.file, location.document),
         }
     }
 }
 
-/// All problems found in one load; never empty. A load with any problem publishes nothing.
+/// All problems found in one load; never empty. A load with any problem that
+/// [blocks](ManifestError::blocks_load) publishes nothing.
 #[derive(Debug)]
 pub struct ManifestErrors {
     errors: Vec<ManifestError>,
@@ -78,6 +109,16 @@ pub struct ManifestErrors {
 impl ManifestErrors {
     pub(crate) fn new(errors: Vec<ManifestError>) -> Option<Self> {
         (!errors.is_empty()).then_some(ManifestErrors { errors })
+    }
+
+    /// All of `errors` if any [blocks the load](ManifestError::blocks_load); otherwise they are
+    /// handed back to be reported alongside the snapshot.
+    pub(crate) fn check(errors: Vec<ManifestError>) -> Result<Vec<ManifestError>, ManifestErrors> {
+        if errors.iter().any(ManifestError::blocks_load) {
+            Err(ManifestErrors { errors })
+        } else {
+            Ok(errors)
+        }
     }
 
     pub fn errors(&self) -> &[ManifestError] {

@@ -8,7 +8,9 @@
 //! Sources:
 //! - [`LocalSource`]: `--manifests` files and folders (multi-document YAML or JSON), reloaded
 //!   live when their content changes; a bad edit is reported with file, document (1-based) and
-//!   field, and the last good snapshot stays in force.
+//!   field, and the last good snapshot stays in force — except for an AuthorizationPolicy that
+//!   cannot be understood, which is reported and enforced in its fail-closed form while the
+//!   rest loads ([`policy`]).
 //! - [`KubeSource`]: the Kubernetes API (`--kubeconfig`, `--in-cluster`), one watcher per kind
 //!   feeding the same `convert` functions into [`Snapshot::build`], debounced.
 //!
@@ -47,7 +49,9 @@ pub use model::{
     ambient_enrolled, EndpointSlice, Labels, NamedPort, Namespace, Protocol, Secret, Service,
     ServicePort, TargetPort, WaypointBinding, Workload,
 };
-pub use policy::{authorize, Action, AuthorizationPolicy, ConnectionAttrs, Decision};
+pub use policy::{
+    authorize, Action, AuthorizationPolicy, ConnectionAttrs, Decision, Invalid, PolicyRef,
+};
 pub use snapshot::{
     Conflict, Endpoint, Objects, Snapshot, SnapshotOptions, DEFAULT_ROOT_NAMESPACE,
 };

@@ -6,7 +6,13 @@
 //! costs next to nothing. A snapshot is published only when the content changed and every
 //! document loaded; otherwise the last good snapshot stays in force and the problem is logged and
 //! kept for the admin endpoint ([`LocalSource::last_error`]).
+//!
+//! The exception is an AuthorizationPolicy that cannot be understood: keeping the last snapshot
+//! would freeze every other edit behind one typo, and keeping the policy's last good form would
+//! enforce what the operator just changed. The rest loads and the policy is enforced in its
+//! fail-closed form ([`crate::policy`]), logged once and listed by [`LocalSource::problems`].
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
@@ -16,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::decode::Collector;
+use crate::decode::{Collector, Loaded};
 use crate::error::{ManifestError, ManifestErrors};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 
@@ -72,6 +78,10 @@ struct PollState {
     pending_failure: Option<u64>,
     generation: u64,
     last_error: Option<Arc<ManifestErrors>>,
+    /// Non-blocking problems of the content in force (policies enforced fail-closed).
+    problems: Option<Arc<ManifestErrors>>,
+    /// Those problems as logged, so one is logged once, not again with every unrelated edit.
+    logged: BTreeSet<String>,
 }
 
 /// Manifest files as a source of snapshots.
@@ -87,7 +97,10 @@ impl LocalSource {
     /// say which file, document and field to fix.
     pub fn load(config: LocalSourceConfig) -> Result<Arc<Self>, ManifestErrors> {
         let contents = read_manifests(&config.paths);
-        let snapshot = build(&contents, &config.snapshot)?.with_generation(1);
+        let Loaded { snapshot, problems } = build(&contents, &config.snapshot)?;
+        let snapshot = snapshot.with_generation(1);
+        let mut logged = BTreeSet::new();
+        report_problems(&problems, &mut logged);
         tracing::info!(
             files = contents.files.len(),
             workloads = snapshot.workloads().count(),
@@ -104,6 +117,8 @@ impl LocalSource {
                 pending_failure: None,
                 generation: 1,
                 last_error: None,
+                problems: ManifestErrors::new(problems).map(Arc::new),
+                logged,
             }),
         }))
     }
@@ -121,6 +136,14 @@ impl LocalSource {
     /// Why the manifests on disk are not in force, if they are not: for the admin endpoint.
     pub fn last_error(&self) -> Option<Arc<ManifestErrors>> {
         self.lock().last_error.clone()
+    }
+
+    /// Problems of the manifests in force that did not stop them loading: AuthorizationPolicies
+    /// that could not be understood, each enforced in its fail-closed form (or left out if it
+    /// cannot change access). For the admin endpoint; the snapshot has the policies themselves
+    /// ([`Snapshot::invalid_policies`]).
+    pub fn problems(&self) -> Option<Arc<ManifestErrors>> {
+        self.lock().problems.clone()
     }
 
     pub fn config(&self) -> &LocalSourceConfig {
@@ -149,7 +172,17 @@ impl LocalSource {
         let result = build(&contents, &self.config.snapshot);
         let mut state = self.lock();
         match result {
-            Ok(snapshot) => {
+            // A broken policy may be a file caught mid-write too: wait for the same content a
+            // second time before enforcing it fail-closed (the last snapshot stays meanwhile).
+            Ok(Loaded { problems, .. })
+                if !problems.is_empty() && state.pending_failure != Some(fingerprint) =>
+            {
+                state.pending_failure = Some(fingerprint);
+                PollOutcome::Pending
+            }
+            Ok(Loaded { snapshot, problems }) => {
+                report_problems(&problems, &mut state.logged);
+                state.problems = ManifestErrors::new(problems).map(Arc::new);
                 state.generation += 1;
                 let generation = state.generation;
                 tracing::info!(
@@ -207,19 +240,33 @@ impl LocalSource {
     }
 }
 
+/// Logs the non-blocking problems of content about to be in force, each once: `logged` holds
+/// what was logged before and is replaced by the current set, so a problem fixed and made again
+/// is logged again.
+fn report_problems(problems: &[ManifestError], logged: &mut BTreeSet<String>) {
+    let current: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+    for error in problems {
+        let message = error.to_string();
+        if logged.contains(&message) {
+            continue;
+        }
+        let (file, document) = error.origin();
+        tracing::warn!(
+            file = %file.display(),
+            document,
+            field = error.field().unwrap_or(""),
+            error = %message,
+            "AuthorizationPolicy could not be understood; it is enforced in its fail-closed form until fixed, the rest of the manifests loaded"
+        );
+    }
+    *logged = current;
+}
+
 fn report(errors: &ManifestErrors, generation: u64) {
     for error in errors.errors() {
-        let (file, document) = match error {
-            ManifestError::Read { path, .. } => (path.display().to_string(), 0),
-            ManifestError::Yaml { location, .. }
-            | ManifestError::Field { location, .. }
-            | ManifestError::Duplicate { location, .. }
-            | ManifestError::Conflict { location, .. } => {
-                (location.file.display().to_string(), location.document)
-            }
-        };
+        let (file, document) = error.origin();
         tracing::warn!(
-            %file,
+            file = %file.display(),
             document,
             field = error.field().unwrap_or(""),
             error = %error,
@@ -290,8 +337,8 @@ fn manifest_files(path: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn build(contents: &Contents, options: &SnapshotOptions) -> Result<Snapshot, ManifestErrors> {
-    let mut collector = Collector::default();
+fn build(contents: &Contents, options: &SnapshotOptions) -> Result<Loaded, ManifestErrors> {
+    let mut collector = Collector::new(options);
     for (path, text) in &contents.files {
         match text {
             Ok(text) => collector.add_file(path, text),

@@ -283,3 +283,111 @@ async fn watcher_reloads_live_and_survives_a_broken_edit() {
     assert!(source.last_error().is_none());
     watcher.abort();
 }
+
+/// Log lines written while `f` runs on this thread.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+const ALLOW_WEB: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]
+";
+
+#[test]
+fn a_broken_policy_is_enforced_fail_closed_while_the_rest_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods.yaml");
+    let policy = dir.path().join("policy.yaml");
+    fs::write(&pods, pod("one", "10.0.0.1")).unwrap();
+    fs::write(&policy, ALLOW_WEB.replace("10.0.0.0/8", "10.0.0.0/33")).unwrap();
+    const LINE: &str = "AuthorizationPolicy could not be understood";
+
+    // A broken policy does not keep ztunnel from starting: it starts fail-closed.
+    let (source, logs) = logs_of(|| LocalSource::load(config(&[dir.path()])).unwrap());
+    assert_eq!(logs.matches(LINE).count(), 1, "{logs}");
+    assert!(logs.contains("ipBlocks[0]"), "{logs}");
+    let snapshot = source.current();
+    let broken: Vec<_> = snapshot.invalid_policies().collect();
+    assert_eq!(broken.len(), 1);
+    let web = snapshot.workload("shop", "one").unwrap();
+    let conn = ConnectionAttrs {
+        src_ip: "10.0.0.5".parse().unwrap(),
+        src_identity: None,
+        dst_port: 80,
+    };
+    assert!(matches!(
+        authorize(snapshot.policies_for(web), &conn),
+        Decision::DeniedBy(by) if by.invalid.is_some()
+    ));
+    let problems = source.problems().unwrap().to_string();
+    assert!(
+        problems.contains("policy.yaml, document 1") && problems.contains("allows nothing"),
+        "{problems}"
+    );
+    assert!(source.last_error().is_none(), "the manifests are in force");
+
+    // An unrelated edit reloads (after the usual second look) and does not log it again.
+    fs::write(&pods, pod("two", "10.0.0.2")).unwrap();
+    let (outcomes, logs) = logs_of(|| [source.poll(), source.poll(), source.poll()]);
+    assert_eq!(
+        outcomes,
+        [
+            PollOutcome::Pending,
+            PollOutcome::Published(2),
+            PollOutcome::Unchanged
+        ]
+    );
+    assert_eq!(names(&source.current()), vec!["two"]);
+    assert_eq!(logs.matches(LINE).count(), 0, "logged once: {logs}");
+
+    // Fixed: the intended policy, the problem cleared; broken again: logged again.
+    fs::write(&policy, ALLOW_WEB).unwrap();
+    assert_eq!(source.poll(), PollOutcome::Published(3));
+    assert!(source.problems().is_none());
+    assert_eq!(source.current().invalid_policies().count(), 0);
+    fs::write(&policy, ALLOW_WEB.replace("ipBlocks", "ipBlock")).unwrap();
+    let (outcomes, logs) = logs_of(|| [source.poll(), source.poll()]);
+    assert_eq!(outcomes, [PollOutcome::Pending, PollOutcome::Published(4)]);
+    assert_eq!(logs.matches(LINE).count(), 1, "{logs}");
+}
+
+#[tokio::test]
+async fn the_source_reports_broken_policies_for_the_admin_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("pods.yaml"), pod("one", "10.0.0.1")).unwrap();
+    fs::write(
+        dir.path().join("policy.yaml"),
+        ALLOW_WEB.replace("spec:\n", "spec:\n  action: allow\n"),
+    )
+    .unwrap();
+    let source = crate::Source::start(crate::SourceConfig::Manifests(config(&[dir.path()])))
+        .await
+        .unwrap();
+    let error = source.last_error().unwrap();
+    assert!(
+        error.contains("field spec.action") && error.contains("denies every connection"),
+        "{error}"
+    );
+}

@@ -9,7 +9,21 @@
 //! - a rule that uses L7 fields (methods, paths, hosts, `when`, request principals…) cannot be
 //!   checked at L4: in an ALLOW policy it matches nothing (fail closed), in a DENY policy it is
 //!   evaluated without them, i.e. denies everything it would match ignoring them.
+//!
+//! A policy that cannot be understood (a misspelt field, `ipBlocks: [10.0.0.0/33]`,
+//! `action: allow`) is never dropped: dropping the only ALLOW policy of a workload would open it
+//! to everyone, dropping a DENY would lift the denial. `crate::convert` keeps it in a
+//! fail-closed form instead, with [`AuthorizationPolicy::invalid`] saying why (DESIGN §7):
+//! - a broken ALLOW allows nothing (it has no rules) for every workload it could select, so it
+//!   only narrows what other ALLOW policies allow;
+//! - a broken DENY, or a policy whose action cannot be read, denies every connection (one empty
+//!   rule) to every workload it could select.
+//!
+//! [`authorize`] enforces such a policy by its `invalid` mark as well as by its rules, and names
+//! it in the [`Decision`], so that the access log says the connection was refused by a policy
+//! that could not be understood.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use certs::SpiffeId;
@@ -36,6 +50,31 @@ pub struct AuthorizationPolicy {
     /// ztunnel ignores it. Kept as `kind/name` for the waypoint.
     pub target_refs: Vec<String>,
     pub rules: Vec<Rule>,
+    /// Set when the resource could not be understood: the policy is then in its fail-closed
+    /// form (see the module docs) and this says why and what to fix.
+    pub invalid: Option<Invalid>,
+}
+
+/// Why an AuthorizationPolicy could not be understood, and what it does until it is fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The field at fault, from the object's root, e.g. `spec.rules[0].from[0].source.ipBlocks[0]`.
+    pub field: String,
+    /// What is wrong and what to write instead.
+    pub problem: String,
+    /// What the fail-closed form does, e.g. `denies every connection to every workload in
+    /// namespace shop`.
+    pub enforced_as: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "field {}: {}; until it is fixed the policy {}",
+            self.field, self.problem, self.enforced_as
+        )
+    }
 }
 
 /// One entry of `spec.rules`.
@@ -114,10 +153,42 @@ pub struct ConnectionAttrs<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Denied by this DENY policy (`namespace/name`).
-    DeniedBy(String),
+    /// Denied by this policy: a DENY policy that matched, or a policy that could not be
+    /// understood and is enforced fail-closed (then [`PolicyRef::invalid`] says why). Its
+    /// `Display` is `namespace/name`, followed for the latter by the reason.
+    DeniedBy(PolicyRef),
     /// ALLOW policies apply to the workload and none matched.
     NotAllowed,
+}
+
+/// The policy behind a [`Decision::DeniedBy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRef {
+    pub namespace: String,
+    pub name: String,
+    /// Set when the policy could not be understood: the connection was refused by its
+    /// fail-closed form, not by a rule the operator wrote.
+    pub invalid: Option<Invalid>,
+}
+
+impl PolicyRef {
+    fn of(policy: &AuthorizationPolicy) -> Self {
+        PolicyRef {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            invalid: policy.invalid.clone(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)?;
+        if let Some(invalid) = &self.invalid {
+            write!(f, ", which could not be understood ({invalid})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Evaluates the policies that apply to a destination workload (see `Snapshot::policies_for`).
@@ -141,19 +212,30 @@ pub fn authorize<'p>(
     };
     let mut any_allow = false;
     let mut allowed = false;
+    // The first ALLOW policy that could not be understood: when nothing else allows the
+    // connection, it is the one to fix (its intended form might have allowed it).
+    let mut broken_allow: Option<&AuthorizationPolicy> = None;
     for policy in policies {
+        // The fail-closed form already has the right rules (none for ALLOW, one empty rule for
+        // DENY); deciding by the mark as well keeps that true whatever the rules say.
+        let broken = policy.invalid.is_some();
         match policy.action {
             Action::Deny => {
-                if policy
-                    .rules
-                    .iter()
-                    .any(|rule| rule.matches(&facts, Action::Deny))
+                if broken
+                    || policy
+                        .rules
+                        .iter()
+                        .any(|rule| rule.matches(&facts, Action::Deny))
                 {
-                    return Decision::DeniedBy(format!("{}/{}", policy.namespace, policy.name));
+                    return Decision::DeniedBy(PolicyRef::of(policy));
                 }
             }
             Action::Allow => {
                 any_allow = true;
+                if broken {
+                    broken_allow = broken_allow.or(Some(policy));
+                    continue;
+                }
                 allowed = allowed
                     || policy
                         .rules
@@ -164,6 +246,8 @@ pub fn authorize<'p>(
     }
     if !any_allow || allowed {
         Decision::Allow
+    } else if let Some(policy) = broken_allow {
+        Decision::DeniedBy(PolicyRef::of(policy))
     } else {
         Decision::NotAllowed
     }
@@ -220,178 +304,9 @@ fn positive<T>(list: &[T], hit: impl Fn(&T) -> bool) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
+#[path = "policy_tests.rs"]
+mod tests;
 
-    fn policy(action: Action, rules: Vec<Rule>) -> AuthorizationPolicy {
-        AuthorizationPolicy {
-            name: "p".into(),
-            namespace: "shop".into(),
-            action,
-            selector: None,
-            target_refs: vec![],
-            rules,
-        }
-    }
-
-    fn from_principal(p: &str) -> Rule {
-        Rule {
-            from: Some(vec![Source {
-                principals: vec![StringMatch::parse(p)],
-                ..Source::default()
-            }]),
-            ..Rule::default()
-        }
-    }
-
-    fn to_port(port: u16) -> Rule {
-        Rule {
-            to: Some(vec![Operation {
-                ports: vec![port],
-                not_ports: vec![],
-            }]),
-            ..Rule::default()
-        }
-    }
-
-    fn l7(mut rule: Rule) -> Rule {
-        rule.has_l7_fields = true;
-        rule.l7_fields = vec!["methods".into()];
-        rule
-    }
-
-    #[test]
-    fn decisions_follow_istio_semantics() {
-        let web = SpiffeId::new("cluster.local", "shop", "web").unwrap();
-        let conn = |id: Option<&'static SpiffeId>, port| ConnectionAttrs {
-            src_ip: "10.0.0.5".parse().unwrap(),
-            src_identity: id,
-            dst_port: port,
-        };
-        let web: &'static SpiffeId = Box::leak(Box::new(web));
-        let allow_web = policy(
-            Action::Allow,
-            vec![from_principal("cluster.local/ns/shop/sa/web")],
-        );
-        let allow_ns_prefix = policy(
-            Action::Allow,
-            vec![Rule {
-                from: Some(vec![Source {
-                    namespaces: vec![StringMatch::parse("sh*")],
-                    ..Source::default()
-                }]),
-                ..Rule::default()
-            }],
-        );
-        let deny_port = policy(Action::Deny, vec![to_port(9090)]);
-        let deny_l7_port = policy(Action::Deny, vec![l7(to_port(8080))]);
-        let allow_l7 = policy(Action::Allow, vec![l7(Rule::default())]);
-        let allow_nothing = policy(Action::Allow, vec![]);
-        let allow_all = policy(Action::Allow, vec![Rule::default()]);
-        let allow_block = policy(
-            Action::Allow,
-            vec![Rule {
-                from: Some(vec![Source {
-                    ip_blocks: vec!["10.0.0.0/24".parse().unwrap()],
-                    not_ip_blocks: vec!["10.0.0.9/32".parse().unwrap()],
-                    ..Source::default()
-                }]),
-                ..Rule::default()
-            }],
-        );
-        let denied = Decision::DeniedBy("shop/p".into());
-        let cases: Vec<(&str, Vec<&AuthorizationPolicy>, ConnectionAttrs, Decision)> = vec![
-            ("no policies", vec![], conn(None, 80), Decision::Allow),
-            (
-                "principal allowed",
-                vec![&allow_web],
-                conn(Some(web), 80),
-                Decision::Allow,
-            ),
-            (
-                "plaintext not allowed",
-                vec![&allow_web],
-                conn(None, 80),
-                Decision::NotAllowed,
-            ),
-            (
-                "namespace prefix",
-                vec![&allow_ns_prefix],
-                conn(Some(web), 80),
-                Decision::Allow,
-            ),
-            (
-                "deny wins",
-                vec![&allow_web, &deny_port],
-                conn(Some(web), 9090),
-                denied.clone(),
-            ),
-            (
-                "deny other port",
-                vec![&deny_port],
-                conn(None, 80),
-                Decision::Allow,
-            ),
-            (
-                "deny with l7 applies",
-                vec![&deny_l7_port],
-                conn(None, 8080),
-                denied,
-            ),
-            (
-                "allow with l7 matches nothing",
-                vec![&allow_l7],
-                conn(Some(web), 80),
-                Decision::NotAllowed,
-            ),
-            (
-                "allow without rules",
-                vec![&allow_nothing],
-                conn(Some(web), 80),
-                Decision::NotAllowed,
-            ),
-            (
-                "allow empty rule",
-                vec![&allow_all],
-                conn(None, 80),
-                Decision::Allow,
-            ),
-            (
-                "ip block",
-                vec![&allow_block],
-                conn(None, 80),
-                Decision::Allow,
-            ),
-        ];
-        for (name, policies, conn, want) in cases {
-            assert_eq!(authorize(policies, &conn), want, "{name}");
-        }
-        let excluded = ConnectionAttrs {
-            src_ip: "10.0.0.9".parse().unwrap(),
-            src_identity: None,
-            dst_port: 80,
-        };
-        assert_eq!(authorize([&allow_block], &excluded), Decision::NotAllowed);
-    }
-
-    #[test]
-    fn string_match_patterns() {
-        let cases = [
-            ("*", "x", true),
-            ("*", "", false),
-            ("a*", "abc", true),
-            ("*c", "abc", true),
-            ("*c", "abd", false),
-            ("abc", "abc", true),
-            ("abc", "ab", false),
-        ];
-        for (pattern, value, want) in cases {
-            assert_eq!(
-                StringMatch::parse(pattern).matches(value),
-                want,
-                "{pattern} vs {value}"
-            );
-        }
-    }
-}
+#[cfg(test)]
+#[path = "policy_properties.rs"]
+mod properties;

@@ -380,6 +380,12 @@ impl Snapshot {
         self.policies.iter()
     }
 
+    /// Policies that could not be understood and are enforced in their fail-closed form, each
+    /// with [`AuthorizationPolicy::invalid`] saying why: for `/config_dump`.
+    pub fn invalid_policies(&self) -> impl Iterator<Item = &AuthorizationPolicy> {
+        self.policies.iter().filter(|p| p.invalid.is_some())
+    }
+
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
         lookup(&self.secrets, namespace, name)
     }

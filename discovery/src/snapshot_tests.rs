@@ -12,7 +12,7 @@ fn ip(text: &str) -> IpAddr {
 
 fn build_with(yaml: &str, options: &SnapshotOptions) -> (Snapshot, Vec<Conflict>) {
     // Skip the local source's conflict check, to see the conflicts themselves.
-    let mut collector = Collector::default();
+    let mut collector = Collector::new(options);
     collector.add_file(Path::new("test.yaml"), yaml);
     let objects = collector.into_objects().expect("fixture loads");
     Snapshot::build(objects, options)

@@ -187,10 +187,18 @@ impl Source {
     }
 
     /// Why the view may be stale or incomplete, for admin endpoints: rejected manifests, or a
-    /// failing watch and objects the mesh cannot use.
+    /// failing watch and objects the mesh cannot use; and in both modes AuthorizationPolicies
+    /// that could not be understood (enforced fail-closed).
     pub fn last_error(&self) -> Option<String> {
         match self {
-            Source::Local(local) => local.source.last_error().map(|e| e.to_string()),
+            Source::Local(local) => {
+                let lines: Vec<String> = [local.source.last_error(), local.source.problems()]
+                    .into_iter()
+                    .flatten()
+                    .map(|errors| errors.to_string())
+                    .collect();
+                (!lines.is_empty()).then(|| lines.join("\n"))
+            }
             Source::Kubernetes(kube) => {
                 let mut lines: Vec<String> =
                     kube.failures().iter().map(ToString::to_string).collect();

@@ -5,6 +5,7 @@
 //! mesh relies on and report problems by field path, so that a source can add where the object
 //! came from (file and document, or API object) and the operator knows what to fix.
 
+mod fail_closed;
 mod policy;
 mod service;
 mod workload;
@@ -16,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::model::{self, Labels, WaypointBinding, DEFAULT_NAMESPACE};
 
+pub use fail_closed::{authorization_policy_or_fail_closed, fail_closed, FailClosedScope};
 pub use policy::{
     authorization_policy, AuthorizationPolicyResource, AuthorizationPolicySpec, RuleSpec,
     SelectorSpec, TargetRefSpec,

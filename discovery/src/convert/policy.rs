@@ -134,10 +134,16 @@ pub fn authorization_policy(
     let action = match spec.action.as_deref() {
         None | Some("ALLOW") => Action::Allow,
         Some("DENY") => Action::Deny,
-        Some(other @ ("AUDIT" | "CUSTOM")) => {
+        Some("AUDIT") => {
             return Err(ConvertError::new(
                 "spec.action",
-                format!("{other} is not supported; Ambit enforces ALLOW and DENY policies"),
+                "AUDIT is not supported; an AUDIT policy only marks requests for audit logging and never changes access, so Ambit leaves it out (Ambit enforces ALLOW and DENY)",
+            ))
+        }
+        Some("CUSTOM") => {
+            return Err(ConvertError::new(
+                "spec.action",
+                "CUSTOM (external authorization) is not supported; Ambit enforces ALLOW and DENY, so express the policy as those",
             ))
         }
         Some(other) => {
@@ -178,6 +184,7 @@ pub fn authorization_policy(
         selector,
         target_refs,
         rules,
+        invalid: None,
     })
 }
 
@@ -186,7 +193,9 @@ fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
     if rule.when.is_some() {
         l7_fields.push("when".to_owned());
     }
-    let from = match &rule.from {
+    // An empty `from` or `to` list constrains nothing, as in Istio (it builds the rule from the
+    // entries present): reading it as "matches nothing" would make a DENY rule deny nothing.
+    let from = match rule.from.as_ref().filter(|entries| !entries.is_empty()) {
         None => None,
         Some(entries) => Some(
             entries
@@ -203,7 +212,7 @@ fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let to = match &rule.to {
+    let to = match rule.to.as_ref().filter(|entries| !entries.is_empty()) {
         None => None,
         Some(entries) => Some(
             entries

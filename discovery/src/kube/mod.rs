@@ -22,6 +22,10 @@ mod publish;
 mod store;
 mod watch;
 
+/// The Kubernetes path's AuthorizationPolicy conversion, for the crate's property tests.
+#[cfg(test)]
+pub(crate) use watch::authorization_policy;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;

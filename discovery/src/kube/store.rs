@@ -27,11 +27,50 @@ pub(crate) type Key = (String, String);
 /// an EndpointSlice of no Service), or a problem to report.
 pub(crate) type Converted<T> = Result<Option<T>, ConvertError>;
 
+/// A model object that can be in force and still have a problem to report.
+pub(crate) trait Kept {
+    /// The problem of an object kept anyway: an AuthorizationPolicy that could not be
+    /// understood is enforced in its fail-closed form, and the operator still has to hear why.
+    fn kept_problem(&self) -> Option<ConvertError> {
+        None
+    }
+}
+
+impl Kept for Namespace {}
+impl Kept for Workload {}
+impl Kept for Service {}
+impl Kept for EndpointSlice {}
+impl Kept for Secret {}
+
+impl Kept for AuthorizationPolicy {
+    fn kept_problem(&self) -> Option<ConvertError> {
+        self.invalid.as_ref().map(|invalid| {
+            ConvertError::new(
+                invalid.field.clone(),
+                format!(
+                    "{}; until it is fixed the policy {}",
+                    invalid.problem, invalid.enforced_as
+                ),
+            )
+        })
+    }
+}
+
+/// The problem a conversion reports, and whether the object stays in force regardless.
+pub(crate) fn problem_of<T: Kept>(converted: &Converted<T>) -> Option<(ConvertError, bool)> {
+    match converted {
+        Err(problem) => Some((problem.clone(), false)),
+        Ok(Some(object)) => object.kept_problem().map(|problem| (problem, true)),
+        Ok(None) => None,
+    }
+}
+
 /// The objects of one kind, by key.
 #[derive(Debug)]
 pub(crate) struct KindStore<T> {
     objects: HashMap<Key, T>,
-    /// Objects that could not be converted, with why; they are absent from `objects`.
+    /// Objects that could not be converted, with why; they are absent from `objects` unless
+    /// kept anyway (see [`Kept`]).
     problems: BTreeMap<Key, ConvertError>,
     /// The list being received between `Init` and `InitDone`.
     relist: Option<(HashMap<Key, T>, BTreeMap<Key, ConvertError>)>,
@@ -60,10 +99,10 @@ pub(crate) struct Outcome {
     pub new_problem: bool,
 }
 
-impl<T: PartialEq> KindStore<T> {
+impl<T: PartialEq + Kept> KindStore<T> {
     /// An object was added or modified.
     pub(crate) fn apply(&mut self, key: Key, converted: Converted<T>) -> Outcome {
-        let new_problem = record_problem(&mut self.problems, &key, &converted);
+        let new_problem = record_problem(&mut self.problems, &key, problem_of(&converted));
         let changed = match converted {
             Ok(Some(object)) => {
                 if self.objects.get(&key) == Some(&object) {
@@ -103,11 +142,11 @@ impl<T: PartialEq> KindStore<T> {
             .relist
             .get_or_insert_with(|| (HashMap::new(), BTreeMap::new()));
         // "New" against what is in force, so a relist does not re-log known problems.
-        let new_problem = match &converted {
-            Err(problem) => self.problems.get(&key) != Some(problem),
-            Ok(_) => false,
-        };
-        record_problem(problems, &key, &converted);
+        let problem = problem_of(&converted);
+        let new_problem = problem
+            .as_ref()
+            .is_some_and(|(problem, _)| self.problems.get(&key) != Some(problem));
+        record_problem(problems, &key, problem);
         if let Ok(Some(object)) = converted {
             objects.insert(key, object);
         }
@@ -158,14 +197,16 @@ impl<T: Clone> KindStore<T> {
 }
 
 /// Records or clears the conversion problem of `key`; true if it is a new problem.
-fn record_problem<T>(
+fn record_problem(
     problems: &mut BTreeMap<Key, ConvertError>,
     key: &Key,
-    converted: &Converted<T>,
+    problem: Option<(ConvertError, bool)>,
 ) -> bool {
-    match converted {
-        Err(problem) => problems.insert(key.clone(), problem.clone()).as_ref() != Some(problem),
-        Ok(_) => {
+    match problem {
+        Some((problem, _)) => {
+            problems.insert(key.clone(), problem.clone()).as_ref() != Some(&problem)
+        }
+        None => {
             problems.remove(key);
             false
         }
@@ -220,7 +261,8 @@ impl Store {
         }
     }
 
-    /// Objects the API server holds but the mesh cannot use, as `Kind namespace/name: problem`.
+    /// Objects the API server holds but the mesh cannot use (left out, or AuthorizationPolicies
+    /// enforced fail-closed), as `Kind namespace/name: problem`.
     pub(crate) fn problems(&self) -> Vec<String> {
         fn list<T>(out: &mut Vec<String>, kind: Kind, store: &KindStore<T>) {
             for ((namespace, name), problem) in &store.problems {

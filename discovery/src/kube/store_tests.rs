@@ -2,6 +2,8 @@
 
 use super::*;
 
+impl Kept for u32 {}
+
 fn key(name: &str) -> Key {
     ("ns".to_owned(), name.to_owned())
 }

@@ -14,10 +14,11 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::store::{qualified, Converted, Key, KindStore, Outcome, Store};
+use super::store::{problem_of, qualified, Converted, Kept, Key, KindStore, Outcome, Store};
 use super::{Kind, KubeSourceConfig, Shared};
-use crate::convert::{self, AuthorizationPolicyResource, ConvertError};
+use crate::convert::{self, AuthorizationPolicyResource, ConvertError, FailClosedScope};
 use crate::model::Workload;
+use crate::policy::AuthorizationPolicy;
 
 /// Pods that are not scheduled yet (no IP, no node's ztunnel cares) and finished Pods (Jobs
 /// leave many behind; their IPs are free for reuse and their identities should no longer be
@@ -74,18 +75,20 @@ pub(super) fn spawn(
                 },
                 |store: &mut Store| &mut store.endpoint_slices,
             )),
-            Kind::AuthorizationPolicy => tokio::spawn(run_dynamic(
-                shared,
-                client,
-                kind,
-                config.recheck_absent,
-                ("security.istio.io", &["v1", "v1beta1"]),
-                |object: &DynamicObject, resource: &ApiResource| {
-                    let policy: AuthorizationPolicyResource = decode(object, resource, None)?;
-                    convert::authorization_policy(&policy).map(Some)
-                },
-                |store: &mut Store| &mut store.policies,
-            )),
+            Kind::AuthorizationPolicy => {
+                let root_namespace = config.snapshot.root_namespace.clone();
+                tokio::spawn(run_dynamic(
+                    shared,
+                    client,
+                    kind,
+                    config.recheck_absent,
+                    ("security.istio.io", &["v1", "v1beta1"]),
+                    move |object: &DynamicObject, resource: &ApiResource| {
+                        authorization_policy(object, resource, &root_namespace)
+                    },
+                    |store: &mut Store| &mut store.policies,
+                ))
+            }
             Kind::Secret => {
                 let scope = config.secrets.clone().unwrap_or_default();
                 let api = match &scope.namespace {
@@ -130,6 +133,40 @@ fn pod(pod: &core::Pod) -> Converted<Workload> {
     convert::workload(pod).map(Some)
 }
 
+/// An AuthorizationPolicy as ztunnel enforces it: converted, or — when it cannot be
+/// understood — in its fail-closed form with `invalid` set, which the store keeps in force and
+/// reports ([`Kept`]). Dropping it instead would open what it guards. `Err` only for a broken
+/// policy that cannot change access (AUDIT).
+pub(crate) fn authorization_policy(
+    object: &DynamicObject,
+    resource: &ApiResource,
+    root_namespace: &str,
+) -> Converted<AuthorizationPolicy> {
+    let decoded = decode::<AuthorizationPolicyResource>(object, resource, None);
+    let (namespace, name) = key(object);
+    let raw = || {
+        serde_json::to_value(object)
+            .ok()
+            .and_then(|json| serde_yaml::to_value(json).ok())
+            // Not expected (the object came as JSON); if it happens, the name and namespace
+            // are still known and a spec that cannot be read fails closed as deny-all.
+            .unwrap_or_else(|| {
+                let mut meta = serde_yaml::Mapping::new();
+                meta.insert("name".into(), name.as_str().into());
+                meta.insert("namespace".into(), namespace.as_str().into());
+                let mut raw = serde_yaml::Mapping::new();
+                raw.insert("metadata".into(), meta.into());
+                raw.insert("spec".into(), "(could not be read)".into());
+                raw.into()
+            })
+    };
+    let scope = FailClosedScope {
+        root_namespace,
+        unnamed: &name,
+    };
+    convert::authorization_policy_or_fail_closed(decoded, raw, &scope).map(Some)
+}
+
 /// Watches one kind forever. The watcher's stream never ends: with `default_backoff` it retries
 /// every failure (connection refused while the API server restarts, 403 until RBAC is fixed,
 /// 410 Gone, which makes it relist).
@@ -142,7 +179,7 @@ async fn run<K, T>(
     select: impl Fn(&mut Store) -> &mut KindStore<T>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    T: PartialEq,
+    T: PartialEq + Kept,
 {
     let events = watcher::watcher(api, config).default_backoff();
     let mut events = std::pin::pin!(events);
@@ -173,7 +210,7 @@ async fn run<K, T>(
 }
 
 /// Applies one watcher event to a kind's store, logging objects the mesh cannot use.
-pub(super) fn apply_event<K: Resource, T: PartialEq>(
+pub(super) fn apply_event<K: Resource, T: PartialEq + Kept>(
     kind: Kind,
     store: &mut KindStore<T>,
     event: Event<K>,
@@ -183,7 +220,7 @@ pub(super) fn apply_event<K: Resource, T: PartialEq>(
         Event::Apply(object) => {
             let key = key(&object);
             let converted = convert(&object);
-            let problem = converted.as_ref().err().cloned();
+            let problem = problem_of(&converted);
             let outcome = store.apply(key.clone(), converted);
             log_problem(kind, &key, problem, outcome);
             outcome
@@ -196,7 +233,7 @@ pub(super) fn apply_event<K: Resource, T: PartialEq>(
         Event::InitApply(object) => {
             let key = key(&object);
             let converted = convert(&object);
-            let problem = converted.as_ref().err().cloned();
+            let problem = problem_of(&converted);
             let outcome = store.init_apply(key.clone(), converted);
             log_problem(kind, &key, problem, outcome);
             outcome
@@ -209,11 +246,25 @@ pub(super) fn apply_event<K: Resource, T: PartialEq>(
     }
 }
 
-fn log_problem(kind: Kind, key: &Key, problem: Option<ConvertError>, outcome: Outcome) {
-    if let (Some(problem), true) = (problem, outcome.new_problem) {
+/// Logs a conversion problem the first time it is seen (`outcome.new_problem`), not on every
+/// update or relist of the same broken object.
+fn log_problem(kind: Kind, key: &Key, problem: Option<(ConvertError, bool)>, outcome: Outcome) {
+    let Some((problem, kept)) = problem.filter(|_| outcome.new_problem) else {
+        return;
+    };
+    let object = qualified(&key.0, &key.1);
+    if kept {
         tracing::warn!(
             %kind,
-            object = %qualified(&key.0, &key.1),
+            %object,
+            field = %problem.field,
+            problem = %problem.problem,
+            "object could not be understood; it is enforced in its fail-closed form until fixed with kubectl edit"
+        );
+    } else {
+        tracing::warn!(
+            %kind,
+            %object,
             field = %problem.field,
             problem = %problem.problem,
             "object left out of the mesh's view; fix it with kubectl edit"
@@ -232,7 +283,7 @@ fn key<K: Resource>(object: &K) -> Key {
 /// Watches a kind whose served version is discovered: the first of `versions` the API server
 /// serves. If none is served, the kind counts as listed and empty (a cluster without the Istio
 /// CRDs has no AuthorizationPolicies) and is looked for again every `recheck`.
-async fn run_dynamic<T: PartialEq>(
+async fn run_dynamic<T: PartialEq + Kept>(
     shared: Arc<Shared>,
     client: Client,
     kind: Kind,

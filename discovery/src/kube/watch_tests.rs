@@ -200,3 +200,173 @@ fn watch_failures_say_what_to_check() {
     assert!(!is_gone(&forbidden));
     assert!(describe(Kind::Pod, &watcher::Error::NoResourceVersion).contains("unreachable"));
 }
+
+fn policy_resource() -> ApiResource {
+    resource(
+        "security.istio.io",
+        "v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    )
+}
+
+/// A policy as a watch event delivers it (no apiVersion/kind; the resource supplies them).
+fn policy_object(spec: &str) -> DynamicObject {
+    dynamic(&format!(
+        "metadata: {{name: db, namespace: shop, resourceVersion: '7'}}\nspec:\n{spec}"
+    ))
+}
+
+fn apply_policy(
+    store: &mut KindStore<AuthorizationPolicy>,
+    event: Event<DynamicObject>,
+) -> Outcome {
+    let resource = policy_resource();
+    let convert = |object: &DynamicObject| authorization_policy(object, &resource, "ambit-system");
+    apply_event(Kind::AuthorizationPolicy, store, event, &convert)
+}
+
+/// Lets `shop/sa/web` from 10.0.0.5 reach `app: db` on 5432.
+const ALLOW_DB: &str = "  selector: {matchLabels: {app: db}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/web], ipBlocks: [10.0.0.0/8]}}]
+    to: [{operation: {ports: ['5432']}}]
+";
+
+/// How `shop/sa/web` from 10.0.0.5 on 5432 fares against the store's policies, for a pod
+/// labelled `app`.
+fn web_to(store: &KindStore<AuthorizationPolicy>, app: &str) -> crate::policy::Decision {
+    let web = certs::SpiffeId::new("cluster.local", "shop", "web").unwrap();
+    let policies = store.values();
+    let applying = policies.iter().filter(|p| {
+        p.target_refs.is_empty() && p.selector.as_ref().is_none_or(|s| s["app"] == app)
+    });
+    let attrs = crate::policy::ConnectionAttrs {
+        src_ip: "10.0.0.5".parse().unwrap(),
+        src_identity: Some(&web),
+        dst_port: 5432,
+    };
+    crate::policy::authorize(applying, &attrs)
+}
+
+#[test]
+fn broken_policies_are_kept_fail_closed_and_reported_once() {
+    use crate::policy::Decision;
+    let mut valid = KindStore::default();
+    apply_policy(&mut valid, Event::Apply(policy_object(ALLOW_DB)));
+    assert_eq!(web_to(&valid, "db"), Decision::Allow, "the intended form");
+
+    // (case, edit of ALLOW_DB, field, whether web may still reach a pod labelled app=web)
+    let cases: &[(&str, (&str, &str), &str, bool)] = &[
+        (
+            "typo field",
+            ("principals", "principal"),
+            "spec.rules[0].from[0].source.principal",
+            true,
+        ),
+        (
+            "unknown field",
+            ("  rules:", "  rulez:"),
+            "spec.rulez",
+            true,
+        ),
+        (
+            "bad cidr",
+            ("10.0.0.0/8", "10.0.0.0/33"),
+            "spec.rules[0].from[0].source.ipBlocks[0]",
+            true,
+        ),
+        (
+            "bad action",
+            ("  selector", "  action: allow\n  selector"),
+            "spec.action",
+            true,
+        ),
+        (
+            "bad selector",
+            ("matchLabels", "matchLabel"),
+            "spec.selector.matchLabel",
+            false,
+        ),
+        (
+            "deny, bad selector",
+            (
+                "  selector: {matchLabels: {app: db}}",
+                "  action: DENY\n  selector: {matchLabels: [db]}",
+            ),
+            "spec.selector.matchLabels",
+            false,
+        ),
+    ];
+    for (case, (from, to), field, web_open) in cases {
+        assert!(ALLOW_DB.contains(from), "{case}: edit does not apply");
+        let broken = policy_object(&ALLOW_DB.replacen(from, to, 1));
+        let mut store = KindStore::default();
+        apply_policy(&mut store, Event::Init);
+        let listed = apply_policy(&mut store, Event::InitApply(broken.clone()));
+        assert!(listed.new_problem, "{case}: logged when listed");
+        assert!(apply_policy(&mut store, Event::InitDone).changed);
+        // Kept in force, in its fail-closed form: no longer allow-all, no longer lifted.
+        assert_eq!(store.len(), 1, "{case}: kept, not dropped");
+        match web_to(&store, "db") {
+            Decision::DeniedBy(by) => {
+                let invalid = by.invalid.unwrap_or_else(|| panic!("{case}: not marked"));
+                assert_eq!(invalid.field, *field, "{case}");
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+        assert_eq!(
+            web_to(&store, "web") == Decision::Allow,
+            *web_open,
+            "{case}"
+        );
+        // Once, not on every status update or relist of the same broken object.
+        let again = apply_policy(&mut store, Event::Apply(broken.clone()));
+        assert!(!again.new_problem && !again.changed, "{case}: {again:?}");
+        apply_policy(&mut store, Event::Init);
+        assert!(
+            !apply_policy(&mut store, Event::InitApply(broken)).new_problem,
+            "{case}"
+        );
+        assert!(!apply_policy(&mut store, Event::InitDone).changed, "{case}");
+        let mut shared = Store::default();
+        shared.policies = store;
+        let problems = shared.problems();
+        assert!(
+            problems[0].starts_with(&format!("AuthorizationPolicy shop/db: field {field}: ")),
+            "{case}: {problems:?}"
+        );
+        assert!(
+            problems[0].contains("until it is fixed the policy"),
+            "{case}: {problems:?}"
+        );
+
+        // Fixed with kubectl edit: the intended form, the problem gone.
+        let mut store = shared.policies;
+        let fixed = apply_policy(&mut store, Event::Apply(policy_object(ALLOW_DB)));
+        assert!(fixed.changed && !fixed.new_problem);
+        assert_eq!(web_to(&store, "db"), Decision::Allow, "{case}");
+    }
+}
+
+#[test]
+fn a_broken_waypoint_policy_stays_with_its_waypoint_and_audit_is_left_out() {
+    let mut store = KindStore::default();
+    let waypoint = "  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]
+  rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]
+";
+    assert!(apply_policy(&mut store, Event::Apply(policy_object(waypoint))).new_problem);
+    let kept = store.values();
+    assert_eq!(
+        kept[0].target_refs,
+        ["Gateway/wp"],
+        "not ztunnel's to enforce"
+    );
+    assert!(kept[0].invalid.is_some());
+
+    let audit = "  action: AUDIT\n  rules: [{}]\n";
+    let mut store = KindStore::default();
+    let outcome = apply_policy(&mut store, Event::Apply(policy_object(audit)));
+    assert!(outcome.new_problem && !outcome.changed);
+    assert_eq!(store.len(), 0, "an AUDIT policy cannot change access");
+}
