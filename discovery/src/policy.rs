@@ -308,5 +308,5 @@ fn positive<T>(list: &[T], hit: impl Fn(&T) -> bool) -> bool {
 mod tests;
 
 #[cfg(test)]
-#[path = "policy_properties.rs"]
+#[path = "policy_properties/mod.rs"]
 mod properties;
