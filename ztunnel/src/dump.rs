@@ -1,6 +1,6 @@
 //! `/config_dump`: what this node agent believes, for an operator debugging a connection —
-//! the workloads and services it knows, the policies, the pods it proxies, and each
-//! certificate with its expiry.
+//! the workloads and services it knows, the policies (and those that could not be understood,
+//! with why), the pods it proxies, and each certificate with its expiry.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,7 +67,23 @@ pub fn config_dump(agent: &Agent) -> Value {
                 "action": format!("{:?}", p.action),
                 "selector": p.selector,
                 "rules": p.rules.len(),
+                // Set for a policy that could not be understood: why, and what it does meanwhile.
+                "invalid": p.invalid.as_ref().map(ToString::to_string),
             })
+        })
+        .collect();
+    // Enforced fail-closed until fixed (DESIGN §7): listed on their own so they stand out.
+    let invalid_policies: Vec<Value> = snapshot
+        .invalid_policies()
+        .filter_map(|p| {
+            let invalid = p.invalid.as_ref()?;
+            Some(json!({
+                "name": p.name,
+                "namespace": p.namespace,
+                "field": invalid.field,
+                "problem": invalid.problem,
+                "enforcedAs": invalid.enforced_as,
+            }))
         })
         .collect();
     let enrolled: Vec<Value> = agent
@@ -110,5 +126,6 @@ pub fn config_dump(agent: &Agent) -> Value {
         "workloads": workloads,
         "services": services,
         "policies": policies,
+        "invalidPolicies": invalid_policies,
     })
 }
