@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_tests::kube::KubeApiServer;
-use discovery::{Kind, KubeConnection, KubeSource, KubeSourceConfig, SecretScope, Snapshot};
+use discovery::{
+    authorize, ConnectionAttrs, Decision, Kind, KubeConnection, KubeSource, KubeSourceConfig,
+    SecretScope, Snapshot,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 
@@ -166,7 +169,34 @@ kind: AuthorizationPolicy
 metadata: {name: audit, namespace: shop}
 spec:
   action: AUDIT
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: web-clients, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]
 ";
+
+/// `web-clients` as it was meant: 10.0.0.0/8 may reach the web pods.
+const WEB_CLIENTS_FIXED: &str = "apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: web-clients, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]
+";
+
+/// How a plaintext client at 10.1.0.9 fares connecting to `shop/web-0` on 8080.
+fn client_to_web0(snapshot: &Snapshot) -> Decision {
+    let web0 = snapshot.workload("shop", "web-0").unwrap();
+    let attrs = ConnectionAttrs {
+        src_ip: "10.1.0.9".parse().unwrap(),
+        src_identity: None,
+        dst_port: 8080,
+    };
+    authorize(snapshot.policies_for(web0), &attrs)
+}
 
 fn endpoints(snapshot: &Snapshot) -> BTreeSet<SocketAddr> {
     let Some(service) = snapshot.service("shop", "web") else {
@@ -308,7 +338,9 @@ async fn snapshot_follows_namespaces_pods_services_labels_slices_and_policies() 
     .await;
 
     // The Istio CRD appears later: the source finds it and reads policies; one it cannot
-    // enforce (AUDIT) is left out and reported.
+    // enforce (AUDIT, which never changes access) is left out and reported; one it cannot
+    // understand (a /33 block) is reported and enforced fail-closed: the web pods it selects
+    // allow nothing until it is fixed, instead of everything.
     server.kubectl_apply(POLICY_CRD).unwrap();
     server
         .kubectl(&[
@@ -318,14 +350,51 @@ async fn snapshot_follows_namespaces_pods_services_labels_slices_and_policies() 
         ])
         .unwrap();
     server.kubectl_apply(POLICIES).unwrap();
-    let snapshot = wait_for(&source, "the DENY policy", |s| s.policies().count() == 1).await;
-    assert_eq!(snapshot.policies().next().unwrap().name, "deny-other");
+    let snapshot = wait_for(&source, "the DENY policy and the broken one", |s| {
+        s.policies().count() == 2
+    })
+    .await;
+    let names: Vec<&str> = snapshot.policies().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["deny-other", "web-clients"]);
+    let broken: Vec<&str> = snapshot
+        .invalid_policies()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(broken, ["web-clients"]);
+    match client_to_web0(&snapshot) {
+        Decision::DeniedBy(by) => {
+            let invalid = by
+                .invalid
+                .expect("denied by the policy that is not understood");
+            assert_eq!(invalid.field, "spec.rules[0].from[0].source.ipBlocks[0]");
+            assert!(invalid.enforced_as.contains("allows nothing"), "{invalid}");
+        }
+        other => panic!("a broken ALLOW must not leave web-0 open: {other:?}"),
+    }
     let problems = source.problems();
+    for expected in [
+        "AuthorizationPolicy shop/audit: field spec.action",
+        "AuthorizationPolicy shop/web-clients: field spec.rules[0].from[0].source.ipBlocks[0]",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} not in {problems:?}"
+        );
+    }
+    // Fixed with kubectl apply: the intended policy, the problem gone.
+    server.kubectl_apply(WEB_CLIENTS_FIXED).unwrap();
+    let snapshot = wait_for(&source, "the fixed policy", |s| {
+        s.invalid_policies().count() == 0 && s.policies().count() == 2
+    })
+    .await;
+    assert_eq!(client_to_web0(&snapshot), Decision::Allow);
     assert!(
-        problems
+        !source
+            .problems()
             .iter()
-            .any(|p| p.starts_with("AuthorizationPolicy shop/audit: field spec.action")),
-        "{problems:?}"
+            .any(|p| p.contains("shop/web-clients")),
+        "{:?}",
+        source.problems()
     );
 
     // Secrets only when asked for, and only those in scope.
