@@ -13,6 +13,14 @@ pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 /// Most concurrent streams per HBONE connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Largest header block a peer may send (DESIGN §7: ≤ 64 KiB).
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// Connections an HBONE server holds at once, and per source IP. A source pod's pool opens one
+/// connection per 200 concurrent streams, so 256 per source is 51 200 tunnels from one pod.
+pub const DEFAULT_SERVER_LIMITS: runtime::Limits = runtime::Limits {
+    max_connections: 8192,
+    max_connections_per_source: 256,
+};
 /// The HBONE port (DESIGN §3, Ports).
 pub const HBONE_PORT: u16 = 15008;
 
@@ -122,6 +130,15 @@ pub struct ServerConfig {
     pub check_authority_ip: bool,
     /// Limit on the TLS handshake and HTTP/2 preface of an accepted connection.
     pub handshake_timeout: Duration,
+    /// A connection that has not opened its first stream this long after its handshake is
+    /// closed: a pool opens a connection to use it, a flood opens them to hold them.
+    pub first_stream_timeout: Duration,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: a CONNECT needs a few hundred bytes, h2's default would
+    /// let every stream buffer 16 MiB of headers.
+    pub max_header_list_size: u32,
+    /// Concurrent connections in total and per source IP. Clones of a config share the counts,
+    /// so one limiter can bound every listener of a node together.
+    pub limiter: runtime::ConnectionLimiter,
     /// `None` disables PINGs from the server.
     pub keepalive: Option<KeepAlive>,
     /// After a shutdown signal, how long in-flight streams may run before connections are
@@ -139,6 +156,9 @@ impl Default for ServerConfig {
             h2: H2Settings::default(),
             check_authority_ip: true,
             handshake_timeout: Duration::from_secs(10),
+            first_stream_timeout: Duration::from_secs(10),
+            max_header_list_size: MAX_HEADER_LIST_SIZE,
+            limiter: runtime::ConnectionLimiter::new("hbone", DEFAULT_SERVER_LIMITS),
             keepalive: Some(KeepAlive::default()),
             drain_timeout: Duration::from_secs(5),
             upstream_connect_timeout: Duration::from_secs(10),

@@ -109,6 +109,8 @@ pub enum ServeError {
     },
     #[error("handshake with {peer} did not finish within {timeout:?}")]
     HandshakeTimeout { peer: SocketAddr, timeout: Duration },
+    #[error("client {peer} opened no stream within {timeout:?} of its handshake; closed (an idle connection nobody uses, or a flood)")]
+    NoStream { peer: SocketAddr, timeout: Duration },
     #[error("client {peer} has no usable SPIFFE identity: {detail}")]
     PeerIdentity { peer: SocketAddr, detail: String },
     #[error("HTTP/2 with {peer} failed: {source}")]

@@ -198,10 +198,15 @@ impl<S: Service> Server<S> {
                 _ = shutdown.cancelled() => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => {
+                    Ok((tcp, peer)) => {
+                        // Over the limit the connection is closed before any TLS work.
+                        let Ok(permit) = self.inner.config.limiter.try_acquire(peer.ip()) else {
+                            continue;
+                        };
                         let server = self.clone();
                         let token = shutdown.child_token();
                         connections.spawn(async move {
+                            let _permit = permit;
                             if let Err(e) = server.serve_connection(tcp, token).await {
                                 log_connection_error(&e);
                             }
@@ -308,9 +313,15 @@ impl<S: Service> Server<S> {
             let drain = tokio::time::sleep(Duration::ZERO);
             tokio::pin!(drain);
             let mut draining = false;
+            let first_stream = tokio::time::sleep(config.first_stream_timeout);
+            tokio::pin!(first_stream);
+            let mut streams_seen = false;
             loop {
                 tokio::select! {
                     biased;
+                    _ = &mut first_stream, if !streams_seen => {
+                        return Err(ServeError::NoStream { peer, timeout: config.first_stream_timeout });
+                    }
                     _ = shutdown.cancelled(), if !draining => {
                         debug!("sending GOAWAY");
                         connection.graceful_shutdown();
@@ -333,6 +344,7 @@ impl<S: Service> Server<S> {
                             return Ok(());
                         }
                         Some(Ok((request, respond))) => {
+                            streams_seen = true;
                             let stream = Stream { identity: identity.clone(), local, peer };
                             tokio::spawn(self.clone().handle(request, respond, stream).in_current_span());
                         }
@@ -401,7 +413,8 @@ fn server_builder(config: &ServerConfig) -> h2::server::Builder {
         .initial_connection_window_size(config.h2.connection_window)
         .max_frame_size(config.h2.max_frame_size)
         .max_concurrent_streams(config.h2.max_concurrent_streams)
-        .max_send_buffer_size(config.h2.max_send_buffer);
+        .max_send_buffer_size(config.h2.max_send_buffer)
+        .max_header_list_size(config.max_header_list_size);
     builder
 }
 

@@ -106,7 +106,11 @@ fn build_binaries() -> Result<MeshBinaries> {
         )));
     }
     let binaries = MeshBinaries {
-        ztunnel: profile_dir.join("ztunnel"),
+        // AMBIT_TEST_ZTUNNEL runs the scenarios against another build (say, the previous
+        // release, to show that a regression test fails without its fix).
+        ztunnel: std::env::var_os("AMBIT_TEST_ZTUNNEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.join("ztunnel")),
         ambit_ca: profile_dir.join("ambit-ca"),
         cni_dir: profile_dir.clone(),
     };

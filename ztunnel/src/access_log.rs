@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::{ConnectionLabels, Metrics};
+use crate::response::ResponseFlag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -77,7 +78,7 @@ impl ConnectionRecord {
         }
     }
 
-    fn labels(&self, response_flags: &'static str) -> ConnectionLabels {
+    fn labels(&self, flag: ResponseFlag) -> ConnectionLabels {
         let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "unknown".to_owned());
         ConnectionLabels {
             reporter: self.direction.reporter(),
@@ -88,7 +89,7 @@ impl ConnectionRecord {
             destination_workload_namespace: text(&self.dst.namespace),
             destination_principal: text(&self.dst.identity),
             destination_service: text(&self.dst_service),
-            response_flags,
+            response_flags: flag.as_str(),
             connection_security_policy: if self.mutual_tls {
                 "mutual_tls"
             } else {
@@ -99,7 +100,7 @@ impl ConnectionRecord {
 
     /// The upstream is connected: count the connection as opened.
     pub fn opened(&mut self) {
-        let labels = self.labels("-");
+        let labels = self.labels(ResponseFlag::None);
         self.metrics.connections_opened.get_or_create(&labels).inc();
         self.labels = Some(labels);
     }
@@ -110,15 +111,15 @@ impl ConnectionRecord {
     }
 
     /// The connection failed or was refused; `error` names the cause and what to check.
-    pub fn failed(self, sent: u64, received: u64, response_flags: &'static str, error: &str) {
-        self.finish(sent, received, Some((response_flags, error)));
+    pub fn failed(self, sent: u64, received: u64, flag: ResponseFlag, error: &str) {
+        self.finish(sent, received, Some((flag, error)));
     }
 
-    fn finish(self, sent: u64, received: u64, failure: Option<(&'static str, &str)>) {
+    fn finish(self, sent: u64, received: u64, failure: Option<(ResponseFlag, &str)>) {
         let labels = match (&self.labels, failure) {
             (Some(labels), None) => labels.clone(),
             (_, Some((flags, _))) => self.labels(flags),
-            (None, None) => self.labels("-"),
+            (None, None) => self.labels(ResponseFlag::None),
         };
         let metrics = &self.metrics;
         if self.labels.is_some() {

@@ -25,7 +25,44 @@ pub struct Agent {
     /// How this node installs redirect rules when ztunnel enrolls a running pod itself (label
     /// flip, restart); `None` when neither nftables nor iptables works here.
     pub rules: Option<capture::rules::Backend>,
+    /// Node-wide connection caps shared by every enrolled pod's listeners.
+    pub limits: NodeLimits,
+    pub dns_limits: Arc<crate::dns::NodeDnsLimits>,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
+}
+
+/// Connection caps for the whole node, whatever pod a connection belongs to: a flood at one pod
+/// cannot take every file descriptor of the agent that serves them all.
+pub struct NodeLimits {
+    /// Connections pods make (15001); the source is the pod itself.
+    pub outbound: runtime::ConnectionLimiter,
+    /// Plaintext clients from outside the mesh (15006).
+    pub inbound_plaintext: runtime::ConnectionLimiter,
+    /// HBONE connections (15008), each carrying up to 200 tunnels.
+    pub hbone: runtime::ConnectionLimiter,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        use runtime::{ConnectionLimiter, Limits};
+        NodeLimits {
+            outbound: ConnectionLimiter::new(
+                "outbound",
+                Limits {
+                    max_connections: 65_536,
+                    max_connections_per_source: 16_384,
+                },
+            ),
+            inbound_plaintext: ConnectionLimiter::new(
+                "inbound-plaintext",
+                Limits {
+                    max_connections: 16_384,
+                    max_connections_per_source: 1_024,
+                },
+            ),
+            hbone: ConnectionLimiter::new("hbone", hbone::config::DEFAULT_SERVER_LIMITS),
+        }
+    }
 }
 
 impl Agent {
@@ -45,6 +82,8 @@ impl Agent {
             connections: ConnectionTable::default(),
             shutdown: CancellationToken::new(),
             rules,
+            limits: NodeLimits::default(),
+            dns_limits: Arc::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }

@@ -1,12 +1,16 @@
 //! Inbound: HBONE tunnels arriving on 15008 (mutual TLS, the peer's identity proven) and
-//! plaintext connections from outside the mesh redirected to 15006 (no identity). Both are
-//! authorised against the destination pod's policies, connected to the app from inside the
-//! pod, and registered so that a later policy change can revoke them.
+//! plaintext connections from outside the mesh redirected to 15006 (no identity). The plan
+//! (see `plan`) refuses ztunnel's own ports and applies the destination pod's policies; then
+//! the app is connected from inside the pod and the connection registered, so that a later
+//! policy change can revoke it.
+//!
+//! The source of a connection is its TCP peer and its verified certificate, never the
+//! client-supplied `forwarded` header (DESIGN §3): that header only informs the logs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use discovery::{ConnectionAttrs, Decision, Snapshot};
+use discovery::ConnectionAttrs;
 use hbone::{CopyReport, InboundRequest, Refusal};
 use tokio::net::TcpStream;
 
@@ -14,37 +18,10 @@ use crate::access_log::{ConnectionRecord, Direction};
 use crate::agent::Agent;
 use crate::connections::{Authorised, Registration};
 use crate::outbound::{finish, peer_of};
+use crate::plan::{self, InboundFacts, InboundPlan, PodFacts};
 use crate::pod::EnrolledPod;
+use crate::response::ResponseFlag;
 use crate::revocable::Revocable;
-
-/// Authorises a connection to `pod`; a denial explains which policy and why.
-fn authorise(
-    snapshot: &Snapshot,
-    pod: &EnrolledPod,
-    attrs: &ConnectionAttrs<'_>,
-) -> Result<(), String> {
-    let Some(workload) = snapshot.workload(&pod.namespace, &pod.name) else {
-        return Err(format!(
-            "pod {}/{} is no longer in the cluster view",
-            pod.namespace, pod.name
-        ));
-    };
-    let source = attrs
-        .src_identity
-        .map(|id| id.to_string())
-        .unwrap_or_else(|| format!("plaintext client {}", attrs.src_ip));
-    match discovery::authorize(snapshot.policies_for(workload), attrs) {
-        Decision::Allow => Ok(()),
-        Decision::DeniedBy(policy) => Err(format!(
-            "denied by AuthorizationPolicy {policy}: {source} may not connect to port {}",
-            attrs.dst_port
-        )),
-        Decision::NotAllowed => Err(format!(
-            "denied: ALLOW policies apply to {}/{} and none allows {source} on port {}",
-            pod.namespace, pod.name, attrs.dst_port
-        )),
-    }
-}
 
 fn register(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Registration {
     agent.connections.register(
@@ -57,6 +34,17 @@ fn register(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Re
         },
         &pod.connections,
     )
+}
+
+/// The destination pod's addresses: as the cluster knows them, plus the one the client reached
+/// (the listener's local address), in case the cluster view lags behind the pod.
+fn own_ips(agent: &Agent, pod: &EnrolledPod, local: IpAddr) -> Vec<IpAddr> {
+    let mut ips = agent
+        .snapshot()
+        .workload(&pod.namespace, &pod.name)
+        .map_or(Vec::new(), |w| w.ips.clone());
+    ips.push(local);
+    ips
 }
 
 /// The HBONE server's handler for one pod.
@@ -74,7 +62,12 @@ impl hbone::Handler for HboneInbound {
         request: &InboundRequest,
     ) -> Result<(Self::Upstream, Self::Context), Refusal> {
         let (agent, pod) = (&self.agent, &self.pod);
-        let source_addr = request.forwarded_for().unwrap_or(request.peer_addr);
+        let source_addr = request.peer_addr;
+        if let Some(forwarded) = request.forwarded_for() {
+            if forwarded != source_addr {
+                tracing::debug!(peer = %source_addr, %forwarded, identity = %request.peer_identity, "client claims another source in `forwarded`; informational only, authorization uses the TCP peer and the certificate");
+            }
+        }
         let mut record = ConnectionRecord::new(
             agent.metrics.clone(),
             Direction::Inbound,
@@ -96,24 +89,43 @@ impl hbone::Handler for HboneInbound {
         );
         record.dst_hbone_addr = Some(request.local_addr);
         record.mutual_tls = true;
-        let attrs = ConnectionAttrs {
-            src_ip: source_addr.ip(),
-            src_identity: Some(&request.peer_identity),
-            dst_port: request.authority.port(),
+        let ips = own_ips(agent, pod, request.local_addr.ip());
+        let facts = InboundFacts {
+            destination: PodFacts {
+                namespace: &pod.namespace,
+                name: &pod.name,
+                ips: &ips,
+            },
+            target: request.authority,
+            peer_ip: source_addr.ip(),
+            peer_identity: Some(&request.peer_identity),
         };
-        if let Err(reason) = authorise(&snapshot, pod, &attrs) {
-            record.failed(0, 0, "DENY", &reason);
-            return Err(Refusal::denied(reason));
-        }
-        let upstream = match pod.dial(request.authority).await {
+        let target = match plan::plan_inbound(&snapshot, &facts) {
+            InboundPlan::Forward { target } => target,
+            InboundPlan::Refuse(refusal) => {
+                let reason = refusal.to_string();
+                record.failed(0, 0, refusal.flag(), &reason);
+                return Err(Refusal {
+                    status: refusal.hbone_status(),
+                    reason,
+                });
+            }
+        };
+        drop(snapshot);
+        let upstream = match pod.dial(target).await {
             Ok(upstream) => upstream,
             Err(error) => {
-                let reason = format!("cannot connect to the workload at {}: {error}; is the app listening on that port?", request.authority);
-                record.failed(0, 0, "UF", &reason);
+                let reason = format!("cannot connect to the workload at {target}: {error}; is the app listening on that port?");
+                record.failed(0, 0, ResponseFlag::UpstreamFailure, &reason);
                 return Err(Refusal::unavailable(reason));
             }
         };
         let _ = upstream.set_nodelay(true);
+        let attrs = ConnectionAttrs {
+            src_ip: source_addr.ip(),
+            src_identity: Some(&request.peer_identity),
+            dst_port: target.port(),
+        };
         let registration = register(agent, pod, &attrs);
         record.opened();
         let upstream = Revocable::new(upstream, registration.cancelled.clone());
@@ -135,7 +147,7 @@ fn finish_registered(record: ConnectionRecord, registration: Registration, repor
         Some(reason) => record.failed(
             report.upstream_to_downstream,
             report.downstream_to_upstream,
-            "DENY",
+            ResponseFlag::Denied,
             &reason,
         ),
         None => finish(record, report),
@@ -166,28 +178,44 @@ pub async fn handle_plaintext(
             .map(|w| w.as_ref()),
         Some(pod.identity.to_string()),
     );
-    let attrs = ConnectionAttrs {
-        src_ip: peer.ip(),
-        src_identity: None,
-        dst_port: original.port(),
+    let local = downstream.local_addr().map_or(original.ip(), |a| a.ip());
+    let ips = own_ips(&agent, &pod, local);
+    let facts = InboundFacts {
+        destination: PodFacts {
+            namespace: &pod.namespace,
+            name: &pod.name,
+            ips: &ips,
+        },
+        target: original,
+        peer_ip: peer.ip(),
+        peer_identity: None,
     };
-    if let Err(reason) = authorise(&snapshot, &pod, &attrs) {
-        record.failed(0, 0, "DENY", &reason);
-        return;
-    }
-    let upstream = match pod.dial(original).await {
+    let target = match plan::plan_inbound(&snapshot, &facts) {
+        InboundPlan::Forward { target } => target,
+        InboundPlan::Refuse(refusal) => {
+            record.failed(0, 0, refusal.flag(), &refusal.to_string());
+            return;
+        }
+    };
+    drop(snapshot);
+    let upstream = match pod.dial(target).await {
         Ok(upstream) => upstream,
         Err(error) => {
             record.failed(
                 0,
                 0,
-                "UF",
-                &format!("cannot connect to the workload at {original}: {error}"),
+                ResponseFlag::UpstreamFailure,
+                &format!("cannot connect to the workload at {target}: {error}"),
             );
             return;
         }
     };
     let _ = upstream.set_nodelay(true);
+    let attrs = ConnectionAttrs {
+        src_ip: peer.ip(),
+        src_identity: None,
+        dst_port: target.port(),
+    };
     let registration = register(&agent, &pod, &attrs);
     record.opened();
     let mut upstream = Revocable::new(upstream, registration.cancelled.clone());

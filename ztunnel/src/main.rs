@@ -1,7 +1,6 @@
 //! `ztunnel`: the Ambit node agent.
 
 mod access_log;
-mod admin;
 mod agent;
 mod config;
 mod connections;
@@ -10,8 +9,11 @@ mod dump;
 mod inbound;
 mod metrics;
 mod outbound;
+mod plan;
 mod pod;
+mod ports;
 mod reconcile;
+mod response;
 mod revocable;
 
 use std::sync::Arc;
@@ -25,9 +27,9 @@ use clap::Parser;
 use discovery::Source;
 use http::StatusCode;
 
-use crate::admin::Reply as HttpReply;
 use crate::agent::Agent;
 use crate::config::Config;
+use runtime::http_server::{self, HttpServerConfig, Reply as HttpReply};
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -229,14 +231,16 @@ fn scrape(agent: &Agent) -> HttpReply {
 
 fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
     let bind = |address| {
-        admin::bind_shared(address).with_context(|| format!("cannot listen on {address}"))
+        http_server::bind_shared(address).with_context(|| format!("cannot listen on {address}"))
     };
+    let bounds = HttpServerConfig::default();
     let admin = bind(agent.config.admin_address)?;
     let metrics = bind(agent.config.metrics_address)?;
     let readiness = bind(agent.config.readiness_address)?;
 
     let a = agent.clone();
-    tokio::spawn(admin::serve(
+    tokio::spawn(http_server::serve(
+        "admin",
         admin,
         Arc::new(move |path: &str| match path {
             "/config_dump" => HttpReply::json(dump::config_dump(&a).to_string()),
@@ -246,19 +250,23 @@ fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
                 "try /config_dump or /stats/prometheus\n",
             ),
         }),
+        bounds,
         agent.shutdown.clone(),
     ));
     let a = agent.clone();
-    tokio::spawn(admin::serve(
+    tokio::spawn(http_server::serve(
+        "metrics",
         metrics,
         Arc::new(move |path: &str| match path {
             "/metrics" | "/stats/prometheus" => scrape(&a),
             _ => HttpReply::text(StatusCode::NOT_FOUND, "metrics are at /stats/prometheus\n"),
         }),
+        bounds,
         agent.shutdown.clone(),
     ));
     let a = agent.clone();
-    tokio::spawn(admin::serve(
+    tokio::spawn(http_server::serve(
+        "readiness",
         readiness,
         Arc::new(move |path: &str| match (path, a.ready()) {
             ("/healthz/ready", Ok(())) => HttpReply::text(StatusCode::OK, "ready\n"),
@@ -268,6 +276,7 @@ fn start_http(agent: &Arc<Agent>) -> anyhow::Result<()> {
             ),
             _ => HttpReply::text(StatusCode::NOT_FOUND, "readiness is at /healthz/ready\n"),
         }),
+        bounds,
         agent.shutdown.clone(),
     ));
     Ok(())

@@ -1,27 +1,25 @@
-//! Outbound: a connection an enrolled pod made, redirected to 15001. Resolve where it was going
-//! (service VIP → one ready endpoint), then tunnel it over HBONE when the destination is in the
-//! mesh, or pass it through in plain TCP when it is not.
+//! Outbound: a connection an enrolled pod made, redirected to 15001. The plan (see `plan`)
+//! says where it goes — through an HBONE tunnel to an ambient workload, in plain TCP to a
+//! destination outside the mesh, or nowhere — and this module carries it out.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use discovery::{Snapshot, Workload};
-use rand::seq::IndexedRandom;
+use discovery::Workload;
 use tokio::net::TcpStream;
 
 use crate::access_log::{ConnectionRecord, Direction, Peer};
 use crate::agent::Agent;
-use crate::pod::{EnrolledPod, HBONE_PORT};
+use crate::plan::{self, OutboundPlan, Passthrough, PodFacts, Tunnel};
+use crate::pod::EnrolledPod;
+use crate::response::ResponseFlag;
 
 /// Longest wait for a tunnel to be established (TCP, TLS, CONNECT and the peer's answer).
-const TUNNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Where a connection goes after service resolution.
-struct Target {
-    addr: SocketAddr,
-    workload: Option<Arc<Workload>>,
-    service: Option<String>,
-}
+const TUNNEL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a passthrough destination to accept the TCP connection. A destination
+/// that drops SYNs would otherwise hold the client's socket (and ours) for the kernel's ~2 min.
+pub const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn peer_of(workload: Option<&Workload>, identity: Option<String>) -> Peer {
     Peer {
@@ -31,34 +29,10 @@ pub fn peer_of(workload: Option<&Workload>, identity: Option<String>) -> Peer {
     }
 }
 
-fn resolve(snapshot: &Snapshot, original: SocketAddr) -> Result<Target, String> {
-    if let Some((service, port)) = snapshot.service_by_vip(original.ip(), original.port()) {
-        let name = format!("{}.{}", service.name, service.namespace);
-        let ready: Vec<_> = snapshot
-            .endpoints_for(service, port)
-            .iter()
-            .filter(|endpoint| endpoint.workload.as_ref().is_none_or(|w| w.ready))
-            .collect();
-        let endpoint = ready.choose(&mut rand::rng()).ok_or_else(|| {
-            format!("service {name} port {} has no ready endpoints; check that its selector matches running pods", port.port)
-        })?;
-        return Ok(Target {
-            addr: endpoint.addr,
-            workload: endpoint.workload.clone(),
-            service: Some(name),
-        });
-    }
-    Ok(Target {
-        addr: original,
-        workload: snapshot.workload_by_ip(original.ip()).cloned(),
-        service: None,
-    })
-}
-
 pub async fn handle(
     agent: Arc<Agent>,
     pod: Arc<EnrolledPod>,
-    mut downstream: TcpStream,
+    downstream: TcpStream,
     peer: SocketAddr,
 ) {
     let original = match capture::socket::original_dst(&downstream) {
@@ -73,72 +47,105 @@ pub async fn handle(
     let mut record =
         ConnectionRecord::new(agent.metrics.clone(), Direction::Outbound, peer, original);
     record.src = peer_of(source.as_deref(), Some(pod.identity.to_string()));
-    let target = match resolve(&snapshot, original) {
-        Ok(target) => target,
-        Err(error) => {
-            record.failed(0, 0, "NR", &error);
+    // The pod's addresses as the cluster knows them, and the one it connected from (the cluster
+    // view may lag behind the pod).
+    let mut own_ips: Vec<IpAddr> = source.as_deref().map_or(Vec::new(), |w| w.ips.clone());
+    own_ips.push(peer.ip());
+    let facts = PodFacts {
+        namespace: &pod.namespace,
+        name: &pod.name,
+        ips: &own_ips,
+    };
+    let plan = plan::plan_outbound(
+        &snapshot,
+        facts,
+        original,
+        &agent.config.trust_domain,
+        plan::pick_random,
+    );
+    drop(snapshot);
+    match plan {
+        OutboundPlan::Refuse(refusal) => record.failed(0, 0, refusal.flag(), &refusal.to_string()),
+        OutboundPlan::Tunnel(tunnel) => {
+            through_tunnel(&pod, downstream, peer, record, tunnel).await
+        }
+        OutboundPlan::Passthrough(passthrough) => {
+            pass_through(&pod, downstream, record, passthrough).await
+        }
+    }
+}
+
+async fn through_tunnel(
+    pod: &EnrolledPod,
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+    mut record: ConnectionRecord,
+    tunnel: Tunnel,
+) {
+    record.dst_addr = tunnel.target;
+    record.dst_service = tunnel.service;
+    record.dst = peer_of(Some(&tunnel.workload), Some(tunnel.identity.to_string()));
+    record.dst_hbone_addr = Some(tunnel.hbone_addr);
+    record.mutual_tls = true;
+    let key = hbone::PoolKey {
+        source: pod.identity.clone(),
+        destination: tunnel.identity,
+        address: tunnel.hbone_addr,
+        extra: None,
+    };
+    let mut request = hbone::ConnectRequest::new(tunnel.target);
+    request.forwarded_for = Some(peer);
+    // The pool bounds the dial and handshake; this also bounds waiting for the peer's answer
+    // (it answers only once its upstream connected).
+    let connect = pod.pool.connect(&key, &pod.certificate, &request);
+    let hbone_addr = tunnel.hbone_addr;
+    let mut upstream = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => {
+            let error = format!("HBONE to {hbone_addr} failed: {error}");
+            record.failed(0, 0, ResponseFlag::UpstreamFailure, &error);
+            return;
+        }
+        Err(_) => {
+            let error = format!("HBONE to {hbone_addr}: no answer within {TUNNEL_TIMEOUT:?}; is the destination node's ztunnel running?");
+            record.failed(0, 0, ResponseFlag::UpstreamTimeout, &error);
             return;
         }
     };
-    record.dst_addr = target.addr;
-    record.dst_service = target.service.clone();
-    let in_mesh = target
-        .workload
-        .as_ref()
-        .filter(|w| w.ambient)
-        .and_then(|w| agent.identity_of(w).map(|id| (w.clone(), id)));
-    match in_mesh {
-        Some((workload, identity)) => {
-            record.dst = peer_of(Some(&workload), Some(identity.to_string()));
-            let hbone_addr = SocketAddr::new(target.addr.ip(), HBONE_PORT);
-            record.dst_hbone_addr = Some(hbone_addr);
-            record.mutual_tls = true;
-            let key = hbone::PoolKey {
-                source: pod.identity.clone(),
-                destination: identity,
-                address: hbone_addr,
-                extra: None,
-            };
-            let mut request = hbone::ConnectRequest::new(target.addr);
-            request.forwarded_for = Some(peer);
-            // The pool bounds the dial and handshake; this also bounds waiting for the peer's
-            // answer (it answers only once its upstream connected).
-            let connect = pod.pool.connect(&key, &pod.certificate, &request);
-            let mut tunnel = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
-                Ok(Ok(tunnel)) => tunnel,
-                Ok(Err(error)) => {
-                    let error = format!("HBONE to {hbone_addr} failed: {error}");
-                    record.failed(0, 0, "UF", &error);
-                    return;
-                }
-                Err(_) => {
-                    let error = format!("HBONE to {hbone_addr}: no answer within {TUNNEL_TIMEOUT:?}; is the destination node's ztunnel running?");
-                    record.failed(0, 0, "UT", &error);
-                    return;
-                }
-            };
-            record.opened();
-            let report =
-                hbone::copy_bidirectional(&mut downstream, &mut tunnel, &Default::default()).await;
-            finish(record, report);
+    record.opened();
+    let report =
+        hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default()).await;
+    finish(record, report);
+}
+
+async fn pass_through(
+    pod: &EnrolledPod,
+    mut downstream: TcpStream,
+    mut record: ConnectionRecord,
+    passthrough: Passthrough,
+) {
+    let target = passthrough.target;
+    record.dst_addr = target;
+    record.dst_service = passthrough.service;
+    record.dst = peer_of(passthrough.workload.as_deref(), None);
+    let mut upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, pod.dial(target))
+        .await
+    {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => {
+            record.failed(0, 0, ResponseFlag::UpstreamFailure, &format!("cannot connect to {target} (passthrough, destination not in the mesh): {error}"));
+            return;
         }
-        None => {
-            record.dst = peer_of(target.workload.as_deref(), None);
-            let mut upstream = match pod.dial(target.addr).await {
-                Ok(upstream) => upstream,
-                Err(error) => {
-                    record.failed(0, 0, "UF", &format!("cannot connect to {} (passthrough, destination not in the mesh): {error}", target.addr));
-                    return;
-                }
-            };
-            let _ = upstream.set_nodelay(true);
-            record.opened();
-            let report =
-                hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default())
-                    .await;
-            finish(record, report);
+        Err(_) => {
+            record.failed(0, 0, ResponseFlag::UpstreamTimeout, &format!("cannot connect to {target} (passthrough, destination not in the mesh): no answer within {PASSTHROUGH_CONNECT_TIMEOUT:?}; is the destination reachable from the pod?"));
+            return;
         }
-    }
+    };
+    let _ = upstream.set_nodelay(true);
+    record.opened();
+    let report =
+        hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default()).await;
+    finish(record, report);
 }
 
 /// Logs a finished copy from the client's point of view: `sent` is what went back to it.
@@ -146,6 +153,11 @@ pub fn finish(record: ConnectionRecord, report: hbone::CopyReport) {
     let (sent, received) = (report.upstream_to_downstream, report.downstream_to_upstream);
     match report.result {
         Ok(()) => record.complete(sent, received),
-        Err(error) => record.failed(sent, received, "-", &error.to_string()),
+        Err(error) => record.failed(
+            sent,
+            received,
+            ResponseFlag::StreamError,
+            &error.to_string(),
+        ),
     }
 }

@@ -14,10 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
-
-pub const OUTBOUND_PORT: u16 = 15001;
-pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
-pub const HBONE_PORT: u16 = hbone::config::HBONE_PORT;
+use crate::ports;
 
 /// How long an ADD waits for the pod to show up in the cluster view (the manifests or the API
 /// server may lag the kubelet by a moment).
@@ -162,9 +159,9 @@ fn start(
     netns: NetNs,
 ) -> Result<Arc<EnrolledPod>, String> {
     let netns = Arc::new(netns);
-    let outbound = listen(&netns, OUTBOUND_PORT)?;
-    let inbound_plaintext = listen(&netns, INBOUND_PLAINTEXT_PORT)?;
-    let inbound_hbone = listen(&netns, HBONE_PORT)?;
+    let outbound = listen(&netns, ports::OUTBOUND)?;
+    let inbound_plaintext = listen(&netns, ports::INBOUND_PLAINTEXT)?;
+    let inbound_hbone = listen(&netns, ports::HBONE)?;
     let tls =
         certs::tls::server_config(certificate.clone(), &agent.bundle).map_err(|e| e.to_string())?;
 
@@ -198,6 +195,7 @@ fn start(
     let server = hbone::Server::forwarding(
         hbone::ServerConfig {
             drain_timeout: agent.config.drain_timeout,
+            limiter: agent.limits.hbone.clone(),
             ..hbone::ServerConfig::default()
         },
         tls,
@@ -209,44 +207,46 @@ fn start(
     let stop = enrolled.stop.clone();
     tokio::spawn(async move { server.serve(inbound_hbone, stop).await });
     tokio::spawn(accept_loop(
+        "outbound",
         agent.clone(),
         enrolled.clone(),
         outbound,
+        agent.limits.outbound.clone(),
         crate::outbound::handle,
     ));
     tokio::spawn(accept_loop(
+        "inbound-plaintext",
         agent.clone(),
         enrolled.clone(),
         inbound_plaintext,
+        agent.limits.inbound_plaintext.clone(),
         crate::inbound::handle_plaintext,
     ));
     Ok(enrolled)
 }
 
+/// Runs `handle` for every connection accepted on one of the pod's capture listeners, within
+/// the node-wide `limiter`.
 async fn accept_loop<F, Fut>(
+    name: &'static str,
     agent: Arc<Agent>,
     pod: Arc<EnrolledPod>,
     listener: TcpListener,
+    limiter: runtime::ConnectionLimiter,
     handle: F,
 ) where
     F: Fn(Arc<Agent>, Arc<EnrolledPod>, TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    loop {
-        tokio::select! {
-            _ = pod.stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(handle(agent.clone(), pod.clone(), stream, peer));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, pod = %pod.name, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+    let stop = pod.stop.clone();
+    runtime::accept_loop(name, listener, limiter, stop, move |accepted| {
+        let connection = handle(agent.clone(), pod.clone(), accepted.stream, accepted.peer);
+        async move {
+            let _permit = accepted.permit;
+            connection.await
         }
-    }
+    })
+    .await
 }
 
 /// Stops proxying for a pod: its listeners close, its connections end, its certificate is

@@ -4,6 +4,7 @@
 
 mod common;
 mod lifecycle;
+mod limits;
 mod pool;
 mod protocol;
 mod streams;

@@ -32,6 +32,7 @@ use capture::socket::{listen_in, udp_listen_in, ListenOptions, SocketError};
 use capture::NetNs;
 
 pub use metrics::DnsMetrics;
+pub use server::NodeDnsLimits;
 
 use crate::agent::Agent;
 use crate::pod::EnrolledPod;
@@ -40,7 +41,7 @@ use names::SearchPath;
 use query::PodResolver;
 
 /// The proxy's port in every enrolled pod.
-pub const DNS_PORT: u16 = capture::rules::ports::DNS;
+pub const DNS_PORT: u16 = crate::ports::DNS;
 /// Where the node's resolvers are listed when `--dns-upstream` is not given.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -88,7 +89,7 @@ pub fn start(agent: &Arc<Agent>, pod: &Arc<EnrolledPod>) -> Result<(), DnsError>
         forwarder,
         metrics: agent.metrics.dns.clone(),
     });
-    let limits = Arc::new(server::Limits::default());
+    let limits = Arc::new(server::Limits::new(agent.dns_limits.clone()));
     for (udp, tcp) in bind(&pod.netns)? {
         tokio::spawn(server::serve_udp(
             udp,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::forward::Transport;
@@ -22,21 +22,73 @@ pub(crate) const MAX_TCP_CONNECTIONS: usize = 64;
 /// A TCP connection with no complete query for this long is closed (RFC 7766 suggests
 /// seconds, not minutes, for an idle DNS connection).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest query accepted over TCP. Stub resolvers send a few hundred bytes (a name, EDNS,
+/// perhaps a cookie); anything near the 64 KiB frame limit is not a query, and would make every
+/// connection hold a 64 KiB buffer.
+const MAX_TCP_QUERY_BYTES: usize = 4096;
+/// Once a TCP message's length has arrived, its body must follow within this.
+const TCP_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing one reply may take before the TCP connection is given up.
 const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Limits shared by a pod's UDP and TCP listeners.
-pub(crate) struct Limits {
-    pub queries: Arc<Semaphore>,
-    pub tcp_connections: Arc<Semaphore>,
+/// Queries being worked on at once across every pod of the node: a pod that floods (or many
+/// pods at once) cannot make the node agent hold an unbounded number of upstream waits.
+pub const NODE_MAX_QUERIES_IN_FLIGHT: usize = 4096;
+/// DNS TCP connections served at once across every pod of the node.
+pub const NODE_MAX_TCP_CONNECTIONS: usize = 1024;
+
+/// Node-wide DNS caps, shared by every pod's DNS listeners.
+pub struct NodeDnsLimits {
+    queries: Arc<Semaphore>,
+    tcp_connections: Arc<Semaphore>,
 }
 
-impl Default for Limits {
+impl Default for NodeDnsLimits {
     fn default() -> Self {
+        NodeDnsLimits::with_caps(NODE_MAX_QUERIES_IN_FLIGHT, NODE_MAX_TCP_CONNECTIONS)
+    }
+}
+
+impl NodeDnsLimits {
+    pub(crate) fn with_caps(queries: usize, tcp_connections: usize) -> Self {
+        NodeDnsLimits {
+            queries: Arc::new(Semaphore::new(queries)),
+            tcp_connections: Arc::new(Semaphore::new(tcp_connections)),
+        }
+    }
+}
+
+/// Both permits a query or connection holds: its pod's and the node's.
+pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// Limits shared by a pod's UDP and TCP listeners, within the node's.
+pub(crate) struct Limits {
+    queries: Arc<Semaphore>,
+    tcp_connections: Arc<Semaphore>,
+    node: Arc<NodeDnsLimits>,
+}
+
+impl Limits {
+    pub(crate) fn new(node: Arc<NodeDnsLimits>) -> Self {
         Limits {
             queries: Arc::new(Semaphore::new(MAX_QUERIES_IN_FLIGHT)),
             tcp_connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            node,
         }
+    }
+
+    fn both(pod: &Arc<Semaphore>, node: &Arc<Semaphore>) -> Option<Permits> {
+        let pod = pod.clone().try_acquire_owned().ok()?;
+        let node = node.clone().try_acquire_owned().ok()?;
+        Some((pod, node))
+    }
+
+    pub(crate) fn query(&self) -> Option<Permits> {
+        Self::both(&self.queries, &self.node.queries)
+    }
+
+    pub(crate) fn tcp_connection(&self) -> Option<Permits> {
+        Self::both(&self.tcp_connections, &self.node.tcp_connections)
     }
 }
 
@@ -64,7 +116,7 @@ pub(crate) async fn serve_udp(
             }
         };
         let request = buffer[..length].to_vec();
-        let Ok(permit) = limits.queries.clone().try_acquire_owned() else {
+        let Some(permit) = limits.query() else {
             if let Some(reply) = resolver.overloaded(&request, Transport::Udp) {
                 send_udp(&socket, &reply, peer).await;
             }
@@ -107,8 +159,8 @@ pub(crate) async fn serve_tcp(
                 continue;
             }
         };
-        let Ok(permit) = limits.tcp_connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_TCP_CONNECTIONS, "too many DNS TCP connections from this pod; closing a new one");
+        let Some(permit) = limits.tcp_connection() else {
+            tracing::warn!(%peer, pod_limit = MAX_TCP_CONNECTIONS, node_limit = NODE_MAX_TCP_CONNECTIONS, "too many DNS TCP connections (from this pod or on the node); closing a new one");
             continue;
         };
         let (resolver, limits, stop) = (resolver.clone(), limits.clone(), stop.clone());
@@ -142,9 +194,9 @@ async fn serve_tcp_connection(
                 }
             },
         };
-        let reply = match limits.queries.clone().try_acquire_owned() {
-            Ok(_permit) => resolver.handle(&request, Transport::Tcp).await,
-            Err(_) => resolver.overloaded(&request, Transport::Tcp),
+        let reply = match limits.query() {
+            Some(_permits) => resolver.handle(&request, Transport::Tcp).await,
+            None => resolver.overloaded(&request, Transport::Tcp),
         };
         let Some(reply) = reply else { continue };
         match tokio::time::timeout(TCP_WRITE_TIMEOUT, write_frame(&mut stream, &reply)).await {
@@ -169,8 +221,26 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(error) => return Err(error),
     }
-    let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
-    stream.read_exact(&mut message).await?;
+    let length = usize::from(u16::from_be_bytes(length));
+    if length > MAX_TCP_QUERY_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "a {length}-byte DNS query is over the {MAX_TCP_QUERY_BYTES}-byte limit (not DNS?)"
+            ),
+        ));
+    }
+    let mut message = vec![0u8; length];
+    // Once a message has begun, all of it must arrive promptly: a client sends a query in one
+    // write, a slow trickle only holds the connection.
+    tokio::time::timeout(TCP_MESSAGE_TIMEOUT, stream.read_exact(&mut message))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the rest of the DNS message did not arrive in time",
+            )
+        })??;
     Ok(Some(message))
 }
 

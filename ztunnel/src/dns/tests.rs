@@ -107,7 +107,7 @@ async fn proxy(upstreams: Vec<SocketAddr>, metrics: DnsMetrics) -> (SocketAddr, 
             }
         }
     };
-    let limits = Arc::new(Limits::default());
+    let limits = Arc::new(Limits::new(Arc::default()));
     let stop = CancellationToken::new();
     tokio::spawn(server::serve_udp(
         udp,
@@ -214,6 +214,31 @@ async fn tcp_serves_several_queries_per_connection() {
     assert_eq!(addresses(&replies[0]), vec![IpAddr::from([10, 96, 0, 8])]);
     assert_eq!(replies[1].metadata.id, 8);
     assert_eq!(addresses(&replies[1]), vec![IpAddr::V4(EXTERNAL)]);
+}
+
+#[tokio::test]
+async fn tcp_that_is_not_dns_is_closed_at_once() {
+    let upstream = fake_upstream().await;
+    let (server, _stop) = proxy(vec![upstream], DnsMetrics::default()).await;
+    // An HTTP request read as DNS framing announces an 18 KiB message: not a query.
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut sink)).await;
+    assert!(
+        closed.is_ok(),
+        "a non-DNS client must not hold the connection"
+    );
+    // A query whose body never comes is dropped after the message deadline, not the idle one.
+    let mut trickle = TcpStream::connect(server).await.unwrap();
+    trickle.write_u16(40).await.unwrap();
+    trickle.write_all(&[0u8; 10]).await.unwrap();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(8), trickle.read_to_end(&mut sink)).await;
+    assert!(started.elapsed() < Duration::from_secs(8));
 }
 
 #[tokio::test]
@@ -327,4 +352,24 @@ fn encode(metrics: &DnsMetrics) -> String {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     text
+}
+
+#[test]
+fn the_node_wide_caps_hold_across_pods() {
+    let node = Arc::new(server::NodeDnsLimits::with_caps(2, 1));
+    let (pod_a, pod_b) = (Limits::new(node.clone()), Limits::new(node));
+    let first = pod_a.query().expect("room on the node");
+    let _second = pod_b.query().expect("room on the node");
+    // Each pod is far below its own cap, but the node is full.
+    assert!(pod_a.query().is_none());
+    assert!(pod_b.query().is_none());
+    drop(first);
+    assert!(
+        pod_b.query().is_some(),
+        "a finished query frees the node's slot"
+    );
+    let connection = pod_a.tcp_connection().expect("room on the node");
+    assert!(pod_b.tcp_connection().is_none());
+    drop(connection);
+    assert!(pod_b.tcp_connection().is_some());
 }
