@@ -129,6 +129,26 @@ fn build_binaries() -> Result<MeshBinaries> {
     Ok(binaries)
 }
 
+/// What a test may change about the mesh it starts; the default is what [`Mesh::start`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct MeshOptions {
+    /// Extra arguments for every ztunnel, after the harness's own (e.g. `--cert-ttl 60s`). They
+    /// stay in force when a test restarts a ztunnel with [`Mesh::spawn_ztunnel`].
+    pub ztunnel_args: Vec<String>,
+}
+
+impl MeshOptions {
+    /// Adds arguments for every ztunnel of the mesh.
+    pub fn ztunnel_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.ztunnel_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
 /// A running mesh on a cluster-in-a-box.
 pub struct Mesh {
     // Processes first: they are stopped before the cluster's namespaces go away.
@@ -137,11 +157,17 @@ pub struct Mesh {
     pub cluster: Cluster,
     pub binaries: MeshBinaries,
     ca_dir: PathBuf,
+    options: MeshOptions,
 }
 
 impl Mesh {
     /// Builds a cluster of `nodes` nodes and starts the control plane and one ztunnel per node.
     pub fn start(nodes: usize) -> Result<Mesh> {
+        Mesh::start_with(nodes, MeshOptions::default())
+    }
+
+    /// Like [`Mesh::start`], with `options` (extra ztunnel flags, …).
+    pub fn start_with(nodes: usize, options: MeshOptions) -> Result<Mesh> {
         crate::require_root()?;
         let binaries = mesh_binaries()?;
         let cluster = Cluster::builder()
@@ -170,20 +196,7 @@ impl Mesh {
             .collect();
         write(&root.join("node-tokens"), &tokens)?;
 
-        let ca_address = format!("{}:{CA_PORT}", cluster.control_plane_ip());
-        let mut ca = cluster.fabric().spawn(
-            ProcessSpec::new(&binaries.ambit_ca)
-                .name("ambit-ca")
-                .env("NO_COLOR", "1")
-                .args(["serve", "--listen", &ca_address, "--dir"])
-                .arg(&ca_dir)
-                .arg("--tokens-file")
-                .arg(root.join("node-tokens"))
-                .arg("--manifests")
-                .arg(cluster.manifests_dir())
-                .args(["--manifests-poll-interval", "100ms"]),
-        )?;
-        ca.wait_for_log("ambit-ca serving", START_TIMEOUT)?;
+        let ca = spawn_ca(&cluster, &binaries, &ca_dir)?;
 
         let mut mesh = Mesh {
             ztunnels: Vec::new(),
@@ -191,6 +204,7 @@ impl Mesh {
             cluster,
             binaries,
             ca_dir,
+            options,
         };
         for index in 0..nodes {
             let ztunnel = mesh.spawn_ztunnel(index)?;
@@ -201,6 +215,12 @@ impl Mesh {
 
     /// Starts (or restarts) the ztunnel of node `index` and waits until it accepts pods.
     pub fn spawn_ztunnel(&self, index: usize) -> Result<Process> {
+        self.spawn_ztunnel_with(index, &[])
+    }
+
+    /// Like [`Mesh::spawn_ztunnel`], adding `extra_args` after the mesh's own ztunnel flags
+    /// (those of [`MeshOptions::ztunnel_args`] included).
+    pub fn spawn_ztunnel_with(&self, index: usize, extra_args: &[&str]) -> Result<Process> {
         let node = self.cluster.node(index);
         let token = node.dir().join("ca-token");
         write(&token, &format!("token-{}\n", node.name()))?;
@@ -229,7 +249,9 @@ impl Mesh {
                     "100ms",
                     "--drain-timeout",
                     "5s",
-                ]),
+                ])
+                .args(&self.options.ztunnel_args)
+                .args(extra_args),
         )?;
         process.wait_for_log("ztunnel ready for pods", START_TIMEOUT)?;
         Ok(process)
@@ -266,6 +288,31 @@ impl Mesh {
     pub fn ca_dir(&self) -> &Path {
         &self.ca_dir
     }
+
+    /// Starts the CA again (after `mesh.ca.stop()`) with the same root, tokens and flags, and
+    /// waits until it serves: `mesh.ca = mesh.spawn_ca()?`.
+    pub fn spawn_ca(&self) -> Result<Process> {
+        spawn_ca(&self.cluster, &self.binaries, &self.ca_dir)
+    }
+}
+
+/// `ambit-ca serve` on the fabric, with the root in `ca_dir` and the node tokens of the cluster.
+fn spawn_ca(cluster: &Cluster, binaries: &MeshBinaries, ca_dir: &Path) -> Result<Process> {
+    let ca_address = format!("{}:{CA_PORT}", cluster.control_plane_ip());
+    let mut ca = cluster.fabric().spawn(
+        ProcessSpec::new(&binaries.ambit_ca)
+            .name("ambit-ca")
+            .env("NO_COLOR", "1")
+            .args(["serve", "--listen", &ca_address, "--dir"])
+            .arg(ca_dir)
+            .arg("--tokens-file")
+            .arg(cluster.root_dir().join("node-tokens"))
+            .arg("--manifests")
+            .arg(cluster.manifests_dir())
+            .args(["--manifests-poll-interval", "100ms"]),
+    )?;
+    ca.wait_for_log("ambit-ca serving", START_TIMEOUT)?;
+    Ok(ca)
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{HarnessError, Result};
 use crate::manifests::Labels;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, MeshOptions};
 use crate::pod::{Pod, PodSpec};
 use crate::process::Process;
 use crate::testapp::TestApp;
@@ -70,7 +70,12 @@ pub struct Shop {
 
 impl Shop {
     pub fn start() -> Result<Shop> {
-        let mut mesh = Mesh::start(2)?;
+        Shop::start_with(MeshOptions::default())
+    }
+
+    /// The same shop on a mesh started with `options` (e.g. extra ztunnel flags).
+    pub fn start_with(options: MeshOptions) -> Result<Shop> {
+        let mut mesh = Mesh::start_with(2, options)?;
         mesh.cluster.set_namespace_labels("shop", ambient())?;
         let frontend = mesh.add_pod(
             PodSpec::new("shop", "frontend-0")
