@@ -10,6 +10,8 @@
 //!   passing).
 
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod locate;
 pub mod netns;
 pub mod rules;

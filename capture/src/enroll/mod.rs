@@ -25,10 +25,10 @@ use crate::netns::NetNs;
 
 mod client;
 pub mod proto;
-mod server;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 pub use client::EnrollClient;
 pub use server::{connected_pair, serve, EnrollConnection, EnrollListener};

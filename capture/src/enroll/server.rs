@@ -118,15 +118,7 @@ impl EnrollConnection {
             let Some(datagram) = datagram else {
                 return Ok(None);
             };
-            let decoded = if datagram.truncated {
-                Err(format!(
-                    "enrollment request longer than {} bytes",
-                    proto::MAX_MESSAGE_BYTES
-                ))
-            } else {
-                decode_request(&datagram.bytes, datagram.fds)
-            };
-            match decoded {
+            match decode_datagram(datagram) {
                 Ok(request) => return Ok(Some(request)),
                 Err(problem) => {
                     tracing::warn!(%problem, "malformed enrollment request");
@@ -146,6 +138,19 @@ impl EnrollConnection {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// A received datagram as a request, or what is wrong with it. Every fd it carried is either in
+/// the request or closed when this returns.
+pub(crate) fn decode_datagram(datagram: wire::Datagram) -> Result<EnrollRequest, String> {
+    if datagram.truncated {
+        Err(format!(
+            "enrollment request longer than {} bytes",
+            proto::MAX_MESSAGE_BYTES
+        ))
+    } else {
+        decode_request(&datagram.bytes, datagram.fds)
     }
 }
 
