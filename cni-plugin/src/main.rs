@@ -7,12 +7,11 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-mod cni;
 mod install;
 mod logging;
 mod plugin;
 
-use cni::{code, CniError, Request};
+use ambit_cni::cni::{self, code, CniError, Request};
 
 fn main() -> ExitCode {
     // Runtimes run a plugin without arguments and with CNI_COMMAND set;
