@@ -33,6 +33,7 @@
 pub mod convert;
 mod decode;
 pub mod error;
+pub mod fuzzing;
 pub mod kube;
 pub mod local;
 pub mod model;
