@@ -38,10 +38,13 @@ impl ConnectRequest {
     pub(crate) fn to_http(&self) -> Result<Request<()>, TunnelError> {
         let mut request = Request::new(());
         *request.method_mut() = Method::CONNECT;
+        // Only `ip:port`: an IPv6 zone (`%scope`) means nothing to the peer, and the server
+        // refuses an authority carrying one (found by fuzz/hbone_request).
+        let authority = SocketAddr::new(self.authority.ip(), self.authority.port());
         // `ip:port` and `[v6]:port` are valid authority-form URIs, so this cannot fail; still,
         // no panics on the data path.
         *request.uri_mut() =
-            self.authority
+            authority
                 .to_string()
                 .parse()
                 .map_err(|_| TunnelError::InvalidHeader {
@@ -305,6 +308,24 @@ mod tests {
             req.to_http(),
             Err(TunnelError::InvalidHeader { header: BAGGAGE })
         ));
+    }
+
+    #[test]
+    fn scoped_v6_authority_is_sent_without_its_zone() {
+        // Regression (fuzz/hbone_request): `[fe80::1%3]:80` went on the wire and every server
+        // refused it as not an address.
+        let destination = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            80,
+            7,
+            3,
+        ));
+        let request = ConnectRequest::new(destination).to_http().unwrap();
+        assert_eq!(request.uri().to_string(), "[fe80::1]:80");
+        assert_eq!(
+            validate(&request, destination, true),
+            Ok("[fe80::1]:80".parse().unwrap())
+        );
     }
 
     #[test]
