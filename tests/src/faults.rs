@@ -190,16 +190,42 @@ pub fn open_fds(pid: u32) -> Result<usize> {
 }
 
 /// How many of process `pid`'s file descriptors refer to the network namespace `inode` (a
-/// namespace that was deleted stays alive, with its sockets, while someone holds one).
+/// namespace that was deleted stays alive, with its sockets, while someone holds one). Judged
+/// by what each descriptor is (nsfs device and inode), not by its link text: a namespace file
+/// received over SCM_RIGHTS from another mount namespace reads as `/`, not `net:[INODE]`.
 pub fn fds_on_netns(pid: u32, inode: u64) -> Result<usize> {
+    let nsfs = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|e| HarnessError::file("reading", "/proc/self/ns/net", e))?
+        .dev();
     let dir = format!("/proc/{pid}/fd");
-    let wanted = format!("net:[{inode}]");
     let entries = std::fs::read_dir(&dir).map_err(|e| HarnessError::file("listing", &dir, e))?;
     Ok(entries
         .filter_map(|entry| entry.ok())
-        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-        .filter(|target| target.as_os_str() == wanted.as_str())
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .filter(|meta| meta.dev() == nsfs && meta.ino() == inode)
         .count())
+}
+
+/// The listening sockets (`ss -Hltnu`) of the network namespace `inode` that process `pid`
+/// holds a descriptor of, reached through that descriptor (the namespace may have no name
+/// left): evidence of what a leaked namespace still serves. `None` when `pid` holds none.
+pub fn listeners_in_held_netns(pid: u32, inode: u64) -> Result<Option<String>> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(|e| HarnessError::file("listing", &dir, e))?;
+    let held = entries.filter_map(|entry| entry.ok()).find(|entry| {
+        std::fs::metadata(entry.path()).is_ok_and(|meta| {
+            meta.ino() == inode
+                && std::fs::read_link(entry.path()).is_ok_and(|l| !l.starts_with("socket:"))
+        })
+    });
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let mut command = std::process::Command::new("nsenter");
+    command
+        .arg(format!("--net={}", held.path().display()))
+        .args(["ss", "-Hltnu"]);
+    crate::cmd::run(&mut command).map(Some)
 }
 
 /// The inode of a named network namespace (what `/proc/PID/fd` links show as `net:[INODE]`,

@@ -20,8 +20,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ambit_tests::faults::{
-    exchange, fds_on_netns, netns_inode, open_fds, plaintext_between, poll_until, readiness,
-    Exchange,
+    exchange, fds_on_netns, listeners_in_held_netns, netns_inode, open_fds, plaintext_between,
+    poll_until, readiness, Exchange,
 };
 use ambit_tests::kube_mesh::{enrolled_names, workloads, KubeMesh};
 use ambit_tests::mesh::wait_for_node_dump;
@@ -933,10 +933,11 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
     });
     findings.check(released.is_some(), "the pod of a lost CNI DEL is never unenrolled", || {
         format!(
-            "30 s after it left the cluster view: {}; fds on its deleted namespace: {:?}; open fds {:?} (baseline {baseline})",
+            "30 s after it left the cluster view: {}; fds on its deleted namespace: {:?}; open fds {:?} (baseline {baseline}); still listening there: {:?}",
             pods_and_certificates(&mesh.cluster, 1),
             fds_on_netns(ztunnel, inode),
-            open_fds(ztunnel)
+            open_fds(ztunnel),
+            listeners_in_held_netns(ztunnel, inode)
         )
     });
     // The rest of the node is unaffected.
