@@ -231,6 +231,58 @@ fn inbound_tcp_lands_on_15006_except_hbone_and_probes(flavor: Flavor) {
     assert_idle(&inbound, "inbound listener");
 }
 
+/// The node side of probe exemption: the node SNATs its own connections to the pod's probe
+/// port to 169.254.7.127, the one address the pod exempts; its other connections (what a
+/// host-network pod makes) are captured like anyone's.
+fn node_probe_snat_exempts_only_probe_ports(flavor: Flavor) {
+    let env = Pod::new();
+    let backend = flavor.backend();
+    let options = RuleOptions {
+        probe_sources: rules::probes::probe_sources(),
+        capture_dns: false,
+    };
+    backend.apply(env.pod.netns(), &options).unwrap();
+    let app_addr = Pod::addr(&env.pod_ip, APP_PORT);
+    backend
+        .apply_probe_snat(env.peer.netns(), &[app_addr])
+        .unwrap();
+    // Applying again replaces, never duplicates.
+    backend
+        .apply_probe_snat(env.peer.netns(), &[app_addr])
+        .unwrap();
+    let inbound = env.listen(ports::INBOUND);
+    let app = listen_in(
+        env.pod.netns(),
+        &ListenOptions::new(Pod::addr("0.0.0.0", APP_PORT)).mark(None),
+    )
+    .unwrap();
+    let other_port = Pod::addr(&env.pod_ip, APP_PORT + 1);
+
+    let _probe = connect_from(env.peer.netns(), app_addr, plain());
+    let probed = accept(&app, "app (probe)");
+    assert_eq!(
+        probed.peer_addr().unwrap().ip().to_string(),
+        "169.254.7.127",
+        "the probe arrives from the SNAT address"
+    );
+    assert_idle(&inbound, "inbound listener");
+
+    // From the node's own address (as before: the gateway) to another port: captured.
+    let _host_client = connect_from(env.peer.netns(), other_port, plain());
+    let captured = accept(&inbound, "inbound listener (host-network client)");
+    assert_eq!(original_dst(&captured).unwrap(), other_port);
+    assert_eq!(
+        captured.peer_addr().unwrap().ip().to_string(),
+        env.peer_ip,
+        "not SNAT-ed: it is not a probe"
+    );
+
+    // Without targets nothing is SNAT-ed: the same probe is captured.
+    backend.apply_probe_snat(env.peer.netns(), &[]).unwrap();
+    let _unlisted = connect_from(env.peer.netns(), app_addr, plain());
+    accept(&inbound, "inbound listener (unlisted probe port)");
+}
+
 fn dns_goes_to_15053_when_enabled(flavor: Flavor) {
     let env = Pod::new();
     flavor
@@ -442,6 +494,11 @@ macro_rules! backend_tests {
             #[test]
             fn inbound_tcp_lands_on_15006_except_hbone_and_probes() {
                 super::inbound_tcp_lands_on_15006_except_hbone_and_probes($flavor);
+            }
+
+            #[test]
+            fn node_probe_snat_exempts_only_probe_ports() {
+                super::node_probe_snat_exempts_only_probe_ports($flavor);
             }
 
             #[test]

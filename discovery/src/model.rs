@@ -84,6 +84,9 @@ pub struct Workload {
     pub ready: bool,
     /// Named container ports only: they are what a Service `targetPort` by name resolves against.
     pub named_ports: Vec<NamedPort>,
+    /// TCP ports the kubelet probes: the only traffic from the node itself that may reach an
+    /// ambient pod without the mesh (it is SNAT-ed to a link-local address the pod exempts).
+    pub probe_ports: Vec<u16>,
     pub use_waypoint: Option<WaypointBinding>,
     /// Whether the pod is in the mesh: computed when the snapshot is built, because it depends
     /// on the namespace's labels too (see [`ambient_enrolled`]).

@@ -46,6 +46,8 @@ pub struct PodObject {
     pub host_ip: Ipv4Addr,
     pub service_account: String,
     pub ports: Vec<ContainerPort>,
+    /// Ports the kubelet probes (one tcpSocket readiness probe each).
+    pub probe_ports: Vec<u16>,
     /// `None` while the sandbox is being created (phase Pending, no podIP yet).
     pub ip: Option<Ipv4Addr>,
 }
@@ -105,6 +107,15 @@ impl PodObject {
                 port
             })
             .collect();
+        let mut container = json!({"name": "app", "image": "ambit-testapp", "ports": ports});
+        // Kubernetes allows one readiness probe per container; more ports become liveness and
+        // startup probes, which is enough for the mesh (it only needs the ports).
+        for (kind, port) in ["readinessProbe", "livenessProbe", "startupProbe"]
+            .iter()
+            .zip(&self.probe_ports)
+        {
+            container[*kind] = json!({"tcpSocket": {"port": port}});
+        }
         let condition = |kind: &str| json!({"type": kind, "status": "True"});
         let status = match self.ip {
             None => json!({
@@ -135,7 +146,7 @@ impl PodObject {
             "spec": {
                 "nodeName": self.node_name,
                 "serviceAccountName": self.service_account,
-                "containers": [{"name": "app", "image": "ambit-testapp", "ports": ports}],
+                "containers": [container],
             },
             "status": status,
         })
@@ -351,6 +362,7 @@ mod tests {
                 name: Some("http".into()),
                 port: 8080,
             }],
+            probe_ports: Vec::new(),
             ip: Some(Ipv4Addr::new(10, 20, 1, 2)),
         }
     }

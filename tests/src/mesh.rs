@@ -112,12 +112,15 @@ fn build_binaries() -> Result<MeshBinaries> {
             .map(PathBuf::from)
             .unwrap_or_else(|| profile_dir.join("ztunnel")),
         ambit_ca: profile_dir.join("ambit-ca"),
-        cni_dir: profile_dir.clone(),
+        // Likewise AMBIT_TEST_CNI_DIR: a directory holding another build's `ambit-cni`.
+        cni_dir: std::env::var_os("AMBIT_TEST_CNI_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.clone()),
     };
     for path in [
         &binaries.ztunnel,
         &binaries.ambit_ca,
-        &profile_dir.join("ambit-cni"),
+        &binaries.cni_dir.join("ambit-cni"),
     ] {
         if !path.is_file() {
             return Err(HarnessError::Invalid(format!(

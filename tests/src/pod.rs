@@ -31,6 +31,8 @@ pub struct PodSpec {
     pub labels: Labels,
     pub service_account: String,
     pub ports: Vec<ContainerPort>,
+    /// Ports the kubelet probes (see [`PodSpec::probe`]).
+    pub probe_ports: Vec<u16>,
     /// `metadata.uid` of a Pod object that exists elsewhere (a real API server assigns it);
     /// a random one when `None`. CNI calls carry it and ztunnel matches it.
     pub uid: Option<String>,
@@ -45,6 +47,7 @@ impl PodSpec {
             labels: Labels::new(),
             service_account: "default".to_string(),
             ports: Vec::new(),
+            probe_ports: Vec::new(),
             uid: None,
         }
     }
@@ -67,6 +70,14 @@ impl PodSpec {
     /// Use this `metadata.uid` (that of the Pod object in an API server) instead of a random one.
     pub fn uid(mut self, uid: &str) -> Self {
         self.uid = Some(uid.to_string());
+        self
+    }
+
+    /// A port the kubelet probes (a tcpSocket probe in the Pod object). The node's ztunnel
+    /// SNATs connections from the node to it to the probe address that ambient pods exempt;
+    /// test "kubelet probes" are connections from the node's namespace to this port.
+    pub fn probe(mut self, port: u16) -> Self {
+        self.probe_ports.push(port);
         self
     }
 
@@ -292,6 +303,7 @@ impl Cluster {
             host_ip: node.ip,
             service_account: spec.service_account.clone(),
             ports: spec.ports.clone(),
+            probe_ports: spec.probe_ports.clone(),
             ip: None,
         };
         self.objects

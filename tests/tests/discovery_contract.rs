@@ -32,6 +32,7 @@ fn pod(name: &str, node: u8, ip: Option<Ipv4Addr>) -> PodObject {
             name: Some("http".into()),
             port: 8080,
         }],
+        probe_ports: Vec::new(),
         ip,
     }
 }

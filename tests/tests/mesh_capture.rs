@@ -220,16 +220,17 @@ fn kubelet_probes_from_the_node_reach_enrolled_pods_directly() {
             PodSpec::new("shop", "cart-0")
                 .on_node(0)
                 .service_account("cart")
-                .port(8080),
+                .port(8080)
+                .probe(8080),
         )
         .unwrap();
-    let _echo = app().echo_server(pod.netns(), 8080).unwrap();
-    // The kubelet runs in the node's network namespace; its probes come from the node's
-    // address on the pod bridge, which the capture rules exclude.
-    let report = app()
-        .echo_client(mesh.cluster.node(0).netns(), pod.addr(8080), 100, None)
-        .unwrap();
+    let mut echo = app().echo_server(pod.netns(), 8080).unwrap();
+    // The kubelet runs in the node's network namespace. ztunnel SNATs connections from the
+    // node to the pod's probe ports to 169.254.7.127, which the capture rules exempt.
+    let report = wait_until_probe_passes(&mesh, &pod);
     assert!(report.intact(), "{report:?}");
+    echo.wait_for_log("accepted from 169.254.7.127", Duration::from_secs(5))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         mesh.access_log(0).unwrap().is_empty(),
@@ -251,4 +252,80 @@ fn kubelet_probes_from_the_node_reach_enrolled_pods_directly() {
         l.get("direction") == Some("inbound")
     })
     .unwrap();
+}
+
+/// The node's probe rules follow the snapshot a moment after the pod appears.
+fn wait_until_probe_passes(mesh: &Mesh, pod: &Pod) -> ambit_tests::testapp::EchoReport {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match app().echo_client(mesh.cluster.node(0).netns(), pod.addr(8080), 100, None) {
+            Ok(report) if report.intact() => return report,
+            other if std::time::Instant::now() >= deadline => {
+                panic!("the kubelet probe never got through: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn a_host_network_client_is_captured_and_policy_applies_to_it() {
+    let mut mesh = Mesh::start(1).unwrap();
+    mesh.cluster
+        .set_namespace_labels("shop", dataplane(Some("ambient")))
+        .unwrap();
+    let pod = mesh
+        .add_pod(
+            PodSpec::new("shop", "cart-0")
+                .on_node(0)
+                .service_account("cart")
+                .label("app", "cart")
+                .port(8080)
+                .port(9090)
+                .probe(8080),
+        )
+        .unwrap();
+    let _probe_target = app().echo_server(pod.netns(), 8080).unwrap();
+    let _app = app().echo_server(pod.netns(), 9090).unwrap();
+    wait_until_probe_passes(&mesh, &pod);
+    // Deny-all for cart: an ALLOW policy with no rules.
+    mesh.cluster
+        .put_manifest(
+            "policy-allow-nothing.yaml",
+            vec![serde_json::json!({
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"name": "allow-nothing", "namespace": "shop"},
+                "spec": {"selector": {"matchLabels": {"app": "cart"}}}
+            })],
+        )
+        .unwrap();
+    mesh.wait_for_dump(0, "the policy is loaded", |dump| {
+        dump["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "allow-nothing"))
+    })
+    .unwrap();
+    // A host-network process (the node's namespace) on a port that is not a probe: it comes
+    // from the node's address, as the kubelet's probes used to, and must not pass in clear.
+    let refused = app().echo_client(mesh.cluster.node(0).netns(), pod.addr(9090), 100, None);
+    assert!(
+        refused.map(|r| !r.intact()).unwrap_or(true),
+        "a host-network client must be subject to policy"
+    );
+    let denied = mesh
+        .wait_for_access(0, Duration::from_secs(10), |l| {
+            l.get("dst.addr") == Some(&*pod.addr(9090).to_string()) && l.get("error").is_some()
+        })
+        .unwrap();
+    assert!(
+        denied
+            .get("error")
+            .unwrap()
+            .contains("ALLOW policies apply to shop/cart-0"),
+        "{}",
+        denied.raw
+    );
+    // The kubelet's probe still passes: policy does not apply to probes.
+    assert!(wait_until_probe_passes(&mesh, &pod).intact());
 }

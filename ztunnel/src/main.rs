@@ -12,6 +12,7 @@ mod outbound;
 mod plan;
 mod pod;
 mod ports;
+mod probes;
 mod reconcile;
 mod response;
 mod revocable;
@@ -109,6 +110,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     start_http(&agent)?;
     tokio::spawn(revoke_on_policy_change(agent.clone()));
+    // Probes first: running pods keep passing them while the reconcile below re-enrolls.
+    tokio::spawn(probes::run(agent.clone()));
 
     // Re-sync first: pods that were captured before a restart (or labelled while ztunnel was
     // down) get their listeners back before any new pod is accepted. Their redirect rules stayed

@@ -84,7 +84,7 @@ async fn enroll_running(agent: &Arc<Agent>, workload: &Workload) {
     match pod::enroll(agent, pod_ref, netns).await {
         capture::enroll::Reply::Enrolled { capture_dns } => {
             let options = RuleOptions {
-                probe_sources: locate::default_gateway_v4(&for_rules).into_iter().collect(),
+                probe_sources: capture::rules::probes::probe_sources(),
                 capture_dns,
             };
             let applied =

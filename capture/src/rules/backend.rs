@@ -58,6 +58,19 @@ impl Backend {
         }
     }
 
+    /// Replaces the node's probe SNAT rules (in `node`, the host's namespace) with `targets`:
+    /// ambient pods' addresses with their probe ports (see `rules::probes`).
+    pub fn apply_probe_snat(
+        &self,
+        node: &crate::netns::NetNs,
+        targets: &[std::net::SocketAddr],
+    ) -> Result<(), super::RulesError> {
+        match self {
+            Self::Nftables(nft) => nft.apply_probe_snat(node, targets),
+            Self::Iptables(ipt) => ipt.apply_probe_snat(node, targets),
+        }
+    }
+
     fn inner(&self) -> &dyn RulesBackend {
         match self {
             Self::Nftables(nft) => nft,

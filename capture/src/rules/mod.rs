@@ -39,6 +39,7 @@ mod backend;
 mod exec;
 pub mod iptables;
 pub mod nft;
+pub mod probes;
 
 pub use backend::{choose_backend, detect_backend, Backend, BackendChoice, Detected};
 pub use iptables::Iptables;

@@ -81,6 +81,23 @@ impl Nftables {
     }
 }
 
+impl Nftables {
+    /// Replaces the node's probe SNAT table with `targets` (see `rules::probes`).
+    pub fn apply_probe_snat(
+        &self,
+        node: &NetNs,
+        targets: &[std::net::SocketAddr],
+    ) -> Result<(), RulesError> {
+        self.run(
+            node,
+            "install the probe SNAT rules",
+            &["-f", "-"],
+            &super::probes::render_nft(targets),
+        )
+        .map(drop)
+    }
+}
+
 impl RulesBackend for Nftables {
     fn apply(&self, netns: &NetNs, opts: &RuleOptions) -> Result<(), RulesError> {
         self.run(

@@ -10,7 +10,7 @@
 //!   "enrollTimeoutMs": 10000,                      // connect and per-answer timeout
 //!   "logLevel": "info",                            // error|warn|info|debug|trace
 //!   "logFile": "/var/log/ambit-cni.log",           // default: stderr (runtime's log)
-//!   "probeSourceIp": "169.254.7.127",              // default: the gateways in prevResult
+//!   "probeSourceIp": "169.254.7.127",              // default: 169.254.7.127 and its IPv6 twin
 //!   "rulesBackend": "auto",                        // auto|nftables|iptables
 //!   "nftPath": "/usr/sbin/nft" }                   // default: nft from PATH or /usr/sbin
 //! ```
@@ -386,23 +386,14 @@ pub fn pass_through(config: &NetConf) -> String {
     result.to_string()
 }
 
-/// Where kubelet probes come from: `probeSourceIp`, else every gateway in
-/// prevResult's `ips` (the node's address on the pod's network, from which
-/// kubelet connects with bridge-style CNIs).
+/// The source addresses an ambient pod exempts from capture: kubelet probes, which ztunnel
+/// SNATs on the node to a dedicated link-local address (`capture::rules::probes`). Never the
+/// node's gateway address: host-network pods and NodePort traffic come from there too, and
+/// would reach the pod in clear. `probeSourceIp` overrides it for a node whose probes are
+/// SNAT-ed to another dedicated address.
 pub fn probe_sources(config: &NetConf) -> Vec<IpAddr> {
-    if let Some(ip) = config.probe_source_ip {
-        return vec![ip];
+    match config.probe_source_ip {
+        Some(ip) => vec![ip],
+        None => capture::rules::probes::probe_sources(),
     }
-    let mut gateways: Vec<IpAddr> = config
-        .prev_result
-        .as_ref()
-        .and_then(|prev| prev.get("ips"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.get("gateway")?.as_str()?.parse().ok())
-        .collect();
-    gateways.sort();
-    gateways.dedup();
-    gateways
 }

@@ -228,9 +228,13 @@ fn add_parses_pod_and_defaults() {
     );
     assert_eq!(conf.enroll_timeout, Duration::from_secs(10));
     assert_eq!(conf.log_level, tracing::Level::INFO);
+    // Never the gateway in prevResult (10.1.0.1): host-network pods come from there too.
     assert_eq!(
         probe_sources(&conf),
-        vec!["10.1.0.1".parse::<IpAddr>().unwrap()]
+        vec![
+            "169.254.7.127".parse::<IpAddr>().unwrap(),
+            "fd16:9254:7127:1337:ffff:ffff:ffff:ffff".parse().unwrap()
+        ]
     );
 }
 
@@ -324,7 +328,10 @@ fn outputs() {
         parse_config(br#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[]}}"#).unwrap();
     let out: Value = serde_json::from_str(&pass_through(&bare)).unwrap();
     assert_eq!(out["cniVersion"], "1.0.0");
-    assert!(probe_sources(&bare).is_empty());
+    assert_eq!(
+        probe_sources(&bare),
+        capture::rules::probes::probe_sources()
+    );
 
     let err = CniError::new(11, "ztunnel down", "start it");
     let json: Value = serde_json::from_str(&err.to_json("1.0.0")).unwrap();

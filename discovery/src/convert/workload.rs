@@ -65,6 +65,8 @@ pub fn workload(pod: &Pod) -> Result<Workload, ConvertError> {
         }
     }
 
+    let probe_ports = probe_ports(spec);
+
     let status = pod.status.as_ref();
     let mut ips: Vec<IpAddr> = Vec::new();
     if let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()) {
@@ -100,8 +102,56 @@ pub fn workload(pod: &Pod) -> Result<Workload, ConvertError> {
         ips,
         labels,
         named_ports,
+        probe_ports,
         ambient: false,
     })
+}
+
+/// The TCP ports the kubelet probes (liveness, readiness, startup: httpGet, tcpSocket, grpc),
+/// named ports resolved against their container's ports. A probe naming a port the container
+/// does not declare is left out: it fails in Kubernetes too.
+fn probe_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<u16> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut ports = Vec::new();
+    for container in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        let resolve = |port: &IntOrString| match port {
+            IntOrString::Int(number) => u16::try_from(*number).ok().filter(|p| *p != 0),
+            IntOrString::String(name) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok()),
+        };
+        let probes = [
+            &container.liveness_probe,
+            &container.readiness_probe,
+            &container.startup_probe,
+        ];
+        for probe in probes.into_iter().flatten() {
+            let port = probe
+                .http_get
+                .as_ref()
+                .and_then(|get| resolve(&get.port))
+                .or_else(|| probe.tcp_socket.as_ref().and_then(|tcp| resolve(&tcp.port)))
+                .or_else(|| {
+                    probe
+                        .grpc
+                        .as_ref()
+                        .and_then(|grpc| u16::try_from(grpc.port).ok())
+                });
+            if let Some(port) = port.filter(|p| !ports.contains(p)) {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
 }
 
 /// Ready unless finished, being deleted, or reported unready. Hand-written manifests rarely
@@ -174,6 +224,25 @@ status:
             w.identity("cluster.local").unwrap().to_string(),
             "spiffe://cluster.local/ns/shop/sa/web"
         );
+    }
+
+    #[test]
+    fn probe_ports_are_collected_from_every_probe_kind() {
+        let pod = BASE.replace(
+            "    ports: [{name: http, containerPort: 8080}",
+            "    readinessProbe: {httpGet: {path: /ready, port: http}}
+    livenessProbe: {tcpSocket: {port: 9090}}
+    startupProbe: {grpc: {port: 7070}}
+    ports: [{name: http, containerPort: 8080}",
+        );
+        let with_init = pod.replace(
+            "  containers:\n",
+            "  initContainers: [{name: i, readinessProbe: {tcpSocket: {port: missing}}}]\n  containers:\n",
+        );
+        let w = workload(&from_yaml(&with_init)).unwrap();
+        // The named port resolves, the unknown name is left out, duplicates collapse.
+        assert_eq!(w.probe_ports, vec![7070, 8080, 9090]);
+        assert!(workload(&from_yaml(BASE)).unwrap().probe_ports.is_empty());
     }
 
     #[test]

@@ -31,8 +31,11 @@ use super::{
 use crate::netns::NetNs;
 use crate::socket::ZTUNNEL_MARK;
 
+mod probes;
 #[cfg(test)]
 mod tests;
+
+pub use probes::PROBES_CHAIN;
 
 /// Ambit's chain for outbound traffic, jumped to from `OUTPUT`.
 pub const OUTPUT_CHAIN: &str = "AMBIT_OUTPUT";
