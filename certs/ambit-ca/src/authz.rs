@@ -49,6 +49,12 @@ pub type Authentication<'a> = Pin<Box<dyn Future<Output = Result<String, Refusal
 /// this asks the API server (TokenReview).
 pub trait NodeAuthenticator: Send + Sync {
     fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a>;
+
+    /// A cheap local check, without I/O, that refuses tokens that cannot possibly be valid
+    /// before any costly verification (or a place in the queue for one) is spent on them.
+    fn screen(&self, _token: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
 }
 
 /// Tells whether a node currently runs a pod with a given service account.

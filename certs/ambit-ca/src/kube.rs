@@ -11,9 +11,7 @@
 //! reschedule — must be a ztunnel pod (label) with that UID. Its `spec.nodeName` is the node the
 //! caller proved, and from there authorisation is as in local mode.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certs::{CaError, CertificateAuthority};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
@@ -28,11 +26,8 @@ use crate::store::{CERT_FILE, KEY_FILE, ROOTS_FILE};
 
 const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
-/// How long a reviewed token is trusted without asking again. A node agent asks for one
-/// certificate per identity at start-up, so this turns a burst of reviews into one; the price
-/// is that a deleted ztunnel pod's token works this much longer (its certificates live hours).
-const REVIEW_CACHE_TTL: Duration = Duration::from_secs(30);
-const REVIEW_CACHE_MAX: usize = 1024;
+/// Projected service account tokens are ~1 KiB; anything far bigger is not one.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// The Kubernetes-mode flags of `ambit-ca serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -94,12 +89,12 @@ impl Ztunnels {
     }
 }
 
-/// A NodeAuthenticator backed by TokenReview and a live pod lookup.
+/// A NodeAuthenticator backed by TokenReview and a live pod lookup. Every call costs the API
+/// server a review: serve it behind [`crate::token_cache::CachingAuthenticator`].
 pub struct TokenReviewAuthenticator {
     client: Client,
     audience: String,
     ztunnels: Ztunnels,
-    cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl TokenReviewAuthenticator {
@@ -108,14 +103,11 @@ impl TokenReviewAuthenticator {
             client,
             audience,
             ztunnels,
-            cache: Mutex::default(),
         }
     }
 
     async fn review(&self, token: &str) -> Result<String, Refusal> {
-        if let Some(node) = self.cached(token) {
-            return Ok(node);
-        }
+        screen_token(token, &self.audience)?;
         let review = TokenReview {
             metadata: ObjectMeta::default(),
             spec: TokenReviewSpec {
@@ -143,32 +135,7 @@ impl TokenReviewAuthenticator {
                     self.ztunnels.namespace
                 ))
             })?;
-        let node = pod_node(pod.as_ref(), &pod_name, &pod_uid, &self.ztunnels)?;
-        self.remember(token, &node);
-        Ok(node)
-    }
-
-    fn cached(&self, token: &str) -> Option<String> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(token)
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(node, _)| node.clone())
-    }
-
-    fn remember(&self, token: &str, node: &str) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= REVIEW_CACHE_MAX {
-            let now = Instant::now();
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= REVIEW_CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(
-            token.to_owned(),
-            (node.to_owned(), Instant::now() + REVIEW_CACHE_TTL),
-        );
+        pod_node(pod.as_ref(), &pod_name, &pod_uid, &self.ztunnels)
     }
 }
 
@@ -176,6 +143,36 @@ impl NodeAuthenticator for TokenReviewAuthenticator {
     fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a> {
         Box::pin(self.review(token))
     }
+
+    fn screen(&self, token: &str) -> Result<(), Refusal> {
+        screen_token(token, &self.audience)
+    }
+}
+
+/// Refuses, without asking the API server, what cannot be a service account token: those are
+/// JSON Web Tokens, three base64url parts joined by dots, about a KiB long.
+pub fn screen_token(token: &str, audience: &str) -> Result<(), Refusal> {
+    let base64url = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let reason = if token.len() > MAX_TOKEN_BYTES {
+        format!(
+            "{} bytes long, more than a service account token ({MAX_TOKEN_BYTES})",
+            token.len()
+        )
+    } else if parts.len() != 3 || !parts.iter().all(|part| base64url(part)) {
+        "not a JSON Web Token (three base64url parts joined by dots)".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::TokenRejected {
+        audience: audience.to_owned(),
+        reason,
+    })
 }
 
 /// From a TokenReview's answer to the pod that holds the token: `(name, uid)`.

@@ -7,9 +7,11 @@ use std::time::Duration;
 use ambit_ca::authz::{NodeAuthenticator, TokensFile};
 use ambit_ca::gateway_classes;
 use ambit_ca::kube::{self, KubeArgs};
+use ambit_ca::limits::LimitArgs;
 use ambit_ca::root_configmap;
 use ambit_ca::server::{serve, CaService};
 use ambit_ca::store;
+use ambit_ca::token_cache::CachingAuthenticator;
 use anyhow::Context;
 use certs::{KeyAndCsr, SpiffeId};
 use clap::{Parser, Subcommand};
@@ -80,6 +82,9 @@ struct ServeArgs {
     source: discovery::SourceArgs,
     #[command(flatten)]
     kube: KubeArgs,
+    /// Connection caps and phase deadlines.
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Lifetime of issued certificates when the node does not ask for one.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     default_ttl: Duration,
@@ -129,6 +134,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()> {
+    let limits = options.limits.limits();
+    raise_fd_limit(limits.max_connections);
     let source_config = options.source.config_with(
         discovery::SnapshotOptions::default(),
         discovery::KubeSourceConfig::pods_only(),
@@ -170,10 +177,15 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
             }
             // In the background: issuing certificates does not depend on the Gateway API.
             tokio::spawn(gateway_classes::ensure_until_done(client.clone()));
-            let authenticator = kube::TokenReviewAuthenticator::new(
-                client.clone(),
-                options.kube.token_audience.clone(),
-                kube::Ztunnels::from_args(&options.kube),
+            // Every unknown token costs the API server a review: remembered verdicts and a
+            // bounded number of reviews in flight keep a token flood off the API server.
+            let authenticator = CachingAuthenticator::new(
+                kube::TokenReviewAuthenticator::new(
+                    client.clone(),
+                    options.kube.token_audience.clone(),
+                    kube::Ztunnels::from_args(&options.kube),
+                ),
+                limits.max_token_reviews,
             );
             tracing::info!(audience = %options.kube.token_audience, ztunnels = ?kube::Ztunnels::from_args(&options.kube), "Kubernetes mode: node agents authenticate with service account tokens");
             (ca, Box::new(authenticator))
@@ -189,17 +201,51 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    tracing::info!(address = %options.listen, trust_domain = %trust_domain, "ambit-ca serving");
+    tracing::info!(address = %options.listen, trust_domain = %trust_domain, limits = ?limits, "ambit-ca serving");
     let service = Arc::new(CaService {
         ca,
         authenticator,
         workloads: Arc::new(source),
         default_ttl: options.default_ttl,
         max_ttl: options.max_ttl,
+        limits,
     });
     tokio::select! {
         result = serve(listener, service) => result.context("the CA server stopped"),
         _ = tokio::signal::ctrl_c() => { tracing::info!("ambit-ca stopping"); Ok(()) }
+    }
+}
+
+/// Descriptors beyond the connections: listener, log, the API server's connections, runtime.
+const FD_RESERVE: u64 = 256;
+
+/// Lifts the soft RLIMIT_NOFILE towards the hard one, so that the connection cap is reached
+/// before EMFILE (a typical soft limit is 1024, the default cap too). Says so if it cannot.
+fn raise_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(FD_RESERVE);
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read RLIMIT_NOFILE; connections beyond it fail with too many open files");
+            return;
+        }
+    };
+    if soft >= wanted {
+        return;
+    }
+    let raised = wanted.min(hard);
+    if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+        tracing::warn!(%error, soft, hard, "cannot raise RLIMIT_NOFILE");
+    }
+    if raised < wanted {
+        tracing::warn!(
+            hard,
+            max_connections,
+            "RLIMIT_NOFILE's hard limit is below --max-connections plus {FD_RESERVE}: the CA runs out of descriptors before its connection cap; raise the hard limit (ulimit -Hn, LimitNOFILE) or lower --max-connections"
+        );
     }
 }
 

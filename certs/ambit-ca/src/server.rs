@@ -1,26 +1,32 @@
-//! The CSR API over HTTPS/HTTP/2 (see `certs::api` for the wire format). Every issuance and
-//! every refusal is logged with the caller's node and the identity asked for.
+//! The CSR API over HTTPS/HTTP/2: the accept loop and the phases of a connection. Anyone who can
+//! reach the port can connect, so before a connection has sent a request it holds only what the
+//! limits allow (see `limits` and `admission`), and each phase has a deadline:
+//!
+//! TLS handshake → HTTP/2 preface and SETTINGS (`--handshake-timeout` each) → headers of the
+//! first request (`--header-timeout`) → each request whole: body, authentication, issuance
+//! (`--request-timeout`, answered 408) → idle between requests (`--idle-timeout`).
+//!
+//! What a request gets is decided in `handler`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use certs::api::{
-    ca_identity, read_body, CreateCertificateRequest, CreateCertificateResponse, CONTENT_TYPE,
-    CREATE_CERTIFICATE_PATH, MAX_MESSAGE_BYTES,
-};
-use certs::{CaError, CertificateAuthority, CurrentCertificate, SpiffeId, WorkloadCertificate};
-use http::{Request, Response, StatusCode};
-use prost::Message;
-use tokio::net::TcpListener;
+use certs::api::ca_identity;
+use certs::{CaError, CertificateAuthority, CurrentCertificate, WorkloadCertificate};
+use http::{Request, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::authz::{authorise, NodeAuthenticator, NodeWorkloads, Refusal};
+use crate::admission::{Admission, Connection};
+use crate::authz::{NodeAuthenticator, NodeWorkloads};
+use crate::handler::{handle, refuse, send};
+use crate::limits::{http2, Limits, LogThrottle};
 
 /// How long the CA's own serving certificate lives; it is re-issued at half of that.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct CaService {
     pub ca: CertificateAuthority,
@@ -30,6 +36,8 @@ pub struct CaService {
     pub default_ttl: Duration,
     /// Longest lifetime a caller may obtain.
     pub max_ttl: Duration,
+    /// Connection caps and phase deadlines.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +48,20 @@ pub enum ServeError {
     Tls(#[from] certs::tls::TlsConfigError),
 }
 
+/// Why a connection ended before its peer closed it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("{phase} not complete within {limit:?}")]
+    Deadline {
+        phase: &'static str,
+        limit: Duration,
+    },
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP/2: {0}")]
+    Http2(#[from] h2::Error),
+}
+
 fn serving_certificate(ca: &CertificateAuthority) -> Result<WorkloadCertificate, CaError> {
     let identity = ca_identity(ca.trust_domain()).map_err(certs::MaterialError::from)?;
     let (issued, key) = ca.issue_for_new_key(&identity, SERVING_CERT_TTL)?;
@@ -47,26 +69,51 @@ fn serving_certificate(ca: &CertificateAuthority) -> Result<WorkloadCertificate,
     Ok(WorkloadCertificate::from_pem(&issued.chain_pem, key)?)
 }
 
+/// What every connection of one server shares.
+struct Shared {
+    service: Arc<CaService>,
+    acceptor: TlsAcceptor,
+    /// Requests cut off at their deadline, reported once per interval.
+    timeouts: Mutex<LogThrottle>,
+}
+
 /// Serves the API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, service: Arc<CaService>) -> Result<(), ServeError> {
     let current = CurrentCertificate::new(serving_certificate(&service.ca)?);
     let config = certs::tls::server_config_without_client_auth(current.clone())?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
     let renewer = tokio::spawn(renew_serving_certificate(service.clone(), current));
     let _stop_renewer = AbortOnDrop(renewer);
+    let admission = Admission::new(service.limits.clone());
+    let shared = Arc::new(Shared {
+        service,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        timeouts: Mutex::new(LogThrottle::default()),
+    });
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(%error, "accept failed; if it says too many open files, raise the CA's RLIMIT_NOFILE above --max-connections");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (acceptor, service) = (acceptor.clone(), service.clone());
+        // Decided before any TLS work; refusals are reported by the admission, in bulk.
+        let Ok(connection) = admission.admit(peer.ip()).await else {
+            drop(tcp);
+            continue;
+        };
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(acceptor, tcp, peer, service).await {
+            let result = tokio::select! {
+                result = serve_connection(&shared, tcp, peer, &connection) => result,
+                () = connection.displaced() => {
+                    tracing::debug!(%peer, "closed an idle CA connection to make room for a new one");
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "CA connection ended with an error");
             }
         });
@@ -92,180 +139,79 @@ async fn renew_serving_certificate(service: Arc<CaService>, current: CurrentCert
 }
 
 async fn serve_connection(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
     peer: SocketAddr,
-    service: Arc<CaService>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    connection: &Connection,
+) -> Result<(), ConnectionError> {
+    let limits = &shared.service.limits;
+    let deadline = |phase, limit| ConnectionError::Deadline { phase, limit };
+    let tls = tokio::time::timeout(limits.handshake_timeout, shared.acceptor.accept(tcp))
         .await
-        .map_err(|_| "TLS handshake timed out")??;
-    let mut connection = h2::server::Builder::new()
-        .max_concurrent_streams(64)
-        .handshake::<_, Bytes>(tls)
-        .await?;
-    while let Some(request) = connection.accept().await {
-        let (request, respond) = request?;
-        let service = service.clone();
-        tokio::spawn(async move {
-            let (status, body) = handle(&service, request, peer).await;
-            if let Err(error) = send(respond, status, body) {
-                tracing::debug!(%peer, %error, "cannot send the CA response");
-            }
-        });
-    }
-    Ok(())
-}
-
-fn send(
-    mut respond: h2::server::SendResponse<Bytes>,
-    status: StatusCode,
-    body: Bytes,
-) -> Result<(), h2::Error> {
-    let content_type = if status == StatusCode::OK {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
-    }
-    let mut stream = respond.send_response(response, false)?;
-    stream.send_data(body, true)
-}
-
-fn refuse(status: StatusCode, reason: impl Into<String>) -> (StatusCode, Bytes) {
-    let mut reason = reason.into();
-    reason.push('\n');
-    (status, Bytes::from(reason))
-}
-
-async fn handle(
-    service: &CaService,
-    request: Request<h2::RecvStream>,
-    peer: SocketAddr,
-) -> (StatusCode, Bytes) {
-    if request.uri().path() != CREATE_CERTIFICATE_PATH {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!("unknown method; the CA serves POST {CREATE_CERTIFICATE_PATH}"),
-        );
-    }
-    if request.method() != http::Method::POST {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
-    let token = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
-    let body = match read_body(request.into_body(), MAX_MESSAGE_BYTES).await {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "certificate request refused: unreadable body");
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("malformed request body: {error}"),
-            );
-        }
-    };
-    let message = match CreateCertificateRequest::decode(body.as_slice()) {
-        Ok(message) => message,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "certificate request refused: malformed request body");
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "malformed request body: not a CreateCertificateRequest protobuf ({error})"
-                ),
-            );
-        }
-    };
-    let identity: SpiffeId = match message.identity.parse() {
-        Ok(identity) => identity,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "certificate request refused: bad identity");
-            return refuse(StatusCode::BAD_REQUEST, format!("bad identity: {error}"));
-        }
-    };
-    let node = match authorise(
-        service.authenticator.as_ref(),
-        service.workloads.as_ref(),
-        service.ca.trust_domain(),
-        token.as_deref(),
-        &identity,
+        .map_err(|_| deadline("TLS handshake", limits.handshake_timeout))?
+        .map_err(ConnectionError::Tls)?;
+    let mut http = tokio::time::timeout(
+        limits.handshake_timeout,
+        http2::server_builder().handshake::<_, Bytes>(tls),
     )
     .await
-    {
-        Ok(node) => node,
-        Err((node, refusal)) => {
-            tracing::warn!(
-                %peer,
-                node = node.as_deref().unwrap_or("<unauthenticated>"),
-                identity = %identity,
-                reason = %refusal,
-                "certificate request refused"
-            );
-            let status = match refusal {
-                Refusal::MissingToken | Refusal::UnknownToken | Refusal::TokenRejected { .. } => {
-                    StatusCode::UNAUTHORIZED
+    .map_err(|_| deadline("HTTP/2 preface and SETTINGS", limits.handshake_timeout))??;
+    // Requests in flight; dropped (aborted) with the connection.
+    let mut requests = JoinSet::new();
+    let (mut phase, mut limit) = ("request headers", limits.header_timeout);
+    let mut until = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            accepted = http.accept() => {
+                let Some(accepted) = accepted else { return Ok(()) };
+                let (request, respond) = accepted?;
+                // A connection told to close while its headers arrived has lost the race.
+                if requests.is_empty() && !connection.busy() {
+                    return Ok(());
                 }
-                Refusal::NotReady
-                | Refusal::TokensUnavailable(_)
-                | Refusal::ReviewUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                Refusal::NoPodOnNode { .. }
-                | Refusal::ForeignTrustDomain { .. }
-                | Refusal::NotZtunnel(_) => StatusCode::FORBIDDEN,
-            };
-            return refuse(status, refusal.to_string());
-        }
-    };
-    let ttl = match u64::try_from(message.validity_seconds) {
-        Ok(0) | Err(_) => service.default_ttl,
-        Ok(seconds) => Duration::from_secs(seconds).min(service.max_ttl),
-    };
-    match service.ca.issue(&message.csr, &identity, Some(ttl)) {
-        Ok(issued) => {
-            tracing::info!(
-                %peer,
-                node = %node,
-                identity = %identity,
-                serial = %issued.serial_hex,
-                ttl_seconds = ttl.as_secs(),
-                "certificate issued"
-            );
-            let response = CreateCertificateResponse {
-                cert_chain: split_pem_chain(&issued.chain_pem),
-                trust_bundle: split_pem_chain(&service.ca.trust_bundle().to_pem()),
-            };
-            (StatusCode::OK, Bytes::from(response.encode_to_vec()))
-        }
-        Err(error) => {
-            tracing::warn!(%peer, node = %node, identity = %identity, reason = %error, "certificate request refused");
-            let status = match error {
-                CaError::MalformedCsr(_)
-                | CaError::BadCsrSignature
-                | CaError::UnsupportedKeyType(_)
-                | CaError::CsrIdentityMismatch { .. }
-                | CaError::WrongTrustDomain { .. } => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            refuse(status, error.to_string())
+                requests.spawn(answer(shared.clone(), request, respond, peer));
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                if requests.is_empty() {
+                    connection.idle();
+                    (phase, limit) = ("next request on an idle connection", limits.idle_timeout);
+                    until = tokio::time::Instant::now() + limit;
+                }
+            }
+            () = tokio::time::sleep_until(until), if requests.is_empty() => {
+                return Err(deadline(phase, limit));
+            }
         }
     }
 }
 
-/// Splits concatenated PEM blocks into one string per certificate.
-fn split_pem_chain(pem: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    pem.split_inclusive(END)
-        .map(str::trim)
-        .filter(|block| block.ends_with(END))
-        .map(|block| format!("{block}\n"))
-        .collect()
+/// Answers one request, cut off at the request deadline.
+async fn answer(
+    shared: Arc<Shared>,
+    request: Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+    peer: SocketAddr,
+) {
+    let service = &shared.service;
+    let limit = service.limits.request_timeout;
+    let (status, body) = match tokio::time::timeout(limit, handle(service, request, peer)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let held = shared
+                .timeouts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hit(Instant::now());
+            if let Some(count) = held {
+                tracing::warn!(%peer, timed_out = count, limit = ?limit, "certificate requests cut off at the request deadline (count since the last report): their body, authentication or issuance took too long; if these are node agents, check the network to the CA and the API server's latency, or raise --request-timeout");
+            }
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request was not complete within {limit:?} (body, authentication and issuance); retry, and check the network between the node and the CA"),
+            )
+        }
+    };
+    if let Err(error) = send(respond, status, body) {
+        tracing::debug!(%peer, %error, "cannot send the CA response");
+    }
 }

@@ -107,10 +107,16 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// The binary under test; `AMBIT_CA_TEST_BINARY` points at another build (to reproduce a fixed
+/// bug against an older one).
+fn ca_binary() -> String {
+    std::env::var("AMBIT_CA_TEST_BINARY").unwrap_or_else(|_| CA.to_owned())
+}
+
 fn start_ca(kubeconfig: &Path, work: &Path) -> RunningCa {
     let address = free_port();
     let log = work.join(format!("ca-{}.log", address.port()));
-    let child = Command::new(CA)
+    let child = Command::new(ca_binary())
         .args(["serve", "--kubeconfig", kubeconfig.to_str().unwrap()])
         .args(["--root-secret", ROOT_SECRET])
         .args(["--listen", &address.to_string()])
@@ -367,4 +373,176 @@ async fn ztunnels_prove_their_node_with_service_account_tokens() {
         "the root was not replaced"
     );
     ask(&again, &bundle, &ztunnel_b, DB).await.unwrap();
+}
+
+/// TokenReviews the API server has answered so far (its own request counter).
+fn token_reviews(server: &KubeApiServer) -> u64 {
+    let metrics = server.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_request_total{")
+                && line.contains(r#"resource="tokenreviews""#)
+                && line.contains(r#"verb="POST""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Sends one request per token (same body) over a few HTTP/2 connections, bypassing the typed
+/// client (which opens a connection per call); the statuses, in no particular order.
+async fn post_each(
+    ca: &RunningCa,
+    bundle: &TrustBundle,
+    tokens: Vec<String>,
+    body: bytes::Bytes,
+) -> Vec<u16> {
+    use std::sync::Arc;
+    const CONNECTIONS: usize = 4;
+    let expected = certs::api::ca_identity("cluster.local").unwrap();
+    let tls =
+        Arc::new(certs::tls::client_config_without_certificate(bundle, vec![expected]).unwrap());
+    let mut shares: Vec<Vec<String>> = vec![Vec::new(); CONNECTIONS];
+    for (n, token) in tokens.into_iter().enumerate() {
+        shares[n % CONNECTIONS].push(token);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for share in shares {
+        let (tls, body, address) = (tls.clone(), body.clone(), ca.address);
+        tasks.spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(rustls::pki_types::ServerName::from(address.ip()), tcp)
+                .await
+                .unwrap();
+            let (sender, connection) = h2::client::handshake(stream).await.unwrap();
+            tokio::spawn(connection);
+            let mut statuses = Vec::new();
+            for token in share {
+                let mut sender = sender.clone().ready().await.unwrap();
+                let request = http::Request::post(format!(
+                    "https://ambit-ca{}",
+                    certs::api::CREATE_CERTIFICATE_PATH
+                ))
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap();
+                let (response, mut stream) = sender.send_request(request, false).unwrap();
+                stream.send_data(body.clone(), true).unwrap();
+                statuses.push(response.await.unwrap().status().as_u16());
+            }
+            statuses
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(share) = tasks.join_next().await {
+        statuses.extend(share.unwrap());
+    }
+    statuses
+}
+
+/// A real token with its signature altered in a way that depends on `n`.
+fn forged(real: &str, n: usize) -> String {
+    let (head, signature) = real.rsplit_once('.').unwrap();
+    let mut signature = signature.as_bytes()[..signature.len() - 6].to_vec();
+    signature.extend_from_slice(format!("{:06}", n % 1_000_000).as_bytes());
+    format!("{head}.{}", String::from_utf8(signature).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_sent_in_bulk_cost_the_api_server_a_bounded_number_of_reviews() {
+    let work = tempfile::tempdir().unwrap();
+    let server = KubeApiServer::start().unwrap_or_else(|error| {
+        panic!(
+            "cannot start the test API server: {error}\n(build it once with scripts/kube-build.sh)"
+        )
+    });
+    server.kubectl_apply(CLUSTER).unwrap();
+    for manifest in [
+        pod(
+            "ambit-system",
+            "ztunnel-a",
+            "node-a",
+            "ztunnel",
+            "app: ztunnel",
+        ),
+        pod("shop", "web-0", "node-a", "web", "app: web"),
+    ] {
+        server.kubectl_apply(&manifest).unwrap();
+    }
+    let ca_token = server
+        .service_account_token("ambit-system", "ambit-ca", &[ISSUER], None)
+        .unwrap();
+    let ca_kubeconfig = server.kubeconfig_for_token("ambit-ca", &ca_token).unwrap();
+    let ca = tokio::task::block_in_place(|| start_ca(&ca_kubeconfig, work.path()));
+    let (bundle, _) = trust_bundle(&server);
+    let ztunnel_a = pod_token(&server, "ambit-system", "ztunnel", "ztunnel-a", AUDIENCE);
+    ask(&ca, &bundle, &ztunnel_a, WEB).await.unwrap();
+    let body = {
+        use prost::Message;
+        bytes::Bytes::from(request_for(WEB).encode_to_vec())
+    };
+    const FLOOD: usize = 300;
+
+    // One forged token, again and again: one review, not one per request.
+    let before = token_reviews(&server);
+    let same = vec![forged(&ztunnel_a, 0); FLOOD];
+    let statuses = post_each(&ca, &bundle, same, body.clone()).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let reviews = token_reviews(&server) - before;
+    assert!(
+        reviews <= 2,
+        "{FLOOD} requests with the same forged token cost {reviews} TokenReviews"
+    );
+
+    // Garbage that is not a JWT at all: refused without asking the API server.
+    let before = token_reviews(&server);
+    let garbage = (0..FLOOD).map(|n| format!("garbage-{n}")).collect();
+    let statuses = post_each(&ca, &bundle, garbage, body.clone()).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        token_reviews(&server) - before,
+        0,
+        "garbage cost TokenReviews"
+    );
+
+    // Distinct forged JWTs, while the node (remembered) keeps getting certificates.
+    let distinct: Vec<String> = (1..=FLOOD).map(|n| forged(&ztunnel_a, n)).collect();
+    let before = token_reviews(&server);
+    let flood = post_each(&ca, &bundle, distinct.clone(), body.clone());
+    let node = async {
+        for _ in 0..3 {
+            ask(&ca, &bundle, &ztunnel_a, WEB).await.unwrap();
+        }
+    };
+    let (statuses, ()) = tokio::join!(flood, node);
+    // Refused, or told to retry when reviews were all taken; never issued.
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{statuses:?}"
+    );
+    let first_pass = token_reviews(&server) - before;
+    assert!(
+        first_pass <= FLOOD as u64,
+        "{first_pass} reviews for {FLOOD} tokens"
+    );
+    // The same tokens again: remembered as refused, no more reviews than those told to retry.
+    let retried = statuses.iter().filter(|s| **s == 503).count() as u64;
+    let before = token_reviews(&server);
+    let statuses = post_each(&ca, &bundle, distinct, body).await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{statuses:?}"
+    );
+    let second_pass = token_reviews(&server) - before;
+    assert!(
+        second_pass <= retried,
+        "resending {FLOOD} refused tokens cost {second_pass} TokenReviews ({retried} had been told to retry)"
+    );
+    eprintln!(
+        "TokenReviews for {FLOOD} requests each: same forged token {reviews}, garbage 0, distinct forged {first_pass} ({retried} told to retry), the distinct ones again {second_pass}"
+    );
+    // Tokens are neither logged nor otherwise echoed.
+    let log = ca.log();
+    assert!(!log.contains(&forged(&ztunnel_a, 0)) && !log.contains(&ztunnel_a));
 }
