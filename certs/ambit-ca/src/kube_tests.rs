@@ -177,3 +177,24 @@ fn labels_parse() {
     assert!(parse_label("app").unwrap_err().contains("KEY=VALUE"));
     assert!(parse_label("=x").is_err());
 }
+
+#[test]
+fn only_jwt_shaped_tokens_are_worth_a_review() {
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl_-";
+    assert!(screen_token(jwt, "ambit-ca").is_ok());
+    let long = format!("{jwt}{}", "A".repeat(MAX_TOKEN_BYTES));
+    for token in [
+        "not-a-token",
+        "a.b",
+        "a..c",
+        "a.b.c.d",
+        "a.b.c d",
+        "a.b.ç",
+        &long,
+    ] {
+        match screen_token(token, "ambit-ca") {
+            Err(Refusal::TokenRejected { audience, .. }) => assert_eq!(audience, "ambit-ca"),
+            other => panic!("{token:?}: {other:?}"),
+        }
+    }
+}
