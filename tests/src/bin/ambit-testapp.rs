@@ -11,6 +11,8 @@
 //! ambit-testapp throughput --connect ADDR [--seconds S] [--warmup-ms MS]
 //! ambit-testapp latency --connect ADDR [--rate R] [--seconds S] [--warmup N]
 //! ambit-testapp connrate --connect ADDR [--count N] [--seconds S] [--concurrency C]
+//! ambit-testapp soak-server --listen ADDR [--report FILE] [--expect N]
+//! ambit-testapp soak-client --connect ADDR... --connections N [--seconds S] [--message-bytes B] …
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
@@ -28,6 +30,9 @@
 //! - `connrate`: C threads open connections until N were made or S seconds passed, each doing
 //!   one `connection: close` request and reading the whole response → `connections=… errors=…
 //!   elapsed_us=… per_second=…`.
+//!
+//! `soak-client`/`soak-server` (testapp/soak.rs) hold thousands of long-lived connections in one
+//! process, exchanging numbered, checksummed messages both ends verify byte for byte.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -38,6 +43,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+#[path = "testapp/soak.rs"]
+mod soak;
 
 type AppResult<T> = Result<T, String>;
 
@@ -53,8 +61,10 @@ fn main() -> ExitCode {
         Some("throughput") => throughput(&args[1..]),
         Some("latency") => latency(&args[1..]),
         Some("connrate") => connrate(&args[1..]),
+        Some("soak-client") => soak::soak_client(&args[1..]),
+        Some("soak-server") => soak::soak_server(&args[1..]),
         _ => Err(
-            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate [options] (see source)"
+            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate|soak-client|soak-server [options] (see source)"
                 .into(),
         ),
     };

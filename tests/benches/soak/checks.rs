@@ -1,0 +1,501 @@
+//! What the soak bench verifies and prints: the apps' per-connection records against each other
+//! and against ztunnel's access lines, and ztunnel's memory and descriptors from /proc.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ambit_tests::{AccessLine, Pod, Process};
+
+/// DESIGN §4: ≤ 8 KiB per idle connection.
+const TARGET_KIB_PER_CONNECTION: f64 = 8.0;
+/// "Back near idle": RSS within this much of idle (allocator caches, lazily built state).
+const RSS_SLACK_KIB: u64 = 4 * 1024;
+/// Descriptors ztunnel may hold beyond one per connection under load (HBONE connections:
+/// one per source pod, destination pod and 200 streams; listeners of the pods are in idle).
+const FD_SLACK_PER_CONNECTION: f64 = 0.1;
+/// "Back to idle" for descriptors.
+const FD_SLACK: u64 = 16;
+
+/// One ztunnel's figures at one moment.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub anon_kib: u64,
+    pub fds: u64,
+    pub threads: u64,
+    /// Established TCP sockets on port 15008 in the node's pods (ztunnel's HBONE connections);
+    /// `None` when not counted (the per-second samples).
+    pub hbone_sockets: Option<u64>,
+}
+
+pub fn usage(pid: u32) -> Result<Usage, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+        .count() as u64;
+    Ok(Usage {
+        rss_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+        fds,
+        threads: field("Threads:"),
+        hbone_sockets: None,
+    })
+}
+
+/// "soft/hard" of a process's RLIMIT_NOFILE.
+pub fn nofile_limit(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+            Some(values.join("/"))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Usage of every ztunnel (index = node), with the HBONE sockets counted in its pods.
+pub fn sample(pids: &[u32], pods: &[Pod]) -> Result<Vec<Usage>, String> {
+    let mut out = Vec::new();
+    for (node, &pid) in pids.iter().enumerate() {
+        let mut usage = usage(pid)?;
+        let mut hbone = 0;
+        for pod in pods.iter().filter(|p| p.node() == node) {
+            let listing = pod
+                .exec(
+                    "ss",
+                    [
+                        "-Htn",
+                        "state",
+                        "established",
+                        "( sport = :15008 or dport = :15008 )",
+                    ],
+                )
+                .map_err(|e| format!("ss in {}: {e}", pod.name()))?;
+            hbone += listing.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        }
+        usage.hbone_sockets = Some(hbone);
+        out.push(usage);
+    }
+    Ok(out)
+}
+
+/// The `key=value` fields of the last summary line (`connections=…`) in a log.
+pub fn summary(log: &str) -> BTreeMap<String, String> {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with("connections="))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One line of a soak-client or soak-server `--report`.
+#[derive(Clone, Debug, Default)]
+pub struct ConnRecord {
+    pub id: u64,
+    pub local: String,
+    pub sent: u64,
+    pub received: u64,
+    pub checked: u64,
+    pub mismatches: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+pub fn read_records(path: &Path) -> Result<Vec<ConnRecord>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // A client that died writes no report: its connections count as missing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .map(|line| {
+            let fields = AccessLine::parse(line);
+            ConnRecord {
+                id: fields.bytes("id"),
+                local: fields.get("local").unwrap_or("-").to_string(),
+                sent: fields.bytes("sent"),
+                received: fields.bytes("received"),
+                checked: fields.bytes("checked"),
+                mismatches: fields.bytes("mismatches"),
+                ok: fields.get("ok") == Some("true"),
+                error: fields.get("error").map(str::to_string),
+            }
+        })
+        .collect())
+}
+
+/// The verdicts, in order.
+#[derive(Default)]
+pub struct Check {
+    rows: Vec<(String, bool, String)>,
+}
+
+impl Check {
+    pub fn record(&mut self, name: &str, pass: bool, detail: impl Into<String>) {
+        self.rows.push((name.to_string(), pass, detail.into()));
+    }
+
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|(_, pass, _)| *pass)
+    }
+
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for (name, pass, detail) in &self.rows {
+            let mark = if *pass { "PASS" } else { "FAIL" };
+            let _ = writeln!(out, "{mark}  {name}: {detail}");
+        }
+        out
+    }
+}
+
+fn field_sum(summaries: &[BTreeMap<String, String>], key: &str) -> u64 {
+    summaries
+        .iter()
+        .filter_map(|s| s.get(key)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Every byte checked, both ends agree per connection.
+pub fn data(
+    check: &mut Check,
+    connections: usize,
+    clients: &[(usize, ConnRecord)],
+    servers: &[(usize, ConnRecord)],
+    client_summaries: &[BTreeMap<String, String>],
+    server_summaries: &[BTreeMap<String, String>],
+) {
+    let sum = |records: &[(usize, ConnRecord)], f: fn(&ConnRecord) -> u64| -> u64 {
+        records.iter().map(|(_, r)| f(r)).sum()
+    };
+    let sent = sum(clients, |r| r.sent) + sum(servers, |r| r.sent);
+    let checked = sum(clients, |r| r.checked) + sum(servers, |r| r.checked);
+    let mismatches = sum(clients, |r| r.mismatches) + sum(servers, |r| r.mismatches);
+    let failed: Vec<String> = clients
+        .iter()
+        .chain(servers)
+        .filter(|(_, r)| !r.ok)
+        .map(|(_, r)| format!("{}: {}", r.id, r.error.as_deref().unwrap_or("?")))
+        .collect();
+    let frames =
+        field_sum(client_summaries, "frames_sent") + field_sum(server_summaries, "frames_sent");
+    check.record(
+        "every connection completed on both ends",
+        clients.len() == connections && servers.len() == connections && failed.is_empty(),
+        format!(
+            "client records {}, server records {}, expected {connections}; failed {}{}",
+            clients.len(),
+            servers.len(),
+            failed.len(),
+            failed
+                .first()
+                .map(|f| format!(" (first: {f})"))
+                .unwrap_or_default()
+        ),
+    );
+    check.record(
+        "every byte checked, no mismatch",
+        checked == sent && mismatches == 0 && sent > 0,
+        format!(
+            "{sent} bytes sent ({frames} frames), {checked} verified by the receiver ({:.1} MB), mismatches {mismatches}",
+            checked as f64 / 1e6
+        ),
+    );
+    let by_id: HashMap<u64, &ConnRecord> = servers.iter().map(|(_, r)| (r.id, r)).collect();
+    let disagree = clients
+        .iter()
+        .filter(|(_, c)| {
+            by_id
+                .get(&c.id)
+                .is_none_or(|s| s.received != c.sent || s.sent != c.received)
+        })
+        .count();
+    check.record(
+        "client and server byte counts agree per connection (joined by id)",
+        disagree == 0 && by_id.len() == servers.len(),
+        format!(
+            "{disagree} of {} disagree or are missing on the server; {} distinct server ids",
+            clients.len(),
+            by_id.len()
+        ),
+    );
+}
+
+/// `connection complete` lines a ztunnel logged after `offset`.
+pub fn access_lines(ztunnel: &Process, offset: u64) -> Result<Vec<AccessLine>, String> {
+    Ok(log_after(ztunnel, offset)?
+        .lines()
+        .filter(|line| line.contains("access:") && line.contains("connection complete"))
+        .map(AccessLine::parse)
+        .collect())
+}
+
+fn log_after(ztunnel: &Process, offset: u64) -> Result<String, String> {
+    let bytes = std::fs::read(ztunnel.log_path())
+        .map_err(|e| format!("{}: {e}", ztunnel.log_path().display()))?;
+    let from = (offset as usize).min(bytes.len());
+    Ok(String::from_utf8_lossy(&bytes[from..]).into_owned())
+}
+
+/// WARN/ERROR lines other than access lines (a failed connection's line is judged by the
+/// access check), summarised: count and the first few.
+pub fn log_problems(ztunnel: &Process, offset: u64) -> Result<String, String> {
+    let log = log_after(ztunnel, offset)?;
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("access:"))
+        .collect();
+    if problems.is_empty() {
+        return Ok(String::new());
+    }
+    let first: Vec<&str> = problems.iter().take(3).copied().collect();
+    Ok(format!(
+        "{}: {} warning/error lines, first: {}",
+        ztunnel.name(),
+        problems.len(),
+        first.join(" | ")
+    ))
+}
+
+/// One access line per connection on each side, with the apps' byte counts.
+pub fn access(
+    check: &mut Check,
+    logs: &[Vec<AccessLine>],
+    clients_info: &[(usize, Ipv4Addr)],
+    servers_info: &[(usize, SocketAddr)],
+    clients: &[(usize, ConnRecord)],
+    servers: &[(usize, ConnRecord)],
+) {
+    let direction = |l: &AccessLine, d: &str| l.get("direction") == Some(d);
+    // Outbound, on each client's node, keyed by the client's address.
+    let mut outbound: HashMap<(usize, String), Vec<&AccessLine>> = HashMap::new();
+    for (node, lines) in logs.iter().enumerate() {
+        for line in lines.iter().filter(|l| direction(l, "outbound")) {
+            let key = (node, line.get("src.addr").unwrap_or("-").to_string());
+            outbound.entry(key).or_default().push(line);
+        }
+    }
+    let outbound_total: usize = outbound.values().map(Vec::len).sum();
+    let (mut matched, mut bytes_wrong, mut missing, mut duplicated) = (0, 0, 0, 0);
+    for (client, record) in clients {
+        let node = clients_info[*client].0;
+        match outbound
+            .get(&(node, record.local.clone()))
+            .map(Vec::as_slice)
+        {
+            None | Some([]) => missing += 1,
+            Some([line]) => {
+                if line.bytes("bytes_recv") == record.sent
+                    && line.bytes("bytes_sent") == record.received
+                {
+                    matched += 1;
+                } else {
+                    bytes_wrong += 1;
+                }
+            }
+            Some(_) => duplicated += 1,
+        }
+    }
+    check.record(
+        "one outbound access line per connection (client node), bytes = client's",
+        matched == clients.len() && outbound_total == clients.len(),
+        format!(
+            "{outbound_total} lines for {} connections: {matched} match, {bytes_wrong} with other byte counts, {missing} missing, {duplicated} with several lines",
+            clients.len()
+        ),
+    );
+
+    // Inbound, on each server's node: (source pod IP, destination, sent, received) as a multiset.
+    let client_of: HashMap<u64, usize> = clients.iter().map(|(c, r)| (r.id, *c)).collect();
+    let mut expected: HashMap<(usize, String, String, u64, u64), i64> = HashMap::new();
+    for (server, record) in servers {
+        let (node, addr) = servers_info[*server];
+        let source = client_of
+            .get(&record.id)
+            .map_or_else(|| "?".to_string(), |&c| clients_info[c].1.to_string());
+        let key = (node, source, addr.to_string(), record.sent, record.received);
+        *expected.entry(key).or_default() += 1;
+    }
+    let mut inbound_total = 0;
+    let mut unmatched_lines = 0;
+    for (node, lines) in logs.iter().enumerate() {
+        for line in lines.iter().filter(|l| direction(l, "inbound")) {
+            inbound_total += 1;
+            let source = line
+                .get("src.addr")
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+            let key = (
+                node,
+                source,
+                line.get("dst.addr").unwrap_or("-").to_string(),
+                line.bytes("bytes_sent"),
+                line.bytes("bytes_recv"),
+            );
+            match expected.get_mut(&key) {
+                Some(count) if *count > 0 => *count -= 1,
+                _ => unmatched_lines += 1,
+            }
+        }
+    }
+    let unmatched_connections: i64 = expected.values().filter(|&&c| c > 0).sum();
+    let distinct = expected.len();
+    check.record(
+        "one inbound access line per connection (server node), bytes = server's",
+        inbound_total == servers.len() && unmatched_lines == 0 && unmatched_connections == 0,
+        format!(
+            "{inbound_total} lines for {} connections; {unmatched_lines} lines match no connection, {unmatched_connections} connections have no line ({distinct} distinct (source, destination, bytes) keys: {})",
+            servers.len(),
+            if distinct == servers.len() { "every line matched to exactly one connection" } else { "some connections share a key, matched as a multiset" }
+        ),
+    );
+
+    let all: Vec<&AccessLine> = logs.iter().flatten().collect();
+    let failed = all.iter().filter(|l| l.get("error").is_some()).count();
+    let identities = all
+        .iter()
+        .filter(|l| {
+            l.get("src.identity")
+                .is_some_and(|i| i.ends_with("/ns/soak/sa/soak-client"))
+                && l.get("dst.identity")
+                    .is_some_and(|i| i.ends_with("/ns/soak/sa/soak-server"))
+                && l.get("dst.hbone_addr")
+                    .is_some_and(|a| a.ends_with(":15008"))
+        })
+        .count();
+    check.record(
+        "every access line tunnelled (HBONE, both identities), none failed",
+        identities == all.len() && failed == 0,
+        format!("{} lines, {identities} with both SPIFFE identities and an HBONE address, {failed} with error=", all.len()),
+    );
+}
+
+/// The resource samples of both ztunnels.
+pub struct Samples {
+    pub idle: Vec<Usage>,
+    pub peak: Vec<Usage>,
+    pub all_open: Option<(Duration, Vec<Usage>)>,
+    pub after5: Vec<Usage>,
+    pub after30: Vec<Usage>,
+    pub settled: Vec<Usage>,
+    pub settle_seconds: u64,
+}
+
+pub fn usage_table(s: &Samples) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<34} {:>10} {:>10} {:>8} {:>8} {:>12}",
+        "ztunnel", "RSS MiB", "anon MiB", "fds", "threads", "HBONE socks"
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for node in 0..s.idle.len() {
+        let mut rows = vec![("idle", s.idle[node])];
+        if let Some((_, open)) = &s.all_open {
+            rows.push(("all connections open", open[node]));
+        }
+        rows.push(("peak (max of 1 s samples)", s.peak[node]));
+        rows.push(("5 s after all closed", s.after5[node]));
+        rows.push(("30 s after all closed", s.after30[node]));
+        let settled = format!("{} s after all closed", s.settle_seconds);
+        rows.push((&settled, s.settled[node]));
+        for (what, u) in rows {
+            let _ = writeln!(
+                out,
+                "{:<34} {:>10.1} {:>10.1} {:>8} {:>8} {:>12}",
+                format!("node {node} {what}"),
+                mib(u.rss_kib),
+                mib(u.anon_kib),
+                u.fds,
+                u.threads,
+                u.hbone_sockets
+                    .map_or_else(|| "-".to_string(), |n| n.to_string())
+            );
+        }
+    }
+    out
+}
+
+/// Bounded under load, back near idle after.
+pub fn resources(check: &mut Check, s: &Samples, connections: usize) {
+    let n = connections.max(1) as f64;
+    for node in 0..s.idle.len() {
+        let (idle, peak) = (s.idle[node], s.peak[node]);
+        // Every connection crosses the two nodes: each ztunnel holds all of them.
+        let per_kib = peak.rss_kib.saturating_sub(idle.rss_kib) as f64 / n;
+        let open = s.all_open.as_ref().map(|(at, u)| (at, u[node]));
+        let open_text = open.map_or_else(
+            || "never all open at once".to_string(),
+            |(at, u)| {
+                format!(
+                    "with all open (at {:.0} s): {:.2} KiB per connection",
+                    at.as_secs_f64(),
+                    u.rss_kib.saturating_sub(idle.rss_kib) as f64 / n
+                )
+            },
+        );
+        check.record(
+            &format!("node {node} ztunnel memory per connection ≤ {TARGET_KIB_PER_CONNECTION} KiB (DESIGN §4)"),
+            per_kib <= TARGET_KIB_PER_CONNECTION,
+            format!(
+                "peak RSS {:.1} MiB over idle {:.1} MiB for {connections} connections: {per_kib:.2} KiB ({:.5} MiB) per connection; {open_text}",
+                peak.rss_kib as f64 / 1024.0,
+                idle.rss_kib as f64 / 1024.0,
+                per_kib / 1024.0
+            ),
+        );
+        let fd_bound = idle.fds + (n * (1.0 + FD_SLACK_PER_CONNECTION)) as u64;
+        check.record(
+            &format!("node {node} ztunnel fds bounded by the connections it holds"),
+            peak.fds <= fd_bound && peak.fds >= idle.fds + connections as u64,
+            format!(
+                "peak {} fds, idle {}: {:.3} per connection (bound {fd_bound}, at least one per connection)",
+                peak.fds,
+                idle.fds,
+                peak.fds.saturating_sub(idle.fds) as f64 / n
+            ),
+        );
+        for (label, u) in [
+            ("30 s", s.after30[node]),
+            (&*format!("{} s", s.settle_seconds), s.settled[node]),
+        ] {
+            let pooled = u.hbone_sockets.unwrap_or(0);
+            // Before the pool's idle timeout, idle HBONE connections may still be open.
+            let fd_ok = u.fds <= idle.fds + FD_SLACK + pooled;
+            let rss_ok = u.rss_kib <= idle.rss_kib + RSS_SLACK_KIB;
+            check.record(
+                &format!("node {node} ztunnel back near idle {label} after all closed"),
+                fd_ok && rss_ok,
+                format!(
+                    "fds {} (idle {}, {pooled} HBONE sockets still pooled, slack {FD_SLACK}); RSS {:.1} MiB (idle {:.1}, slack {} MiB; {:+.1} MiB retained of {:+.1} at peak)",
+                    u.fds,
+                    idle.fds,
+                    u.rss_kib as f64 / 1024.0,
+                    idle.rss_kib as f64 / 1024.0,
+                    RSS_SLACK_KIB / 1024,
+                    (u.rss_kib as f64 - idle.rss_kib as f64) / 1024.0,
+                    (peak.rss_kib as f64 - idle.rss_kib as f64) / 1024.0
+                ),
+            );
+        }
+    }
+}
