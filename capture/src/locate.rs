@@ -58,15 +58,31 @@ pub fn netns_has_ip(netns: &NetNs, ip: IpAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// The namespace (other than the caller's own) that has `ip` on one of its interfaces.
+/// The namespace (other than the caller's own) that has `ip` on one of its interfaces; the
+/// first found. Prefer [`netns_holding_ip`], which sees every holder.
 pub fn find_netns_by_ip(ip: IpAddr) -> Option<NetNs> {
-    find_netns_by_ip_in(Path::new(PINNED_NETNS_DIR), ip)
+    netns_holding_ip_in(Path::new(PINNED_NETNS_DIR), ip)
+        .into_iter()
+        .next()
+}
+
+/// Every namespace (other than the caller's own) that has `ip` on one of its interfaces, each
+/// once. More than one means someone else claims the address too — a pod with NET_ADMIN can
+/// add any address to its interface — and the caller must not guess which is the pod.
+pub fn netns_holding_ip(ip: IpAddr) -> Vec<NetNs> {
+    netns_holding_ip_in(Path::new(PINNED_NETNS_DIR), ip)
 }
 
 /// As [`find_netns_by_ip`], with another directory of pinned namespaces.
 pub fn find_netns_by_ip_in(pinned_dir: &Path, ip: IpAddr) -> Option<NetNs> {
+    netns_holding_ip_in(pinned_dir, ip).into_iter().next()
+}
+
+/// As [`netns_holding_ip`], with another directory of pinned namespaces.
+pub fn netns_holding_ip_in(pinned_dir: &Path, ip: IpAddr) -> Vec<NetNs> {
     let own = NetNs::current().ok().map(|ns| ns.inode());
     let mut seen: HashSet<u64> = own.into_iter().collect();
+    let mut found = Vec::new();
     for path in candidates(pinned_dir) {
         // Processes come and go and pinned files may be half-created: skip what cannot be opened.
         let Ok(netns) = NetNs::open(&path) else {
@@ -76,9 +92,9 @@ pub fn find_netns_by_ip_in(pinned_dir: &Path, ip: IpAddr) -> Option<NetNs> {
             continue;
         }
         if netns_has_ip(&netns, ip) {
-            tracing::debug!(%ip, path = %path.display(), netns = %netns.id(), "found the pod's network namespace");
-            return Some(netns);
+            tracing::debug!(%ip, path = %path.display(), netns = %netns.id(), "found a network namespace holding the IP");
+            found.push(netns);
         }
     }
-    None
+    found
 }

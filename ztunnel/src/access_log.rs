@@ -101,6 +101,7 @@ impl ConnectionRecord {
     /// The upstream is connected: count the connection as opened.
     pub fn opened(&mut self) {
         let labels = self.labels(ResponseFlag::None);
+        self.metrics.note_series(&labels);
         self.metrics.connections_opened.get_or_create(&labels).inc();
         self.labels = Some(labels);
     }
@@ -122,6 +123,7 @@ impl ConnectionRecord {
             (None, None) => self.labels(ResponseFlag::None),
         };
         let metrics = &self.metrics;
+        metrics.note_series(&labels);
         if self.labels.is_some() {
             metrics.connections_closed.get_or_create(&labels).inc();
         }

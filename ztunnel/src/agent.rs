@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use certs::{CertificateManager, SpiffeId, TrustBundle};
+use certs::{CertificateManager, CertificateStatus, SpiffeId, TrustBundle};
 use discovery::{Snapshot, Source, Workload};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ pub struct Agent {
     /// Node-wide connection caps shared by every enrolled pod's listeners.
     pub limits: NodeLimits,
     pub dns_limits: Arc<crate::dns::NodeDnsLimits>,
+    /// Serialises ADD, DEL and the reconciler per pod uid.
+    pub pod_locks: crate::keyed_lock::KeyedLocks,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
 }
 
@@ -84,6 +87,7 @@ impl Agent {
             rules,
             limits: NodeLimits::default(),
             dns_limits: Arc::default(),
+            pod_locks: Default::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -107,16 +111,107 @@ impl Agent {
         pods
     }
 
+    /// Where per-pod state that must survive a restart is kept (see `pod_state`): beside the
+    /// enrollment socket.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.config
+            .enroll_socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/var/run/ambit"))
+            .join("pods")
+    }
+
     /// Whether enrolled pods' DNS (port 53) is redirected to ztunnel's DNS proxy on 15053.
     pub fn capture_dns(&self) -> bool {
         self.config.dns_capture
     }
 
-    /// Ready when the manifests are loaded and every enrolled pod has its certificate.
+    /// Ready when every enrolled pod's identity has a certificate that is valid now. An
+    /// expired one (the CA unreachable past its lifetime) makes the node unready: its pods'
+    /// connections are refused by every peer until it is renewed.
     pub fn ready(&self) -> Result<(), String> {
-        if !self.certificates.all_issued() {
-            return Err("waiting for workload certificates from the CA".to_owned());
+        readiness(&self.certificates.status(), SystemTime::now())
+    }
+}
+
+/// The readiness decision over the certificates' status at `now`.
+pub fn readiness(statuses: &[CertificateStatus], now: SystemTime) -> Result<(), String> {
+    let why = |status: &CertificateStatus| {
+        status
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default()
+    };
+    for status in statuses {
+        match status.not_after {
+            None => {
+                return Err(format!(
+                    "waiting for the certificate of {} from the CA{}",
+                    status.identity,
+                    why(status)
+                ))
+            }
+            Some(not_after) if not_after <= now => {
+                let ago = now.duration_since(not_after).unwrap_or_default().as_secs();
+                return Err(format!(
+                    "the certificate of {} expired {ago}s ago and has not been renewed{}; check that ambit-ca is reachable from this node",
+                    status.identity,
+                    why(status)
+                ));
+            }
+            Some(_) => {}
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn status(not_after: Option<SystemTime>, error: Option<&str>) -> CertificateStatus {
+        CertificateStatus {
+            identity: SpiffeId::new("cluster.local", "shop", "cart").unwrap(),
+            not_before: None,
+            not_after,
+            next_refresh: None,
+            consecutive_failures: u32::from(error.is_some()),
+            last_error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn readiness_needs_every_certificate_valid_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(readiness(&[], now).is_ok(), "no pods: ready");
+        let valid = status(Some(now + Duration::from_secs(60)), None);
+        assert!(readiness(std::slice::from_ref(&valid), now).is_ok());
+        let waiting = readiness(
+            &[valid.clone(), status(None, Some("connection refused"))],
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            waiting
+                .contains("waiting for the certificate of spiffe://cluster.local/ns/shop/sa/cart"),
+            "{waiting}"
+        );
+        assert!(waiting.contains("connection refused"), "{waiting}");
+        let expired = readiness(
+            &[
+                valid,
+                status(Some(now - Duration::from_secs(30)), Some("CA unreachable")),
+            ],
+            now,
+        )
+        .unwrap_err();
+        assert!(expired.contains("expired 30s ago"), "{expired}");
+        assert!(
+            expired.contains("check that ambit-ca is reachable"),
+            "{expired}"
+        );
     }
 }

@@ -7,10 +7,12 @@ mod connections;
 mod dns;
 mod dump;
 mod inbound;
+mod keyed_lock;
 mod metrics;
 mod outbound;
 mod plan;
 mod pod;
+mod pod_state;
 mod ports;
 mod probes;
 mod reconcile;
@@ -113,12 +115,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Probes first: running pods keep passing them while the reconcile below re-enrolls.
     tokio::spawn(probes::run(agent.clone()));
 
-    // Re-sync first: pods that were captured before a restart (or labelled while ztunnel was
-    // down) get their listeners back before any new pod is accepted. Their redirect rules stayed
-    // in place meanwhile, so their connections failed closed rather than leaking in clear.
-    reconcile::reconcile(&agent).await;
-    tokio::spawn(reconcile::run(agent.clone()));
     let listener = bind_enroll_socket(&config)?;
+    // Pods captured before a restart (or labelled while ztunnel was down) get their listeners
+    // back in the background, a few at a time, retried until the CA answers; their redirect
+    // rules stayed in place meanwhile, so their connections failed closed, never in clear.
+    // New pods are accepted at once: ADD, DEL and the reconciler serialise per pod.
+    tokio::spawn(reconcile::run(agent.clone()));
     tracing::info!(
         node = %config.node,
         enroll_socket = %config.enroll_socket.display(),
@@ -168,7 +170,7 @@ async fn handle_enrollment(agent: &Arc<Agent>, request: EnrollRequest) -> Reply 
     match request {
         EnrollRequest::Add { pod, netns } => pod::enroll(agent, pod, netns).await,
         EnrollRequest::Delete { uid } => {
-            pod::unenroll(agent, &uid, "the CNI plugin deleted the pod");
+            pod::unenroll_serialised(agent, &uid, "the CNI plugin deleted the pod").await;
             Reply::Done
         }
         EnrollRequest::SnapshotDone => Reply::Done,
@@ -195,6 +197,12 @@ async fn revoke_on_policy_change(agent: Arc<Agent>) {
     let mut snapshots = agent.source.subscribe();
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
+        let pruned = agent
+            .metrics
+            .prune(|namespace, name| snapshot.workload(namespace, name).is_some());
+        if pruned > 0 {
+            tracing::debug!(pruned, "removed metric series of pods gone from the cluster");
+        }
         let revoked = agent.connections.revalidate(&snapshot);
         if revoked > 0 {
             tracing::info!(

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub dns: crate::dns::DnsMetrics,
     /// Connections being proxied right now; a stopping ztunnel drains until it is zero.
     pub active_connections: Gauge,
+    /// Every connection label set in use, so that series of pods gone from the cluster can be
+    /// removed: without this, each pod that ever connected would stay in every scrape forever.
+    series: std::sync::Mutex<std::collections::HashSet<ConnectionLabels>>,
 }
 
 impl Default for Metrics {
@@ -116,7 +119,47 @@ impl Metrics {
             enrolled_pods,
             dns,
             active_connections,
+            series: Default::default(),
         }
+    }
+
+    /// Notes that `labels` is in use (see [`Metrics::prune`]).
+    pub fn note_series(&self, labels: &ConnectionLabels) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if !series.contains(labels) {
+            series.insert(labels.clone());
+        }
+    }
+
+    /// Removes the connection series that name a workload (as source or destination) for
+    /// which `exists(namespace, name)` is false; returns how many label sets went.
+    pub fn prune(&self, exists: impl Fn(&str, &str) -> bool) -> usize {
+        let known = |namespace: &str, name: &str| {
+            // "unknown" is what a connection from or to outside the cluster view reports.
+            name == "unknown" || exists(namespace, name)
+        };
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<ConnectionLabels> = series
+            .iter()
+            .filter(|l| {
+                !known(&l.source_workload_namespace, &l.source_workload)
+                    || !known(&l.destination_workload_namespace, &l.destination_workload)
+            })
+            .cloned()
+            .collect();
+        for labels in &gone {
+            series.remove(labels);
+            for family in [
+                &self.connections_opened,
+                &self.connections_closed,
+                &self.connections_failed,
+                &self.sent_bytes,
+                &self.received_bytes,
+            ] {
+                family.remove(labels);
+            }
+        }
+        gone.len()
     }
 
     /// The registry in Prometheus text format.
@@ -156,5 +199,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("} 42"), "{text}");
+    }
+
+    #[test]
+    fn series_of_pods_gone_from_the_cluster_are_removed() {
+        let metrics = Metrics::new();
+        let labels = |src: &str, dst: &str| ConnectionLabels {
+            reporter: "source",
+            source_workload: src.into(),
+            source_workload_namespace: "shop".into(),
+            destination_workload: dst.into(),
+            destination_workload_namespace: "shop".into(),
+            response_flags: "-",
+            connection_security_policy: "mutual_tls",
+            ..Default::default()
+        };
+        for (src, dst) in [("web-0", "cart-0"), ("web-1", "cart-0"), ("web-0", "unknown")] {
+            let l = labels(src, dst);
+            metrics.connections_opened.get_or_create(&l).inc();
+            metrics.note_series(&l);
+        }
+        // web-1 was deleted.
+        let removed = metrics.prune(|_, name| name != "web-1");
+        assert_eq!(removed, 1);
+        let text = metrics.encode();
+        assert!(!text.contains("web-1"), "{text}");
+        assert!(text.contains("source_workload=\"web-0\""), "{text}");
+        assert!(text.contains("destination_workload=\"unknown\""), "{text}");
     }
 }

@@ -55,6 +55,12 @@ pub async fn dial_from(netns: &NetNs, destination: SocketAddr) -> std::io::Resul
 /// and served; on any failure it replies with an error so that the plugin fails the ADD and the
 /// kubelet retries (fail closed: a pod never runs ambient without its listeners).
 pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
+    let _serialised = agent.pod_locks.lock(&pod.uid).await;
+    enroll_locked(agent, pod, netns).await
+}
+
+/// [`enroll`] for a caller that holds the pod's lock already.
+pub(crate) async fn enroll_locked(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
     if let Some(existing) = agent.pods().get(&pod.uid).cloned() {
         if existing.netns.inode() == netns.inode() {
             // The kubelet retried an ADD we already completed.
@@ -102,6 +108,7 @@ pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
                 netns = enrolled.netns.inode(),
                 "pod enrolled: listening on 15001, 15006 and 15008 in its network namespace"
             );
+            crate::pod_state::record(&agent.state_dir(), &pod.uid, enrolled.netns.inode());
             agent.pods().insert(pod.uid.clone(), enrolled);
             agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
             enrolled_reply(agent)
@@ -249,9 +256,17 @@ async fn accept_loop<F, Fut>(
     .await
 }
 
+/// [`unenroll`] once the pod's lock is held: a DEL racing an ADD of the same pod waits for it.
+pub async fn unenroll_serialised(agent: &Agent, uid: &str, why: &str) -> bool {
+    let _serialised = agent.pod_locks.lock(uid).await;
+    unenroll(agent, uid, why)
+}
+
 /// Stops proxying for a pod: its listeners close, its connections end, its certificate is
-/// released when no other pod on the node shares the identity.
+/// released when no other pod on the node shares the identity. The caller holds the pod's lock
+/// (or is the enrollment itself).
 pub fn unenroll(agent: &Agent, uid: &str, why: &str) -> bool {
+    crate::pod_state::forget(&agent.state_dir(), uid);
     let removed = agent.pods().remove(uid);
     match removed {
         Some(pod) => {
