@@ -19,8 +19,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::failure::HandshakeFailure;
 use crate::identity::SpiffeId;
-use crate::manager::CertificateSource;
+use crate::manager::{CertificateSource, SignedChain};
 use crate::material::TrustBundle;
+use crate::trust::SharedTrustBundle;
 
 pub const CREATE_CERTIFICATE_PATH: &str = "/ambit.ca.v1.CertificateService/CreateCertificate";
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
@@ -118,22 +119,41 @@ pub struct CaClient {
 }
 
 impl CaClient {
-    /// `bundle` is the root(s) the CA's serving certificate chains to (`--ca-root`).
+    /// `bundle` is the root(s) the CA's serving certificate chains to (`--ca-root`), fixed for
+    /// the client's life. A node that follows root rotations uses [`Self::with_rotating_trust`].
     pub fn new(
         address: impl Into<String>,
         bundle: &TrustBundle,
         token: NodeToken,
     ) -> Result<Self, crate::tls::TlsConfigError> {
-        let expected = ca_identity(bundle.trust_domain())
-            .map_err(|e| crate::tls::TlsConfigError::Verifier(e.to_string()))?;
+        let expected = expected_ca(bundle.trust_domain())?;
         let config = crate::tls::client_config_without_certificate(bundle, vec![expected])?;
-        Ok(CaClient {
-            address: address.into(),
+        Ok(Self::from_config(address.into(), config, token))
+    }
+
+    /// Accepts the CA if its serving certificate chains to the node's current roots (`shared`,
+    /// which the certificate manager updates from CA answers) or to `configured` (`--ca-root`):
+    /// the CA stays reachable across a rotation, and a bad answer can never lock the node out
+    /// of its CA. See [`crate::tls::ca_client_config`] for the trade-off.
+    pub fn with_rotating_trust(
+        address: impl Into<String>,
+        configured: &TrustBundle,
+        shared: &SharedTrustBundle,
+        token: NodeToken,
+    ) -> Result<Self, crate::tls::TlsConfigError> {
+        let expected = expected_ca(configured.trust_domain())?;
+        let config = crate::tls::ca_client_config(configured, shared, vec![expected])?;
+        Ok(Self::from_config(address.into(), config, token))
+    }
+
+    fn from_config(address: String, config: rustls::ClientConfig, token: NodeToken) -> Self {
+        CaClient {
+            address,
             connector: TlsConnector::from(Arc::new(config)),
             token,
             timeout: Duration::from_secs(10),
             validity: None,
-        })
+        }
     }
 
     /// Asks for certificates of this lifetime instead of the CA's default.
@@ -214,6 +234,10 @@ async fn send_unary(
         .map_err(|e| CaClientError::BadResponse(e.to_string()))
 }
 
+fn expected_ca(trust_domain: &str) -> Result<SpiffeId, crate::tls::TlsConfigError> {
+    ca_identity(trust_domain).map_err(|e| crate::tls::TlsConfigError::Verifier(e.to_string()))
+}
+
 /// Reads a whole HTTP/2 body, refusing more than `limit` bytes.
 pub async fn read_body(mut body: h2::RecvStream, limit: usize) -> Result<Vec<u8>, CaClientError> {
     let mut payload = Vec::new();
@@ -237,6 +261,17 @@ impl CertificateSource for CaClient {
         csr_pem: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async move {
+            let signed = self.sign_with_bundle(identity, csr_pem).await?;
+            Ok(signed.chain_pem)
+        })
+    }
+
+    fn sign_with_bundle<'a>(
+        &'a self,
+        identity: &'a SpiffeId,
+        csr_pem: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<SignedChain, String>> + Send + 'a>> {
+        Box::pin(async move {
             let request = CreateCertificateRequest {
                 csr: csr_pem.to_owned(),
                 identity: identity.to_string(),
@@ -252,7 +287,12 @@ impl CertificateSource for CaClient {
             if response.cert_chain.is_empty() {
                 return Err("the CA answered with an empty certificate chain".to_owned());
             }
-            Ok(response.cert_chain.concat())
+            Ok(SignedChain {
+                chain_pem: response.cert_chain.concat(),
+                // Passed on even when empty: the manager reports an empty bundle rather than
+                // silently keeping the old roots.
+                trust_bundle: Some(response.trust_bundle),
+            })
         })
     }
 }

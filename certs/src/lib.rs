@@ -11,11 +11,15 @@ pub mod material;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tls;
+pub mod trust;
 
 pub use ca::{CaError, CertificateAuthority, IssuedCertificate};
 pub use csr::KeyAndCsr;
 pub use failure::HandshakeFailure;
 pub use identity::{IdentityError, SpiffeId, DEFAULT_TRUST_DOMAIN};
-pub use manager::{CertificateManager, CertificateSource, CertificateStatus, ManagerConfig};
+pub use manager::{
+    CertificateManager, CertificateSource, CertificateStatus, ManagerConfig, SignedChain,
+};
 pub use material::{MaterialError, TrustBundle, WorkloadCertificate};
 pub use tls::{CurrentCertificate, PeerIdentityError};
+pub use trust::{BundleChange, BundleUpdate, BundleUpdateError, SharedTrustBundle};

@@ -1,6 +1,8 @@
 //! The node's certificate manager: one workload certificate per identity that has pods on this
 //! node, fetched from the CA, renewed at half of its lifetime, and kept in service while the CA
-//! is unreachable (retrying with backoff) until it actually expires.
+//! is unreachable (retrying with backoff) until it actually expires. Given the node's
+//! [`SharedTrustBundle`], it also applies the roots each CA answer carries, so a root rotation
+//! reaches the node without a restart (see [`crate::trust`] for the rules an answer must pass).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +17,16 @@ use crate::csr::KeyAndCsr;
 use crate::identity::SpiffeId;
 use crate::material::WorkloadCertificate;
 use crate::tls::CurrentCertificate;
+use crate::trust::{BundleUpdate, SharedTrustBundle};
+
+/// A signed chain and, when the source reports it, the roots its CA currently issues under.
+#[derive(Debug, Clone, Default)]
+pub struct SignedChain {
+    /// PEM, leaf first.
+    pub chain_pem: String,
+    /// PEM roots (each entry one or more certificates); `None` when the source does not say.
+    pub trust_bundle: Option<Vec<String>>,
+}
 
 /// Something that turns a CSR into a signed chain: the CA client in production, an in-process
 /// CA in tests.
@@ -25,6 +37,22 @@ pub trait CertificateSource: Send + Sync + 'static {
         identity: &'a SpiffeId,
         csr_pem: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+    /// Like [`Self::sign`], plus the CA's current roots. The manager calls this one; the default
+    /// reports no roots, so sources written before root rotation keep working unchanged.
+    fn sign_with_bundle<'a>(
+        &'a self,
+        identity: &'a SpiffeId,
+        csr_pem: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<SignedChain, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let chain_pem = self.sign(identity, csr_pem).await?;
+            Ok(SignedChain {
+                chain_pem,
+                trust_bundle: None,
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,18 +120,46 @@ pub struct CertificateManager {
 struct Inner {
     source: Arc<dyn CertificateSource>,
     config: ManagerConfig,
+    /// Updated from CA answers when present.
+    trust: Option<SharedTrustBundle>,
     entries: Mutex<HashMap<SpiffeId, Entry>>,
 }
 
 impl CertificateManager {
+    /// A manager that leaves the roots alone: CA answers' trust bundles are not applied.
     pub fn new(source: Arc<dyn CertificateSource>, config: ManagerConfig) -> Self {
+        Self::build(source, config, None)
+    }
+
+    /// A manager that applies the trust bundle of every CA answer to `trust` (after the checks
+    /// of [`SharedTrustBundle::apply_ca_response`]); give the same handle to every TLS config
+    /// so they follow a root rotation.
+    pub fn with_trust_bundle(
+        source: Arc<dyn CertificateSource>,
+        config: ManagerConfig,
+        trust: SharedTrustBundle,
+    ) -> Self {
+        Self::build(source, config, Some(trust))
+    }
+
+    fn build(
+        source: Arc<dyn CertificateSource>,
+        config: ManagerConfig,
+        trust: Option<SharedTrustBundle>,
+    ) -> Self {
         CertificateManager {
             inner: Arc::new(Inner {
                 source,
                 config,
+                trust,
                 entries: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The bundle this manager updates, if any.
+    pub fn trust_bundle(&self) -> Option<&SharedTrustBundle> {
+        self.inner.trust.as_ref()
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<SpiffeId, Entry>> {
@@ -125,6 +181,7 @@ impl CertificateManager {
         let (sender, receiver) = watch::channel(EntryState::default());
         let worker = tokio::spawn(renew_forever(
             self.inner.source.clone(),
+            self.inner.trust.clone(),
             self.inner.config.clone(),
             identity.clone(),
             sender,
@@ -241,11 +298,14 @@ fn refresh_time(certificate: &WorkloadCertificate) -> SystemTime {
 
 async fn fetch(
     source: &dyn CertificateSource,
+    trust: Option<&SharedTrustBundle>,
     identity: &SpiffeId,
 ) -> Result<WorkloadCertificate, String> {
     let request = KeyAndCsr::generate(identity).map_err(|e| e.to_string())?;
-    let chain_pem = source.sign(identity, &request.csr_pem).await?;
-    let certificate = WorkloadCertificate::from_pem(&chain_pem, request.private_key())
+    // Taken before the request leaves, so an answer that raced a newer one cannot undo it.
+    let ticket = trust.map(SharedTrustBundle::ticket);
+    let signed = source.sign_with_bundle(identity, &request.csr_pem).await?;
+    let certificate = WorkloadCertificate::from_pem(&signed.chain_pem, request.private_key())
         .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
     if certificate.identity() != identity {
         return Err(format!(
@@ -253,18 +313,33 @@ async fn fetch(
             certificate.identity()
         ));
     }
+    if let (Some(trust), Some(ticket), Some(bundle)) = (trust, ticket, &signed.trust_bundle) {
+        let chain = &certificate.certified_key().cert;
+        match trust.apply_ca_response(ticket, bundle, chain) {
+            // A change was logged by the bundle itself, with the roots added and removed.
+            Ok(BundleUpdate::Changed(_) | BundleUpdate::Unchanged | BundleUpdate::Superseded) => {}
+            // The certificate itself is still used: whether peers accept it is for their
+            // roots to decide, and refusing it here would only add an outage to a CA mistake.
+            Err(error) => tracing::warn!(
+                identity = %identity,
+                error = %error,
+                "trust bundle from the CA not applied"
+            ),
+        }
+    }
     Ok(certificate)
 }
 
 async fn renew_forever(
     source: Arc<dyn CertificateSource>,
+    trust: Option<SharedTrustBundle>,
     config: ManagerConfig,
     identity: SpiffeId,
     state: watch::Sender<EntryState>,
 ) {
     let mut backoff = config.initial_backoff;
     loop {
-        match fetch(source.as_ref(), &identity).await {
+        match fetch(source.as_ref(), trust.as_ref(), &identity).await {
             Ok(certificate) => {
                 let refresh_at = refresh_time(&certificate);
                 tracing::info!(
@@ -337,6 +412,20 @@ impl CertificateSource for LocalCaSource {
                 .issue(csr_pem, identity, self.ttl)
                 .map(|issued| issued.chain_pem)
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn sign_with_bundle<'a>(
+        &'a self,
+        identity: &'a SpiffeId,
+        csr_pem: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<SignedChain, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let chain_pem = self.sign(identity, csr_pem).await?;
+            Ok(SignedChain {
+                chain_pem,
+                trust_bundle: Some(vec![self.ca.trust_bundle().to_pem()]),
+            })
         })
     }
 }

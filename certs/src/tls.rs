@@ -3,26 +3,30 @@
 //! Chain validation is webpki's; the only policy written here is which SPIFFE identity a peer
 //! must present: a server accepts any client of its own trust domain, a client accepts only the
 //! identities it expects the destination to have. Certificates are looked up per handshake from
-//! a [`CurrentCertificate`], so a renewal applies to new connections without touching live ones.
+//! a [`CurrentCertificate`], and roots from a [`SharedTrustBundle`], so a renewal or a root
+//! rotation applies to new connections without touching live ones.
+//!
+//! Every function taking `trust: impl Into<SharedTrustBundle>` accepts a `&TrustBundle` (fixed
+//! roots, as before) or a `&SharedTrustBundle` (roots that follow the node's bundle).
 
 use std::sync::{Arc, RwLock};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     ClientHello, NoClientAuth, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, OtherError, ServerConfig, SignatureScheme};
 
 use crate::identity::SpiffeId;
 use crate::material::{identity_of, MaterialError, TrustBundle, WorkloadCertificate};
+use crate::trust::SharedTrustBundle;
+
+mod verifiers;
+use verifiers::{SpiffeClientVerifier, SpiffeServerVerifier};
 
 /// The ALPN protocol HBONE speaks.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -122,13 +126,14 @@ impl ResolvesClientCert for CurrentCertificate {
     }
 }
 
-/// Server side of mTLS: requires a client certificate that chains to the bundle and names an
-/// identity in the bundle's trust domain.
+/// Server side of mTLS: requires a client certificate that chains to the roots in force at the
+/// handshake and names an identity in the bundle's trust domain.
 pub fn server_config(
     certificate: CurrentCertificate,
-    bundle: &TrustBundle,
+    trust: impl Into<SharedTrustBundle>,
 ) -> Result<ServerConfig, TlsConfigError> {
-    build_server(certificate, Arc::new(SpiffeClientVerifier::new(bundle)?))
+    let verifier = SpiffeClientVerifier::new(trust.into())?;
+    build_server(certificate, Arc::new(verifier))
 }
 
 /// Server side without client authentication, for the CA's API: callers have no certificate
@@ -160,34 +165,60 @@ fn finish_server(config: &mut ServerConfig) {
 }
 
 /// Client side of mTLS: presents `certificate` and accepts the server only if it chains to the
-/// bundle and its URI SAN is one of `expected`. No SNI is sent.
+/// roots in force at the handshake and its URI SAN is one of `expected`. No SNI is sent.
 pub fn client_config(
     certificate: CurrentCertificate,
-    bundle: &TrustBundle,
+    trust: impl Into<SharedTrustBundle>,
     expected: Vec<SpiffeId>,
 ) -> Result<ClientConfig, TlsConfigError> {
-    let mut config =
-        client_builder(bundle, expected)?.with_client_cert_resolver(Arc::new(certificate));
+    let verifier = SpiffeServerVerifier::new(trust.into(), None, expected);
+    let mut config = client_builder(verifier)?.with_client_cert_resolver(Arc::new(certificate));
     finish_client(&mut config);
     Ok(config)
 }
 
 /// Client side without a certificate, used to reach the CA before the node has any.
 pub fn client_config_without_certificate(
-    bundle: &TrustBundle,
+    trust: impl Into<SharedTrustBundle>,
     expected: Vec<SpiffeId>,
 ) -> Result<ClientConfig, TlsConfigError> {
-    let mut config = client_builder(bundle, expected)?.with_no_client_auth();
+    let verifier = SpiffeServerVerifier::new(trust.into(), None, expected);
+    let mut config = client_builder(verifier)?.with_no_client_auth();
+    finish_client(&mut config);
+    Ok(config)
+}
+
+/// The node agent's client for the CA (no certificate): the CA is accepted if it chains to the
+/// roots in force now *or* to `configured`, the roots the node started with (`--ca-root`).
+///
+/// Why both: after a rotation the CA serves with a certificate from the new root, which only
+/// the shared bundle knows (the file read at start-up may predate it); and if a CA answer ever
+/// installed roots that do not cover the CA's serving certificate, the configured roots still
+/// let the node reach its CA and be corrected, instead of locking it out until a restart. The
+/// cost: a root removed from the mesh stays trusted *for the CA's identity only* until
+/// `--ca-root` is updated and the node restarted; peers never get this fallback.
+pub fn ca_client_config(
+    configured: &TrustBundle,
+    shared: &SharedTrustBundle,
+    expected: Vec<SpiffeId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    if configured.trust_domain() != shared.trust_domain() {
+        return Err(TlsConfigError::Verifier(format!(
+            "the configured roots are for trust domain {:?} but the node's bundle is for {:?}",
+            configured.trust_domain(),
+            shared.trust_domain()
+        )));
+    }
+    let verifier = SpiffeServerVerifier::new(shared.clone(), Some(configured.clone()), expected);
+    let mut config = client_builder(verifier)?.with_no_client_auth();
     finish_client(&mut config);
     Ok(config)
 }
 
 /// TLS 1.3 with the SPIFFE server verifier, up to the choice of client certificate.
 fn client_builder(
-    bundle: &TrustBundle,
-    expected: Vec<SpiffeId>,
+    verifier: SpiffeServerVerifier,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsConfigError> {
-    let verifier = SpiffeServerVerifier::new(bundle, expected);
     Ok(
         ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -233,148 +264,4 @@ pub fn verify_chain(
         UnixTime::now(),
         signature_algorithms().all,
     )
-}
-
-#[derive(Debug)]
-struct SpiffeServerVerifier {
-    bundle: TrustBundle,
-    expected: Vec<SpiffeId>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl SpiffeServerVerifier {
-    fn new(bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Self {
-        SpiffeServerVerifier {
-            bundle: bundle.clone(),
-            expected,
-            algorithms: signature_algorithms(),
-        }
-    }
-}
-
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            self.bundle.roots(),
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        let got = identity_of(end_entity)
-            .map_err(|e| identity_rejection(PeerIdentityError::NoIdentity(e)))?;
-        if self.expected.contains(&got) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let expected = self
-            .expected
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" or ");
-        Err(identity_rejection(PeerIdentityError::UnexpectedIdentity {
-            got: got.to_string(),
-            expected,
-        }))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct SpiffeClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    trust_domain: String,
-}
-
-impl SpiffeClientVerifier {
-    fn new(bundle: &TrustBundle) -> Result<Self, TlsConfigError> {
-        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            bundle.roots().clone(),
-            Arc::new(crypto_provider()),
-        )
-        .build()
-        .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
-        Ok(SpiffeClientVerifier {
-            inner,
-            trust_domain: bundle.trust_domain().to_owned(),
-        })
-    }
-}
-
-impl ClientCertVerifier for SpiffeClientVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // Root hints only help clients with several certificates choose; ours have one.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let got = identity_of(end_entity)
-            .map_err(|e| identity_rejection(PeerIdentityError::NoIdentity(e)))?;
-        if got.trust_domain() != self.trust_domain {
-            return Err(identity_rejection(PeerIdentityError::WrongTrustDomain {
-                got: got.to_string(),
-                got_domain: got.trust_domain().to_owned(),
-                expected: self.trust_domain.clone(),
-            }));
-        }
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
