@@ -4,6 +4,7 @@
 //! header deadlines and a connection cap.
 
 pub mod accept;
+pub mod fd_limit;
 pub mod http_server;
 pub mod limits;
 

@@ -58,6 +58,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Two descriptors per proxied connection, up to the node-wide caps of `agent::NodeLimits`.
+    runtime::fd_limit::raise_to_hard_limit("ztunnel", 2 * 65_536);
     let root_pem = std::fs::read(&config.ca_root).with_context(|| {
         format!(
             "cannot read the mesh root from --ca-root {}",
