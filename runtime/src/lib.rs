@@ -7,6 +7,7 @@ pub mod accept;
 pub mod fd_limit;
 pub mod http_server;
 pub mod limits;
+pub mod logging;
 
 pub use accept::{accept_loop, AcceptedConnection};
 pub use http_server::{bind_shared, HttpServerConfig, Reply, Routes};
