@@ -15,19 +15,17 @@
 //! run shows everything a fault breaks (plaintext included: that is a finding like the others).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ambit_tests::faults::{
-    describe_pods_and_certificates, describe_readiness, exchange, fds_on_netns,
-    listeners_in_held_netns, log_lines_containing, netns_inode, open_fds, poll_until, readiness,
-    unready, Findings, Wire,
+    check_ready_within, describe_pods_and_certificates, describe_readiness, exchange, fds_on_netns,
+    listeners_in_held_netns, log_lines_containing, netns_inode, open_fds, poll_until, unready,
+    Exchange, Findings, Wire,
 };
 use ambit_tests::kube_mesh::{enrolled_names, workloads, KubeMesh};
 use ambit_tests::mesh::{node_config_dump, wait_for_node_dump};
 use ambit_tests::scenario::{connect_from, echo_once, testapp as app, Shop};
-use std::net::SocketAddr;
-
-use ambit_tests::faults::Exchange;
 use ambit_tests::{AccessLine, Cluster, Mesh, MeshOptions, Pod, PodSpec, Process};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -82,74 +80,6 @@ fn both_ways<'p>(frontend: &'p Pod, cart: &'p Pod) -> [(&'p Pod, SocketAddr); 2]
     [(frontend, cart.addr(8080)), (cart, frontend.addr(8080))]
 }
 
-/// Before the fault: every way is served (else the scenario proves nothing).
-fn assert_served(wire: &mut Wire, ways: &[(&Pod, SocketAddr)]) {
-    for (from, to) in ways {
-        let outcome = wire.exchange(from, *to);
-        assert!(
-            outcome.served(),
-            "before the fault, {} → {to}: {outcome:?}",
-            from.name()
-        );
-    }
-}
-
-/// One exchange per way; each whose outcome is not `expected` is a finding of `kind`.
-fn try_ways(
-    wire: &mut Wire,
-    findings: &mut Findings,
-    ways: &[(&Pod, SocketAddr)],
-    expected: fn(&Exchange) -> bool,
-    kind: &str,
-    when: &str,
-) {
-    for (from, to) in ways {
-        let outcome = wire.exchange(from, *to);
-        findings.check(expected(&outcome), kind, || {
-            format!("{when}, {} → {to}: {outcome:?}", from.name())
-        });
-    }
-}
-
-/// After the fault cleared: each way is retried until served, within [`RECOVERY`] from now;
-/// one that never is, is a finding of `kind` with `evidence`.
-fn recover_ways(
-    wire: &mut Wire,
-    findings: &mut Findings,
-    ways: &[(&Pod, SocketAddr)],
-    kind: &str,
-    evidence: impl Fn() -> String,
-) {
-    let cleared = Instant::now();
-    for (from, to) in ways {
-        let left = RECOVERY.saturating_sub(cleared.elapsed());
-        let took = wire.served_within(from, *to, left, RETRY);
-        eprintln!(
-            "{} → {to} served {took:?} after the fault cleared",
-            from.name()
-        );
-        findings.check(took.is_some(), kind, || {
-            format!("{} → {to} within {RECOVERY:?}; {}", from.name(), evidence())
-        });
-    }
-}
-
-/// Node `node` answers its readiness probe with 200 within `timeout`, else a finding of `kind`.
-fn check_ready_within(
-    findings: &mut Findings,
-    cluster: &Cluster,
-    node: usize,
-    timeout: Duration,
-    kind: &str,
-) {
-    let ready = poll_until(timeout, RETRY, || {
-        readiness(cluster, node).ok().filter(|r| r.is_ready())
-    });
-    findings.check(ready.is_some(), kind, || {
-        format!("node {node}: {}", describe_readiness(cluster, node))
-    });
-}
-
 #[test]
 fn fault_1_ztunnel_sigkilled_fails_closed_for_30s_and_a_successor_serves_within_seconds() {
     let (shop, _frontend_echo) = shop_both_ways(MeshOptions::default());
@@ -165,7 +95,7 @@ fn fault_1_ztunnel_sigkilled_fails_closed_for_30s_and_a_successor_serves_within_
     let ways = both_ways(&frontend, &cart);
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "KILL", &[frontend.ip(), cart.ip()]).unwrap();
-    assert_served(&mut wire, &ways);
+    wire.assert_served(&ways);
 
     // SIGKILL: no drain, no cleanup. Cart's redirect rules stay in its namespace.
     mesh.ztunnel(1).signal(Signal::SIGKILL).unwrap();
@@ -178,14 +108,7 @@ fn fault_1_ztunnel_sigkilled_fails_closed_for_30s_and_a_successor_serves_within_
     while killed.elapsed() < Duration::from_secs(30) {
         let when = format!("{:?} after SIGKILL", killed.elapsed());
         let kind = "a connection from/to a pod of the killed ztunnel was not refused";
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &ways,
-            Exchange::refused,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &ways, Exchange::refused, kind, &when);
         // A client outside the mesh speaks plaintext by itself (its marker is not judged on
         // the wire): what matters is that cart's inbound redirect still refuses it.
         let outcome = exchange(&outsider, cart.addr(8080), "KILL-OUTSIDER-MARKER");
@@ -199,10 +122,10 @@ fn fault_1_ztunnel_sigkilled_fails_closed_for_30s_and_a_successor_serves_within_
 
     // A successor re-syncs cart from the cluster view; nothing else changes.
     mesh.ztunnels[1] = mesh.spawn_ztunnel(1).unwrap();
-    recover_ways(
-        &mut wire,
+    wire.recover_ways(
         &mut findings,
         &ways,
+        RECOVERY,
         "not served again after the restart",
         || describe_pods_and_certificates(&mesh.cluster, 1),
     );
@@ -240,7 +163,7 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
     let ways = both_ways(&frontend, &cart);
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "CADOWN", &[frontend.ip(), cart.ip()]).unwrap();
-    assert_served(&mut wire, &ways);
+    wire.assert_served(&ways);
 
     mesh.ca.stop().unwrap();
     // Node 1's ztunnel restarts while the CA is down: its successor cannot get cart's
@@ -251,14 +174,7 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
     while restarted.elapsed() < Duration::from_secs(15) {
         let when = format!("{:?} after the restart", restarted.elapsed());
         let kind = "a connection from/to cart (no certificate) was not refused";
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &ways,
-            Exchange::refused,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &ways, Exchange::refused, kind, &when);
         findings.check(
             unready(&mesh.cluster, 1),
             "readiness not 503 while cart-0 has no certificate (CA down)",
@@ -277,7 +193,7 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
     mesh.ca = mesh.spawn_ca().unwrap();
     let back = Instant::now();
     let kind = "not served again after the CA returned (nothing else changed)";
-    recover_ways(&mut wire, &mut findings, &ways, kind, || {
+    wire.recover_ways(&mut findings, &ways, RECOVERY, kind, || {
         format!(
             "node 1: {}; its log: {:?}",
             describe_pods_and_certificates(&mesh.cluster, 1),
@@ -355,20 +271,13 @@ fn fault_3_long_cert_ttl_60s_with_the_ca_down_3_minutes_expired_certificates_ref
 
     let meshed = [frontend.ip(), cart.ip(), reviews.ip()];
     let mut wire = Wire::start(&mesh.cluster, "EXPIRY", &meshed).unwrap();
-    assert_served(&mut wire, &ways);
+    wire.assert_served(&ways);
 
     mesh.ca.stop().unwrap();
     let down = Instant::now();
     // The certificates in hand keep serving until they expire.
     let kind = "valid certificates stopped serving as soon as the CA went down";
-    try_ways(
-        &mut wire,
-        &mut findings,
-        &ways,
-        Exchange::served,
-        kind,
-        "at once",
-    );
+    wire.try_ways(&mut findings, &ways, Exchange::served, kind, "at once");
     let expiry = (0..2)
         .flat_map(|node| certificate_windows(&mesh.cluster, node))
         .map(|(_, _, not_after)| not_after)
@@ -385,23 +294,9 @@ fn fault_3_long_cert_ttl_60s_with_the_ca_down_3_minutes_expired_certificates_ref
     while down.elapsed() < Duration::from_secs(180) {
         let when = format!("{:?} after the CA went down", down.elapsed());
         let kind = "a tunnel over an HBONE connection pooled before expiry was served after every certificate expired";
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &ways,
-            Exchange::refused,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &ways, Exchange::refused, kind, &when);
         let kind = "a new mTLS handshake with expired certificates was not refused";
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &fresh,
-            Exchange::refused,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &fresh, Exchange::refused, kind, &when);
         for node in 0..2 {
             findings.check(
                 unready(&mesh.cluster, node),
@@ -447,9 +342,9 @@ fn fault_3_long_cert_ttl_60s_with_the_ca_down_3_minutes_expired_certificates_ref
         || format!("within {RECOVERY:?}; {}", evidence()),
     );
     let kind = "a new handshake not served after the CA returned";
-    recover_ways(&mut wire, &mut findings, &fresh, kind, evidence);
+    wire.recover_ways(&mut findings, &fresh, RECOVERY, kind, evidence);
     let kind = "frontend ⇄ cart not served after the CA returned";
-    recover_ways(&mut wire, &mut findings, &ways, kind, evidence);
+    wire.recover_ways(&mut findings, &ways, RECOVERY, kind, evidence);
     for node in 0..2 {
         let left = RECOVERY.saturating_sub(back.elapsed());
         let kind = "not ready again after the CA returned";
@@ -512,7 +407,7 @@ fn fault_4_api_server_down_2_minutes_keeps_the_last_snapshot_then_a_change_is_pi
     let ways = both_ways(&frontend, &cart);
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "APIDOWN", &[frontend.ip(), cart.ip()]).unwrap();
-    assert_served(&mut wire, &ways);
+    wire.assert_served(&ways);
     mesh.wait_for_access(1, |l| {
         l.get("src.identity") == Some(FRONTEND) && l.get("dst.identity") == Some(CART)
     })
@@ -536,14 +431,7 @@ fn fault_4_api_server_down_2_minutes_keeps_the_last_snapshot_then_a_change_is_pi
             break;
         }
         let kind = "a new connection between known pods failed while the API server was down";
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &ways,
-            Exchange::served,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &ways, Exchange::served, kind, &when);
         for node in 0..2 {
             let answer = describe_readiness(&mesh.cluster, node);
             findings.check(
@@ -595,10 +483,10 @@ fn fault_4_api_server_down_2_minutes_keeps_the_last_snapshot_then_a_change_is_pi
         let _echo = app().echo_server(cart1.netns(), 8080).unwrap();
         wire.add_meshed(cart1.ip());
         let kind = "the new pod was not served";
-        recover_ways(
-            &mut wire,
+        wire.recover_ways(
             &mut findings,
             &[(&frontend, cart1.addr(8080))],
+            RECOVERY,
             kind,
             String::new,
         );
@@ -648,7 +536,7 @@ fn fault_5_a_broken_allow_policy_allows_nothing_and_fixing_it_restores_access_wi
     let way = [(&frontend, cart.addr(8080))];
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "BADPOLICY", &[frontend.ip(), cart.ip()]).unwrap();
-    assert_served(&mut wire, &way);
+    wire.assert_served(&way);
 
     // The only ALLOW for cart, with a prefix length no IPv4 block has.
     let file = "policy-cart-allow.yaml";
@@ -668,14 +556,7 @@ fn fault_5_a_broken_allow_policy_allows_nothing_and_fixing_it_restores_access_wi
     for round in 0..3 {
         let kind = "cart served a connection under a broken ALLOW";
         let when = format!("try {round}");
-        try_ways(
-            &mut wire,
-            &mut findings,
-            &way,
-            Exchange::refused,
-            kind,
-            &when,
-        );
+        wire.try_ways(&mut findings, &way, Exchange::refused, kind, &when);
     }
     let denial = mesh.ztunnel(1).wait_for_line_from(
         offset,
@@ -697,10 +578,10 @@ fn fault_5_a_broken_allow_policy_allows_nothing_and_fixing_it_restores_access_wi
         .put_manifest(file, vec![cart_allow(fixed)])
         .unwrap();
     let at = Instant::now();
-    recover_ways(
-        &mut wire,
+    wire.recover_ways(
         &mut findings,
         &way,
+        RECOVERY,
         "access not restored after the fix",
         || {
             format!(
@@ -739,7 +620,7 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
     let to_cart = [(&frontend, cart.addr(8080))];
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "LOSTDEL", &[frontend.ip(), cart.ip()]).unwrap();
-    assert_served(&mut wire, &to_cart);
+    wire.assert_served(&to_cart);
     let ztunnel = mesh.ztunnels[1].pid();
     let baseline = open_fds(ztunnel).unwrap();
 
@@ -757,7 +638,7 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
         enrolled_names(d).contains(&"orphan-0".to_string())
     })
     .unwrap();
-    assert_served(&mut wire, &[(&frontend, orphan.addr(8080))]);
+    wire.assert_served(&[(&frontend, orphan.addr(8080))]);
     let inode = netns_inode(orphan.netns()).unwrap();
     let held = fds_on_netns(ztunnel, inode).unwrap();
     assert!(
@@ -794,8 +675,7 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
     });
     // The rest of the node is unaffected.
     let kind = "cart not served after the lost DEL";
-    try_ways(
-        &mut wire,
+    wire.try_ways(
         &mut findings,
         &to_cart,
         Exchange::served,
