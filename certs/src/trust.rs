@@ -45,7 +45,8 @@ pub enum BundleUpdateError {
 /// One root as logs show it: SHA-256 fingerprint of the DER and the subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootSummary {
-    /// Lower-case hex, no separators, as `openssl x509 -fingerprint -sha256` prints it modulo colons.
+    /// Lower-case hex without separators; `openssl x509 -noout -fingerprint -sha256` prints the
+    /// same digits, upper-case with colons.
     pub sha256: String,
     pub subject: String,
 }
