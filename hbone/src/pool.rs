@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use certs::{CurrentCertificate, SpiffeId, TrustBundle};
+use certs::{CurrentCertificate, SharedTrustBundle, SpiffeId};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn, Instrument};
@@ -84,7 +84,7 @@ impl std::fmt::Debug for Pool {
 
 struct Inner {
     config: ClientConfig,
-    trust: TrustBundle,
+    trust: SharedTrustBundle,
     dialer: Arc<dyn Dialer>,
     entries: Mutex<HashMap<PoolKey, Entry>>,
     next_id: AtomicU64,
@@ -102,11 +102,15 @@ struct Entry {
 }
 
 impl Pool {
-    pub fn new(config: ClientConfig, trust: TrustBundle, dialer: Arc<dyn Dialer>) -> Self {
+    pub fn new(
+        config: ClientConfig,
+        trust: impl Into<SharedTrustBundle>,
+        dialer: Arc<dyn Dialer>,
+    ) -> Self {
         Pool {
             inner: Arc::new(Inner {
                 config,
-                trust,
+                trust: trust.into(),
                 dialer,
                 entries: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use certs::{CertificateManager, CertificateStatus, SpiffeId, TrustBundle};
+use certs::{CertificateManager, CertificateStatus, SharedTrustBundle, SpiffeId};
 use discovery::{Snapshot, Source, Workload};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use crate::pod::EnrolledPod;
 pub struct Agent {
     pub config: Config,
     pub source: Arc<Source>,
-    pub bundle: TrustBundle,
+    pub bundle: SharedTrustBundle,
     pub certificates: CertificateManager,
     pub metrics: Arc<Metrics>,
     pub connections: ConnectionTable,
@@ -72,7 +72,7 @@ impl Agent {
     pub fn new(
         config: Config,
         source: Arc<Source>,
-        bundle: TrustBundle,
+        bundle: SharedTrustBundle,
         certificates: CertificateManager,
         rules: Option<capture::rules::Backend>,
     ) -> Self {

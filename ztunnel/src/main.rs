@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use capture::enroll::{EnrollListener, EnrollRequest, Reply};
 use certs::api::{CaClient, NodeToken};
-use certs::{CertificateManager, ManagerConfig, TrustBundle};
+use certs::{CertificateManager, ManagerConfig, SharedTrustBundle, TrustBundle};
 use clap::Parser;
 use discovery::Source;
 use http::StatusCode;
@@ -73,14 +73,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the cluster view; fix the problems above and restart")?,
     );
 
-    let ca = CaClient::new(
+    // One handle for every TLS config on the node; the certificate manager updates it from the
+    // CA's answers, so a root rotation needs no restart. `bundle` (--ca-root) stays pinned in
+    // the CA client only, so a bad answer can never lock the node out of its CA.
+    let trust = SharedTrustBundle::new(bundle.clone());
+    let ca = CaClient::with_rotating_trust(
         config.ca_address.clone(),
         &bundle,
+        &trust,
         NodeToken::File(config.ca_token_file.clone()),
     )
     .context("cannot configure the CA client")?
     .with_validity(config.cert_ttl);
-    let certificates = CertificateManager::new(Arc::new(ca), ManagerConfig::default());
+    let certificates = CertificateManager::with_trust_bundle(
+        Arc::new(ca),
+        ManagerConfig::default(),
+        trust.clone(),
+    );
     let rules = match capture::rules::detect_backend() {
         Ok(detected) => {
             tracing::info!(backend = ?detected.backend, reason = %detected.reason, "redirect rules backend chosen");
@@ -94,7 +103,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let agent = Arc::new(Agent::new(
         config.clone(),
         source,
-        bundle,
+        trust,
         certificates,
         rules,
     ));
