@@ -21,6 +21,9 @@
 //!   every connection is open, and 5 s / 30 s / AMBIT_SOAK_SETTLE_SECONDS after all closed: fds
 //!   bounded by the connections held and back to idle, RSS back near idle, KiB and MiB per
 //!   connection against DESIGN's 8 KiB per idle connection.
+//! - with AMBIT_SOAK_ROUNDS > 1 the whole load runs again on the same ztunnels (new client and
+//!   server processes): a leak grows round after round, memory a ztunnel merely keeps for reuse
+//!   (allocator caches) does not.
 //!
 //! ```text
 //! cargo bench -p ambit-tests --bench mesh_soak        # root; ~4 min at the defaults
@@ -30,6 +33,8 @@
 
 #[path = "soak/checks.rs"]
 mod checks;
+#[path = "soak/usage.rs"]
+mod usage;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,7 +42,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ambit_tests::{Mesh, Pod, PodSpec, Process, ProcessSpec, TestApp, NEEDS_ROOT};
-use checks::{Check, ConnRecord, Usage};
+use checks::{Check, ConnRecord};
+use usage::{RoundSamples, Samples, Usage};
 
 const PORT: u16 = 9000;
 const NAMESPACE: &str = "soak";
@@ -53,6 +59,7 @@ struct Config {
     pods: usize,
     reverse_percent: usize,
     settle_seconds: u64,
+    rounds: usize,
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -77,9 +84,14 @@ impl Config {
             reverse_percent: env("AMBIT_SOAK_REVERSE_PERCENT", 10)?,
             // The HBONE pool closes a connection idle for 60 s; the last sample comes after.
             settle_seconds: env("AMBIT_SOAK_SETTLE_SECONDS", 70)?,
+            rounds: env("AMBIT_SOAK_ROUNDS", 1)?,
         };
-        if config.pods == 0 || config.reverse_percent > 100 || config.ramp_seconds > seconds {
-            return Err("AMBIT_SOAK_PODS ≥ 1, AMBIT_SOAK_REVERSE_PERCENT ≤ 100, AMBIT_SOAK_RAMP_SECONDS ≤ AMBIT_SOAK_SECONDS".into());
+        if config.rounds == 0
+            || config.pods == 0
+            || config.reverse_percent > 100
+            || config.ramp_seconds > seconds
+        {
+            return Err("AMBIT_SOAK_ROUNDS ≥ 1, AMBIT_SOAK_PODS ≥ 1, AMBIT_SOAK_REVERSE_PERCENT ≤ 100, AMBIT_SOAK_RAMP_SECONDS ≤ AMBIT_SOAK_SECONDS".into());
         }
         Ok(config)
     }
@@ -131,15 +143,30 @@ struct ClientPlan {
     pod: Pod,
     connections: usize,
     targets: Vec<SocketAddr>,
-    id_base: u64,
-    report: PathBuf,
 }
 
-struct Server {
+struct ServerPlan {
     pod: Pod,
     expect: usize,
-    report: PathBuf,
-    process: Option<Process>,
+}
+
+/// The pods of both directions and who connects where.
+struct Topology {
+    clients: Vec<ClientPlan>,
+    servers: Vec<ServerPlan>,
+    forward: usize,
+    reverse: usize,
+    reverse_pods: usize,
+}
+
+impl Topology {
+    /// Every pod, for counting ztunnel's HBONE sockets per node.
+    fn pods(&self) -> Vec<Pod> {
+        let servers = self.servers.iter().map(|s| s.pod.clone());
+        servers
+            .chain(self.clients.iter().map(|c| c.pod.clone()))
+            .collect()
+    }
 }
 
 fn spread(total: usize, parts: usize) -> Vec<usize> {
@@ -148,8 +175,14 @@ fn spread(total: usize, parts: usize) -> Vec<usize> {
         .collect()
 }
 
+fn harness(e: ambit_tests::HarnessError) -> String {
+    e.to_string()
+}
+
 fn run(config: &Config) -> Result<bool, String> {
     let limit = raise_nofile(1 << 20)?;
+    // Built (or found up to date) before the clock starts: the setup figure is the mesh's own.
+    ambit_tests::mesh_binaries().map_err(harness)?;
     let setup_started = Instant::now();
     let mut mesh = Mesh::start(2).map_err(|e| format!("starting the mesh: {e}"))?;
     let result = soak(config, &mut mesh, limit, setup_started);
@@ -160,16 +193,10 @@ fn run(config: &Config) -> Result<bool, String> {
     result
 }
 
-fn soak(
-    config: &Config,
-    mesh: &mut Mesh,
-    limit: (u64, u64),
-    setup_started: Instant,
-) -> Result<bool, String> {
-    let err = |e: ambit_tests::HarnessError| e.to_string();
+fn topology(config: &Config, mesh: &mut Mesh) -> Result<Topology, String> {
     mesh.cluster
         .set_namespace_labels(NAMESPACE, ambit_tests::scenario::ambient())
-        .map_err(err)?;
+        .map_err(harness)?;
     let reverse_pods = if config.reverse_percent == 0 {
         0
     } else {
@@ -177,11 +204,7 @@ fn soak(
     };
     let reverse = config.connections * config.reverse_percent / 100;
     let forward = config.connections - reverse;
-    let dir = mesh.cluster.root_dir().join("soak");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-
-    // Pods: (direction, client node, pods per side).
-    let mut servers: Vec<Server> = Vec::new();
+    let mut servers: Vec<ServerPlan> = Vec::new();
     let mut clients: Vec<ClientPlan> = Vec::new();
     for (direction, client_node, pods, total) in [
         ("fwd", 0, config.pods, forward),
@@ -198,15 +221,9 @@ fn soak(
                         .label("app", "soak-server")
                         .port(PORT),
                 )
-                .map_err(err)?;
+                .map_err(harness)?;
             targets.push(pod.addr(PORT));
-            let report = dir.join(format!("{}.server", pod.name()));
-            servers.push(Server {
-                pod,
-                expect: 0,
-                report,
-                process: None,
-            });
+            servers.push(ServerPlan { pod, expect: 0 });
         }
         for (i, connections) in spread(total, pods).into_iter().enumerate() {
             let pod = mesh
@@ -215,38 +232,34 @@ fn soak(
                         .on_node(client_node)
                         .service_account("soak-client"),
                 )
-                .map_err(err)?;
+                .map_err(harness)?;
             // Connection j goes to targets[j % T] (the testapp's rule).
             for j in 0..connections {
                 servers[first_server + j % targets.len()].expect += 1;
             }
-            let report = dir.join(format!("{}.client", pod.name()));
             clients.push(ClientPlan {
                 pod,
                 connections,
                 targets: targets.clone(),
-                id_base: clients.len() as u64 * 1_000_000,
-                report,
             });
         }
     }
-    for server in &mut servers {
-        let mut process = server
-            .pod
-            .spawn(
-                ProcessSpec::new(app().path())
-                    .name(format!("{}-soak-server", server.pod.name()))
-                    .args(["soak-server", "--listen", &format!("0.0.0.0:{PORT}")])
-                    .arg("--report")
-                    .arg(&server.report)
-                    .args(["--expect", &server.expect.to_string()]),
-            )
-            .map_err(err)?;
-        process
-            .wait_for_log("listening on", Duration::from_secs(10))
-            .map_err(err)?;
-        server.process = Some(process);
-    }
+    Ok(Topology {
+        clients,
+        servers,
+        forward,
+        reverse,
+        reverse_pods,
+    })
+}
+
+fn soak(
+    config: &Config,
+    mesh: &mut Mesh,
+    limit: (u64, u64),
+    setup_started: Instant,
+) -> Result<bool, String> {
+    let topology = topology(config, mesh)?;
     let pids: Vec<u32> = mesh.ztunnels.iter().map(Process::pid).collect();
     for &pid in &pids {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -254,38 +267,145 @@ fn soak(
             return Err(format!("pid {pid} is {comm:?}, not ztunnel"));
         }
     }
-    let zt_limits: Vec<String> = pids.iter().map(|&p| checks::nofile_limit(p)).collect();
+    let zt_limits: Vec<String> = pids.iter().map(|&p| usage::nofile_limit(p)).collect();
     let setup = setup_started.elapsed();
+    let pods = topology.pods();
     std::thread::sleep(Duration::from_secs(2));
-    let idle = checks::sample(&pids, &servers_and_clients(&servers, &clients))?;
+    let idle = usage::sample(&pids, &pods)?;
+
+    let mut check = Check::default();
+    let mut rounds = Vec::new();
+    let mut loads = Vec::new();
+    for index in 0..config.rounds {
+        check.section(if config.rounds > 1 {
+            format!("round {}: ", index + 1)
+        } else {
+            String::new()
+        });
+        let (samples, load) = round(config, mesh, &topology, &pids, index, &mut check)?;
+        rounds.push(samples);
+        loads.push(load);
+    }
+    check.section(String::new());
+    let settle_seconds = config.settle_seconds.max(30);
+    let settled_at = Duration::from_secs(settle_seconds);
+    std::thread::sleep(settled_at.saturating_sub(Duration::from_secs(30)));
+    let settled = usage::sample(&pids, &pods)?;
+    let samples = Samples {
+        idle,
+        rounds,
+        settled,
+        settle_seconds,
+    };
+    usage::resources(&mut check, &samples, config.connections);
+
+    println!();
+    println!(
+        "== ambit soak benchmark: {} concurrent tunnels (DESIGN §4) ==",
+        config.connections
+    );
+    println!(
+        "topology: 2 nodes; {p} client pods on node 0 → {p} server pods on node 1 ({} connections), {r} → {r} the other way ({}); namespace ambient (HBONE, mTLS)",
+        topology.forward,
+        topology.reverse,
+        p = config.pods,
+        r = topology.reverse_pods,
+    );
+    println!(
+        "load: {} round(s) of {} s per client process, connections opened over {} s, one {}-byte message each way per connection every {} ms, each verified (sequence, FNV-1a checksum, every payload byte regenerated)",
+        config.rounds, config.seconds, config.ramp_seconds, config.message_bytes, config.interval_ms
+    );
+    let loads: Vec<String> = loads
+        .iter()
+        .map(|l| format!("{:.1}", l.as_secs_f64()))
+        .collect();
+    println!(
+        "RLIMIT_NOFILE of the bench (inherited): {}/{}; ztunnels: {}; setup {:.1} s, load {} s",
+        limit.0,
+        limit.1,
+        zt_limits.join(", "),
+        setup.as_secs_f64(),
+        loads.join(" + ")
+    );
+    println!();
+    print!("{}", usage::table(&samples));
+    println!();
+    print!("{}", check.report());
+    Ok(check.passed())
+}
+
+/// One round: servers and clients started afresh, the load, samples until 30 s after the last
+/// connection closed, and the checks of what was sent and logged.
+fn round(
+    config: &Config,
+    mesh: &mut Mesh,
+    topology: &Topology,
+    pids: &[u32],
+    index: usize,
+    check: &mut Check,
+) -> Result<(RoundSamples, Duration), String> {
+    let dir = mesh
+        .cluster
+        .root_dir()
+        .join(format!("soak-round-{}", index + 1));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let server_reports: Vec<PathBuf> = topology
+        .servers
+        .iter()
+        .map(|s| dir.join(format!("{}.server", s.pod.name())))
+        .collect();
+    let client_reports: Vec<PathBuf> = topology
+        .clients
+        .iter()
+        .map(|c| dir.join(format!("{}.client", c.pod.name())))
+        .collect();
+    let mut servers = Vec::new();
+    for (server, report) in topology.servers.iter().zip(&server_reports) {
+        let mut process = server
+            .pod
+            .spawn(
+                ProcessSpec::new(app().path())
+                    .name(format!("{}-soak-server-{}", server.pod.name(), index + 1))
+                    .args(["soak-server", "--listen", &format!("0.0.0.0:{PORT}")])
+                    .arg("--report")
+                    .arg(report)
+                    .args(["--expect", &server.expect.to_string()]),
+            )
+            .map_err(harness)?;
+        process
+            .wait_for_log("listening on", Duration::from_secs(10))
+            .map_err(harness)?;
+        servers.push(process);
+    }
     let log_offsets: Vec<u64> = mesh
         .ztunnels
         .iter()
         .map(|z| z.log_len())
         .collect::<ambit_tests::Result<_>>()
-        .map_err(err)?;
+        .map_err(harness)?;
 
-    // The load.
     let load_started = Instant::now();
-    let mut running: Vec<Process> = Vec::new();
-    for client in &clients {
+    let mut clients: Vec<Process> = Vec::new();
+    for (number, (client, report)) in topology.clients.iter().zip(&client_reports).enumerate() {
         let mut spec = ProcessSpec::new(app().path())
-            .name(format!("{}-soak-client", client.pod.name()))
+            .name(format!("{}-soak-client-{}", client.pod.name(), index + 1))
             .arg("soak-client");
         for target in &client.targets {
             spec = spec.args(["--connect", &target.to_string()]);
         }
+        // Ids unique across clients and rounds.
+        let id_base = ((index * topology.clients.len() + number) as u64) * 1_000_000;
         spec = spec
             .args(["--connections", &client.connections.to_string()])
             .args(["--seconds", &config.seconds.to_string()])
             .args(["--ramp-seconds", &config.ramp_seconds.to_string()])
             .args(["--interval-ms", &config.interval_ms.to_string()])
             .args(["--message-bytes", &config.message_bytes.to_string()])
-            .args(["--id-base", &client.id_base.to_string()])
+            .args(["--id-base", &id_base.to_string()])
             .args(["--timeout-ms", &CLIENT_TIMEOUT_MS.to_string()])
             .arg("--report")
-            .arg(&client.report);
-        running.push(client.pod.spawn(spec).map_err(err)?);
+            .arg(report);
+        clients.push(client.pod.spawn(spec).map_err(harness)?);
     }
     let deadline = load_started
         + Duration::from_secs(config.seconds + 60)
@@ -296,7 +416,7 @@ fn soak(
     loop {
         let now: Vec<Usage> = pids
             .iter()
-            .map(|&p| checks::usage(p))
+            .map(|&p| usage::usage(p))
             .collect::<Result<_, _>>()
             .unwrap_or_default();
         for (peak, now) in peak.iter_mut().zip(&now) {
@@ -311,95 +431,83 @@ fn soak(
             }
         }
         if all_open.is_none()
-            && running
+            && clients
                 .iter()
                 .all(|p| p.log().is_ok_and(|l| l.contains("connections open after")))
         {
             all_open = Some((load_started.elapsed(), now.clone()));
         }
         let mut finished = true;
-        for client in &mut running {
-            finished &= client.try_exit_status().map_err(err)?.is_some();
+        for client in &mut clients {
+            finished &= client.try_exit_status().map_err(harness)?.is_some();
         }
         if finished || ztunnel_died.is_some() || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    if let Some(died) = &ztunnel_died {
-        println!("{died}");
-    }
-    // Servers end once each saw its connections end; those that do not are stopped.
+    // Servers end once each saw its connections end; those that do not are reported.
     let server_deadline = Instant::now() + Duration::from_secs(30);
-    for server in &mut servers {
-        if let Some(process) = &mut server.process {
-            let left = server_deadline.saturating_duration_since(Instant::now());
-            if process.wait_exit(left).map_err(err)?.is_none() {
-                println!(
-                    "server {} did not see all its {} connections end",
-                    server.pod.name(),
-                    server.expect
-                );
-            }
+    let mut servers_left = Vec::new();
+    for (server, process) in topology.servers.iter().zip(&mut servers) {
+        let left = server_deadline.saturating_duration_since(Instant::now());
+        if process.wait_exit(left).map_err(harness)?.is_none() {
+            servers_left.push(server.pod.name().to_string());
         }
     }
-    for client in &mut running {
-        client.stop().map_err(err)?;
-    }
-    let closed_at = Instant::now();
     let load = load_started.elapsed();
-    let pods = servers_and_clients(&servers, &clients);
+    let closed_at = Instant::now();
+    let pods = topology.pods();
     let at = |seconds: u64| {
         let when = closed_at + Duration::from_secs(seconds);
         std::thread::sleep(when.saturating_duration_since(Instant::now()));
     };
     at(5);
-    let after5 = checks::sample(&pids, &pods)?;
+    let after5 = usage::sample(pids, &pods)?;
     at(30);
-    let after30 = checks::sample(&pids, &pods)?;
-    at(config.settle_seconds.max(30));
-    let settled = checks::sample(&pids, &pods)?;
+    let after30 = usage::sample(pids, &pods)?;
+    for process in clients.iter_mut().chain(&mut servers) {
+        process.stop().map_err(harness)?;
+    }
 
-    // What the apps counted.
-    let mut check = Check::default();
-    let client_summaries: Vec<BTreeMap<String, String>> = running
-        .iter()
-        .map(|p| checks::summary(&p.log().unwrap_or_default()))
-        .collect();
-    let server_summaries: Vec<BTreeMap<String, String>> = servers
-        .iter()
-        .map(|s| {
-            s.process
-                .as_ref()
-                .map(|p| checks::summary(&p.log().unwrap_or_default()))
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut client_records: Vec<(usize, ConnRecord)> = Vec::new();
-    for (index, client) in clients.iter().enumerate() {
-        for record in checks::read_records(&client.report)? {
-            client_records.push((index, record));
+    // What the apps counted, against each other and against the access lines.
+    let summaries = |processes: &[Process]| -> Vec<BTreeMap<String, String>> {
+        processes
+            .iter()
+            .map(|p| checks::summary(&p.log().unwrap_or_default()))
+            .collect()
+    };
+    let records = |reports: &[PathBuf]| -> Result<Vec<(usize, ConnRecord)>, String> {
+        let mut out = Vec::new();
+        for (index, report) in reports.iter().enumerate() {
+            out.extend(
+                checks::read_records(report)?
+                    .into_iter()
+                    .map(|r| (index, r)),
+            );
         }
-    }
-    let mut server_records: Vec<(usize, ConnRecord)> = Vec::new();
-    for (index, server) in servers.iter().enumerate() {
-        for record in checks::read_records(&server.report)? {
-            server_records.push((index, record));
-        }
-    }
-    let clients_info: Vec<(usize, std::net::Ipv4Addr)> =
-        clients.iter().map(|c| (c.pod.node(), c.pod.ip())).collect();
-    let servers_info: Vec<(usize, SocketAddr)> = servers
-        .iter()
-        .map(|s| (s.pod.node(), s.pod.addr(PORT)))
-        .collect();
+        Ok(out)
+    };
+    let (client_records, server_records) = (records(&client_reports)?, records(&server_reports)?);
+    let peers = checks::Peers {
+        clients: topology
+            .clients
+            .iter()
+            .map(|c| (c.pod.node(), c.pod.ip()))
+            .collect(),
+        servers: topology
+            .servers
+            .iter()
+            .map(|s| (s.pod.node(), s.pod.addr(PORT)))
+            .collect(),
+    };
     checks::data(
-        &mut check,
+        check,
         config.connections,
         &client_records,
         &server_records,
-        &client_summaries,
-        &server_summaries,
+        &summaries(&clients),
+        &summaries(&servers),
     );
     let logs: Vec<Vec<ambit_tests::AccessLine>> = mesh
         .ztunnels
@@ -407,73 +515,37 @@ fn soak(
         .zip(&log_offsets)
         .map(|(z, &offset)| checks::access_lines(z, offset))
         .collect::<Result<_, _>>()?;
-    checks::access(
-        &mut check,
-        &logs,
-        &clients_info,
-        &servers_info,
-        &client_records,
-        &server_records,
-    );
-    let log_problems: Vec<String> = mesh
+    checks::access(check, &logs, &peers, &client_records, &server_records);
+    let mut problems: Vec<String> = mesh
         .ztunnels
         .iter()
         .zip(&log_offsets)
         .map(|(z, &offset)| checks::log_problems(z, offset))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    problems.extend(ztunnel_died);
+    if !servers_left.is_empty() {
+        problems.push(format!(
+            "servers that did not see all their connections end: {}",
+            servers_left.join(", ")
+        ));
+    }
+    problems.retain(|p| !p.is_empty());
     check.record(
-        "no ztunnel crashed, hit EMFILE or shed a connection",
-        ztunnel_died.is_none() && log_problems.iter().all(String::is_empty),
-        format!(
-            "{}{}",
-            ztunnel_died.clone().unwrap_or_default(),
-            log_problems.join("; ")
-        ),
+        "no ztunnel crashed, logged a warning or error (EMFILE, shed connections, …); every server saw its connections end",
+        problems.is_empty(),
+        if problems.is_empty() {
+            "none".to_string()
+        } else {
+            problems.join("; ")
+        },
     );
-    let samples = checks::Samples {
-        idle,
-        peak,
-        all_open,
-        after5,
-        after30,
-        settled,
-        settle_seconds: config.settle_seconds.max(30),
-    };
-    checks::resources(&mut check, &samples, config.connections);
-
-    println!();
-    println!(
-        "== ambit soak benchmark: {} concurrent tunnels (DESIGN §4) ==",
-        config.connections
-    );
-    println!(
-        "topology: 2 nodes; {} client pods on node 0 → {} server pods on node 1 ({forward} connections), {reverse_pods} → {reverse_pods} the other way ({reverse}); namespace ambient (HBONE, mTLS)",
-        config.pods, config.pods
-    );
-    println!(
-        "load: {} s per client process, connections opened over {} s, one {}-byte message each way per connection every {} ms, each verified (sequence, FNV-1a checksum, every payload byte regenerated)",
-        config.seconds, config.ramp_seconds, config.message_bytes, config.interval_ms
-    );
-    println!(
-        "RLIMIT_NOFILE of the bench (inherited): {}/{}; ztunnels: {}; setup {:.1} s, load {:.1} s",
-        limit.0,
-        limit.1,
-        zt_limits.join(", "),
-        setup.as_secs_f64(),
-        load.as_secs_f64()
-    );
-    println!();
-    print!("{}", checks::usage_table(&samples));
-    println!();
-    print!("{}", check.report());
-    Ok(check.passed())
-}
-
-/// Every pod with its node, for counting ztunnel's HBONE sockets per node.
-fn servers_and_clients(servers: &[Server], clients: &[ClientPlan]) -> Vec<Pod> {
-    servers
-        .iter()
-        .map(|s| s.pod.clone())
-        .chain(clients.iter().map(|c| c.pod.clone()))
-        .collect()
+    Ok((
+        RoundSamples {
+            peak,
+            all_open,
+            after5,
+            after30,
+        },
+        load,
+    ))
 }

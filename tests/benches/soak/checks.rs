@@ -1,95 +1,12 @@
-//! What the soak bench verifies and prints: the apps' per-connection records against each other
-//! and against ztunnel's access lines, and ztunnel's memory and descriptors from /proc.
+//! What the soak bench verifies: the apps' per-connection records against each other and
+//! against ztunnel's access lines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
 
-use ambit_tests::{AccessLine, Pod, Process};
-
-/// DESIGN §4: ≤ 8 KiB per idle connection.
-const TARGET_KIB_PER_CONNECTION: f64 = 8.0;
-/// "Back near idle": RSS within this much of idle (allocator caches, lazily built state).
-const RSS_SLACK_KIB: u64 = 4 * 1024;
-/// Descriptors ztunnel may hold beyond one per connection under load (HBONE connections:
-/// one per source pod, destination pod and 200 streams; listeners of the pods are in idle).
-const FD_SLACK_PER_CONNECTION: f64 = 0.1;
-/// "Back to idle" for descriptors.
-const FD_SLACK: u64 = 16;
-
-/// One ztunnel's figures at one moment.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct Usage {
-    pub rss_kib: u64,
-    pub anon_kib: u64,
-    pub fds: u64,
-    pub threads: u64,
-    /// Established TCP sockets on port 15008 in the node's pods (ztunnel's HBONE connections);
-    /// `None` when not counted (the per-second samples).
-    pub hbone_sockets: Option<u64>,
-}
-
-pub fn usage(pid: u32) -> Result<Usage, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    let field = |key: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
-        .count() as u64;
-    Ok(Usage {
-        rss_kib: field("VmRSS:"),
-        anon_kib: field("RssAnon:"),
-        fds,
-        threads: field("Threads:"),
-        hbone_sockets: None,
-    })
-}
-
-/// "soft/hard" of a process's RLIMIT_NOFILE.
-pub fn nofile_limit(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .ok()
-        .and_then(|limits| {
-            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-            let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
-            Some(values.join("/"))
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-/// Usage of every ztunnel (index = node), with the HBONE sockets counted in its pods.
-pub fn sample(pids: &[u32], pods: &[Pod]) -> Result<Vec<Usage>, String> {
-    let mut out = Vec::new();
-    for (node, &pid) in pids.iter().enumerate() {
-        let mut usage = usage(pid)?;
-        let mut hbone = 0;
-        for pod in pods.iter().filter(|p| p.node() == node) {
-            let listing = pod
-                .exec(
-                    "ss",
-                    [
-                        "-Htn",
-                        "state",
-                        "established",
-                        "( sport = :15008 or dport = :15008 )",
-                    ],
-                )
-                .map_err(|e| format!("ss in {}: {e}", pod.name()))?;
-            hbone += listing.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-        }
-        usage.hbone_sockets = Some(hbone);
-        out.push(usage);
-    }
-    Ok(out)
-}
+use ambit_tests::{AccessLine, Process};
 
 /// The `key=value` fields of the last summary line (`connections=…`) in a log.
 pub fn summary(log: &str) -> BTreeMap<String, String> {
@@ -147,11 +64,18 @@ pub fn read_records(path: &Path) -> Result<Vec<ConnRecord>, String> {
 #[derive(Default)]
 pub struct Check {
     rows: Vec<(String, bool, String)>,
+    /// Put before the names recorded from now on (e.g. `round 2: `).
+    prefix: String,
 }
 
 impl Check {
+    pub fn section(&mut self, prefix: String) {
+        self.prefix = prefix;
+    }
+
     pub fn record(&mut self, name: &str, pass: bool, detail: impl Into<String>) {
-        self.rows.push((name.to_string(), pass, detail.into()));
+        self.rows
+            .push((format!("{}{name}", self.prefix), pass, detail.into()));
     }
 
     pub fn passed(&self) -> bool {
@@ -276,15 +200,21 @@ pub fn log_problems(ztunnel: &Process, offset: u64) -> Result<String, String> {
     ))
 }
 
+/// Where each client (node, pod IP) and server (node, address) is, by report index.
+pub struct Peers {
+    pub clients: Vec<(usize, Ipv4Addr)>,
+    pub servers: Vec<(usize, SocketAddr)>,
+}
+
 /// One access line per connection on each side, with the apps' byte counts.
 pub fn access(
     check: &mut Check,
     logs: &[Vec<AccessLine>],
-    clients_info: &[(usize, Ipv4Addr)],
-    servers_info: &[(usize, SocketAddr)],
+    peers: &Peers,
     clients: &[(usize, ConnRecord)],
     servers: &[(usize, ConnRecord)],
 ) {
+    let (clients_info, servers_info) = (&peers.clients, &peers.servers);
     let direction = |l: &AccessLine, d: &str| l.get("direction") == Some(d);
     // Outbound, on each client's node, keyed by the client's address.
     let mut outbound: HashMap<(usize, String), Vec<&AccessLine>> = HashMap::new();
@@ -387,115 +317,4 @@ pub fn access(
         identities == all.len() && failed == 0,
         format!("{} lines, {identities} with both SPIFFE identities and an HBONE address, {failed} with error=", all.len()),
     );
-}
-
-/// The resource samples of both ztunnels.
-pub struct Samples {
-    pub idle: Vec<Usage>,
-    pub peak: Vec<Usage>,
-    pub all_open: Option<(Duration, Vec<Usage>)>,
-    pub after5: Vec<Usage>,
-    pub after30: Vec<Usage>,
-    pub settled: Vec<Usage>,
-    pub settle_seconds: u64,
-}
-
-pub fn usage_table(s: &Samples) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<34} {:>10} {:>10} {:>8} {:>8} {:>12}",
-        "ztunnel", "RSS MiB", "anon MiB", "fds", "threads", "HBONE socks"
-    );
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    for node in 0..s.idle.len() {
-        let mut rows = vec![("idle", s.idle[node])];
-        if let Some((_, open)) = &s.all_open {
-            rows.push(("all connections open", open[node]));
-        }
-        rows.push(("peak (max of 1 s samples)", s.peak[node]));
-        rows.push(("5 s after all closed", s.after5[node]));
-        rows.push(("30 s after all closed", s.after30[node]));
-        let settled = format!("{} s after all closed", s.settle_seconds);
-        rows.push((&settled, s.settled[node]));
-        for (what, u) in rows {
-            let _ = writeln!(
-                out,
-                "{:<34} {:>10.1} {:>10.1} {:>8} {:>8} {:>12}",
-                format!("node {node} {what}"),
-                mib(u.rss_kib),
-                mib(u.anon_kib),
-                u.fds,
-                u.threads,
-                u.hbone_sockets
-                    .map_or_else(|| "-".to_string(), |n| n.to_string())
-            );
-        }
-    }
-    out
-}
-
-/// Bounded under load, back near idle after.
-pub fn resources(check: &mut Check, s: &Samples, connections: usize) {
-    let n = connections.max(1) as f64;
-    for node in 0..s.idle.len() {
-        let (idle, peak) = (s.idle[node], s.peak[node]);
-        // Every connection crosses the two nodes: each ztunnel holds all of them.
-        let per_kib = peak.rss_kib.saturating_sub(idle.rss_kib) as f64 / n;
-        let open = s.all_open.as_ref().map(|(at, u)| (at, u[node]));
-        let open_text = open.map_or_else(
-            || "never all open at once".to_string(),
-            |(at, u)| {
-                format!(
-                    "with all open (at {:.0} s): {:.2} KiB per connection",
-                    at.as_secs_f64(),
-                    u.rss_kib.saturating_sub(idle.rss_kib) as f64 / n
-                )
-            },
-        );
-        check.record(
-            &format!("node {node} ztunnel memory per connection ≤ {TARGET_KIB_PER_CONNECTION} KiB (DESIGN §4)"),
-            per_kib <= TARGET_KIB_PER_CONNECTION,
-            format!(
-                "peak RSS {:.1} MiB over idle {:.1} MiB for {connections} connections: {per_kib:.2} KiB ({:.5} MiB) per connection; {open_text}",
-                peak.rss_kib as f64 / 1024.0,
-                idle.rss_kib as f64 / 1024.0,
-                per_kib / 1024.0
-            ),
-        );
-        let fd_bound = idle.fds + (n * (1.0 + FD_SLACK_PER_CONNECTION)) as u64;
-        check.record(
-            &format!("node {node} ztunnel fds bounded by the connections it holds"),
-            peak.fds <= fd_bound && peak.fds >= idle.fds + connections as u64,
-            format!(
-                "peak {} fds, idle {}: {:.3} per connection (bound {fd_bound}, at least one per connection)",
-                peak.fds,
-                idle.fds,
-                peak.fds.saturating_sub(idle.fds) as f64 / n
-            ),
-        );
-        for (label, u) in [
-            ("30 s", s.after30[node]),
-            (&*format!("{} s", s.settle_seconds), s.settled[node]),
-        ] {
-            let pooled = u.hbone_sockets.unwrap_or(0);
-            // Before the pool's idle timeout, idle HBONE connections may still be open.
-            let fd_ok = u.fds <= idle.fds + FD_SLACK + pooled;
-            let rss_ok = u.rss_kib <= idle.rss_kib + RSS_SLACK_KIB;
-            check.record(
-                &format!("node {node} ztunnel back near idle {label} after all closed"),
-                fd_ok && rss_ok,
-                format!(
-                    "fds {} (idle {}, {pooled} HBONE sockets still pooled, slack {FD_SLACK}); RSS {:.1} MiB (idle {:.1}, slack {} MiB; {:+.1} MiB retained of {:+.1} at peak)",
-                    u.fds,
-                    idle.fds,
-                    u.rss_kib as f64 / 1024.0,
-                    idle.rss_kib as f64 / 1024.0,
-                    RSS_SLACK_KIB / 1024,
-                    (u.rss_kib as f64 - idle.rss_kib as f64) / 1024.0,
-                    (peak.rss_kib as f64 - idle.rss_kib as f64) / 1024.0
-                ),
-            );
-        }
-    }
 }
