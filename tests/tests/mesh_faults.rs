@@ -36,8 +36,8 @@ const RETRY: Duration = Duration::from_millis(250);
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 
-/// Waits for an access line of node `node`'s ztunnel written after `offset` that shows the
-/// connection `from` → `to` with both SPIFFE identities (mTLS).
+/// Waits for an access line of node `node`'s ztunnel, written after `offset`, of a connection
+/// from `source` to `destination` that completed with both SPIFFE identities (mTLS).
 fn mtls_line_after(
     mesh: &mut Mesh,
     node: usize,
@@ -166,8 +166,8 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
     wire.assert_served(&ways);
 
     mesh.ca.stop().unwrap();
-    // Node 1's ztunnel restarts while the CA is down: its successor cannot get cart's
-    // certificate (it waits for it up to 10 s while re-syncing, then goes on).
+    // Node 1's ztunnel restarts while the CA is down: its successor finds cart running but
+    // cannot get its certificate, so cart must stay refused and the node unready.
     mesh.ztunnel(1).stop().unwrap();
     mesh.ztunnels[1] = mesh.spawn_ztunnel(1).unwrap();
     let restarted = Instant::now();
