@@ -60,6 +60,10 @@ pub struct ManagerConfig {
     /// First retry delay after a failed fetch; doubles up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Longest retry delay while the identity has no valid certificate (none yet, or expired):
+    /// its pods are refused by every peer meanwhile, so a CA that comes back must be noticed
+    /// within seconds, not at the end of a long back-off.
+    pub max_backoff_without_certificate: Duration,
     /// How long [`CertificateManager::certificate`] waits for a first certificate.
     pub first_fetch_timeout: Duration,
 }
@@ -69,6 +73,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            max_backoff_without_certificate: Duration::from_secs(5),
             first_fetch_timeout: Duration::from_secs(10),
         }
     }
@@ -367,6 +372,12 @@ async fn renew_forever(
             }
             Err(error) => {
                 let mut still_valid = None;
+                let current_not_after = state
+                    .borrow()
+                    .current
+                    .as_ref()
+                    .map(|c| c.get().not_after());
+                backoff = retry_delay(backoff, current_not_after, SystemTime::now(), &config);
                 state.send_modify(|s| {
                     s.consecutive_failures += 1;
                     s.last_error = Some(error.clone());
@@ -392,6 +403,23 @@ async fn renew_forever(
                 backoff = (backoff * 2).min(config.max_backoff);
             }
         }
+    }
+}
+
+/// The delay before the next retry: the back-off, but never past the point where the current
+/// certificate would have expired unrenewed, and short once there is no valid certificate.
+fn retry_delay(
+    backoff: Duration,
+    not_after: Option<SystemTime>,
+    now: SystemTime,
+    config: &ManagerConfig,
+) -> Duration {
+    let left = not_after.and_then(|t| t.duration_since(now).ok());
+    match left {
+        // Valid for a while yet: retry at least twice more before it expires.
+        Some(left) if !left.is_zero() => backoff.min(left / 2).max(config.initial_backoff),
+        // None yet, or expired.
+        _ => backoff.min(config.max_backoff_without_certificate),
     }
 }
 
@@ -427,5 +455,30 @@ impl CertificateSource for LocalCaSource {
                 trust_bundle: Some(vec![self.ca.trust_bundle().to_pem()]),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_come_sooner_when_the_certificate_is_missing_or_about_to_expire() {
+        let config = ManagerConfig::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let long = Duration::from_secs(60);
+        // Hours left: the plain back-off.
+        let hours = Some(now + Duration::from_secs(7200));
+        assert_eq!(retry_delay(long, hours, now, &config), long);
+        // 20 s left: retry within 10 s.
+        let soon = Some(now + Duration::from_secs(20));
+        assert_eq!(retry_delay(long, soon, now, &config), Duration::from_secs(10));
+        // Expired, or never issued: every 5 s at most.
+        let expired = Some(now - Duration::from_secs(1));
+        assert_eq!(retry_delay(long, expired, now, &config), Duration::from_secs(5));
+        assert_eq!(retry_delay(long, None, now, &config), Duration::from_secs(5));
+        // Never below the first step.
+        let almost = Some(now + Duration::from_millis(100));
+        assert_eq!(retry_delay(long, almost, now, &config), config.initial_backoff);
     }
 }

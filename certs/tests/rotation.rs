@@ -45,6 +45,7 @@ fn fast_config() -> ManagerConfig {
     ManagerConfig {
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
+        max_backoff_without_certificate: Duration::from_millis(200),
         first_fetch_timeout: Duration::from_secs(5),
     }
 }
