@@ -36,11 +36,11 @@
 //! Files that cannot be parsed are never written: the error names the file
 //! and the fix (and `--watch` keeps waiting for it to be fixed).
 
-mod conflist;
 mod ops;
 #[cfg(test)]
 mod tests;
 
+use ambit_cni::conflist;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
