@@ -21,6 +21,9 @@
 //!   every connection is open, and 5 s / 30 s / AMBIT_SOAK_SETTLE_SECONDS after all closed: fds
 //!   bounded by the connections held and back to idle, RSS back near idle, KiB and MiB per
 //!   connection against DESIGN's 8 KiB per idle connection.
+//! - then, if gdb is installed (AMBIT_SOAK_MALLOC_TRIM=0 skips it), RSS once more after
+//!   `malloc_trim(0)` in each ztunnel: memory that goes then was free memory glibc held, not live
+//!   data (a diagnosis, printed, not judged);
 //! - with AMBIT_SOAK_ROUNDS > 1 the whole load runs again on the same ztunnels (new client and
 //!   server processes): a leak grows round after round, memory a ztunnel merely keeps for reuse
 //!   (allocator caches) does not.
@@ -82,8 +85,9 @@ impl Config {
             message_bytes: env("AMBIT_SOAK_MESSAGE_BYTES", 256)?,
             pods: env("AMBIT_SOAK_PODS", 20)?,
             reverse_percent: env("AMBIT_SOAK_REVERSE_PERCENT", 10)?,
-            // The HBONE pool closes a connection idle for 60 s; the last sample comes after.
-            settle_seconds: env("AMBIT_SOAK_SETTLE_SECONDS", 70)?,
+            // The HBONE pool closes a connection idle for 60 s, checking every 30 s: the last
+            // sample comes after that.
+            settle_seconds: env("AMBIT_SOAK_SETTLE_SECONDS", 100)?,
             rounds: env("AMBIT_SOAK_ROUNDS", 1)?,
         };
         if config.rounds == 0
@@ -157,6 +161,9 @@ struct Topology {
     forward: usize,
     reverse: usize,
     reverse_pods: usize,
+    /// HBONE connections the pools need at most: one per (client pod, server pod) and 200
+    /// streams. Each node holds one socket for each (client or server end).
+    hbone_connections: usize,
 }
 
 impl Topology {
@@ -206,6 +213,7 @@ fn topology(config: &Config, mesh: &mut Mesh) -> Result<Topology, String> {
     let forward = config.connections - reverse;
     let mut servers: Vec<ServerPlan> = Vec::new();
     let mut clients: Vec<ClientPlan> = Vec::new();
+    let mut hbone_connections = 0;
     for (direction, client_node, pods, total) in [
         ("fwd", 0, config.pods, forward),
         ("rev", 1, reverse_pods, reverse),
@@ -234,8 +242,13 @@ fn topology(config: &Config, mesh: &mut Mesh) -> Result<Topology, String> {
                 )
                 .map_err(harness)?;
             // Connection j goes to targets[j % T] (the testapp's rule).
+            let mut per_server = vec![0usize; targets.len()];
             for j in 0..connections {
-                servers[first_server + j % targets.len()].expect += 1;
+                per_server[j % targets.len()] += 1;
+            }
+            for (t, count) in per_server.into_iter().enumerate() {
+                servers[first_server + t].expect += count;
+                hbone_connections += count.div_ceil(hbone::config::MAX_CONCURRENT_STREAMS as usize);
             }
             clients.push(ClientPlan {
                 pod,
@@ -250,6 +263,7 @@ fn topology(config: &Config, mesh: &mut Mesh) -> Result<Topology, String> {
         forward,
         reverse,
         reverse_pods,
+        hbone_connections,
     })
 }
 
@@ -291,13 +305,28 @@ fn soak(
     let settled_at = Duration::from_secs(settle_seconds);
     std::thread::sleep(settled_at.saturating_sub(Duration::from_secs(30)));
     let settled = usage::sample(&pids, &pods)?;
+    // Is what ztunnel kept live data or free memory its allocator holds? glibc returns free
+    // pages on malloc_trim(0); ask it through gdb (after every check: it stops ztunnel briefly).
+    let trimmed = if std::env::var("AMBIT_SOAK_MALLOC_TRIM").as_deref() == Ok("0") {
+        None
+    } else {
+        usage::malloc_trim(&pids)
+            .map(|()| usage::sample(&pids, &pods))
+            .transpose()?
+    };
     let samples = Samples {
         idle,
         rounds,
         settled,
         settle_seconds,
+        trimmed,
     };
-    usage::resources(&mut check, &samples, config.connections);
+    usage::resources(
+        &mut check,
+        &samples,
+        config.connections,
+        topology.hbone_connections,
+    );
 
     println!();
     println!(
@@ -466,6 +495,32 @@ fn round(
     let after5 = usage::sample(pids, &pods)?;
     at(30);
     let after30 = usage::sample(pids, &pods)?;
+    // ztunnel's own count of the connections it proxies (a ConnectionRecord not dropped would
+    // stay in it).
+    let active: Vec<String> = (0..mesh.ztunnels.len())
+        .map(|node| {
+            let metrics = mesh.http_get_on_node(node, 15020, "/metrics");
+            metrics.map_or_else(
+                |e| format!("? ({e})"),
+                |text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("ambit_active_connections "))
+                        .unwrap_or("?")
+                        .trim()
+                        .to_string()
+                },
+            )
+        })
+        .collect();
+    check.record(
+        "ztunnels report no active connection 30 s after all closed (ambit_active_connections)",
+        active.iter().all(|a| a == "0"),
+        format!(
+            "node 0: {}, node 1: {}",
+            active[0],
+            active.get(1).map_or("?", |a| a)
+        ),
+    );
     for process in clients.iter_mut().chain(&mut servers) {
         process.stop().map_err(harness)?;
     }

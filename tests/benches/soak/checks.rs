@@ -1,7 +1,7 @@
 //! What the soak bench verifies: the apps' per-connection records against each other and
 //! against ztunnel's access lines.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -27,6 +27,7 @@ pub fn summary(log: &str) -> BTreeMap<String, String> {
 pub struct ConnRecord {
     pub id: u64,
     pub local: String,
+    pub peer: String,
     pub sent: u64,
     pub received: u64,
     pub checked: u64,
@@ -49,6 +50,7 @@ pub fn read_records(path: &Path) -> Result<Vec<ConnRecord>, String> {
             ConnRecord {
                 id: fields.bytes("id"),
                 local: fields.get("local").unwrap_or("-").to_string(),
+                peer: fields.get("peer").unwrap_or("-").to_string(),
                 sent: fields.bytes("sent"),
                 received: fields.bytes("received"),
                 checked: fields.bytes("checked"),
@@ -200,6 +202,75 @@ pub fn log_problems(ztunnel: &Process, offset: u64) -> Result<String, String> {
     ))
 }
 
+/// (node, source pod IP, destination ip:port, bytes_sent, bytes_recv) of an access line, or
+/// what an app counted for one connection, in the line's terms.
+type Key = (usize, String, String, u64, u64);
+
+struct Matching {
+    unmatched_lines: usize,
+    unmatched_connections: usize,
+    distinct: usize,
+}
+
+impl Matching {
+    fn passed(&self, lines: usize, connections: usize) -> bool {
+        lines == connections && self.unmatched_lines == 0 && self.unmatched_connections == 0
+    }
+
+    fn describe(&self, lines: usize, connections: usize) -> String {
+        format!(
+            "{lines} lines for {connections} connections; {} lines match no connection, {} connections have no line (matched on source pod, destination and both byte counts: {} distinct keys, {})",
+            self.unmatched_lines,
+            self.unmatched_connections,
+            self.distinct,
+            if self.distinct == connections {
+                "so each line is one connection's"
+            } else {
+                "some connections share a key, matched as a multiset"
+            }
+        )
+    }
+}
+
+/// Matches the `direction` lines of every node against the expected keys, one line each.
+fn match_lines(logs: &[Vec<AccessLine>], direction: &str, expected: &[Key]) -> (usize, Matching) {
+    let mut want: HashMap<&Key, usize> = HashMap::new();
+    for key in expected {
+        *want.entry(key).or_default() += 1;
+    }
+    let distinct = want.len();
+    let (mut lines, mut unmatched_lines) = (0, 0);
+    for (node, node_lines) in logs.iter().enumerate() {
+        for line in node_lines
+            .iter()
+            .filter(|l| l.get("direction") == Some(direction))
+        {
+            lines += 1;
+            let source = line
+                .get("src.addr")
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+            let key: Key = (
+                node,
+                source,
+                line.get("dst.addr").unwrap_or("-").to_string(),
+                line.bytes("bytes_sent"),
+                line.bytes("bytes_recv"),
+            );
+            match want.get_mut(&key) {
+                Some(count) if *count > 0 => *count -= 1,
+                _ => unmatched_lines += 1,
+            }
+        }
+    }
+    let matching = Matching {
+        unmatched_lines,
+        unmatched_connections: want.values().sum(),
+        distinct,
+    };
+    (lines, matching)
+}
+
 /// Where each client (node, pod IP) and server (node, address) is, by report index.
 pub struct Peers {
     pub clients: Vec<(usize, Ipv4Addr)>,
@@ -215,88 +286,60 @@ pub fn access(
     servers: &[(usize, ConnRecord)],
 ) {
     let (clients_info, servers_info) = (&peers.clients, &peers.servers);
-    let direction = |l: &AccessLine, d: &str| l.get("direction") == Some(d);
-    // Outbound, on each client's node, keyed by the client's address.
-    let mut outbound: HashMap<(usize, String), Vec<&AccessLine>> = HashMap::new();
-    for (node, lines) in logs.iter().enumerate() {
-        for line in lines.iter().filter(|l| direction(l, "outbound")) {
-            let key = (node, line.get("src.addr").unwrap_or("-").to_string());
-            outbound.entry(key).or_default().push(line);
-        }
-    }
-    let outbound_total: usize = outbound.values().map(Vec::len).sum();
-    let (mut matched, mut bytes_wrong, mut missing, mut duplicated) = (0, 0, 0, 0);
-    for (client, record) in clients {
-        let node = clients_info[*client].0;
-        match outbound
-            .get(&(node, record.local.clone()))
-            .map(Vec::as_slice)
-        {
-            None | Some([]) => missing += 1,
-            Some([line]) => {
-                if line.bytes("bytes_recv") == record.sent
-                    && line.bytes("bytes_sent") == record.received
-                {
-                    matched += 1;
-                } else {
-                    bytes_wrong += 1;
-                }
-            }
-            Some(_) => duplicated += 1,
-        }
-    }
+    // Outbound, on each client's node: what the client counted.
+    let outbound: Vec<Key> = clients
+        .iter()
+        .map(|(c, r)| {
+            let (node, ip) = clients_info[*c];
+            (node, ip.to_string(), r.peer.clone(), r.received, r.sent)
+        })
+        .collect();
+    let (lines, result) = match_lines(logs, "outbound", &outbound);
+    // The client's own (address, target) pairs: a line with another source port is one whose
+    // port the capture's NAT (REDIRECT) rewrote, because the client's kernel had given the
+    // same local port to two connections with different destinations.
+    let own: HashSet<(String, String)> = clients
+        .iter()
+        .map(|(_, r)| (r.local.clone(), r.peer.clone()))
+        .collect();
+    let rewritten = logs
+        .iter()
+        .flatten()
+        .filter(|l| l.get("direction") == Some("outbound"))
+        .filter(|l| {
+            let key = (
+                l.get("src.addr").unwrap_or("-").to_string(),
+                l.get("dst.addr").unwrap_or("-").to_string(),
+            );
+            !own.contains(&key)
+        })
+        .count();
     check.record(
         "one outbound access line per connection (client node), bytes = client's",
-        matched == clients.len() && outbound_total == clients.len(),
+        result.passed(lines, clients.len()),
         format!(
-            "{outbound_total} lines for {} connections: {matched} match, {bytes_wrong} with other byte counts, {missing} missing, {duplicated} with several lines",
-            clients.len()
+            "{}; {rewritten} lines show a source port other than the client's (NAT of a reused local port)",
+            result.describe(lines, clients.len())
         ),
     );
-
-    // Inbound, on each server's node: (source pod IP, destination, sent, received) as a multiset.
+    // Inbound, on each server's node: what the server counted; the source is the client pod
+    // (the HBONE connection's peer, from inside the client pod), found by the connection id.
     let client_of: HashMap<u64, usize> = clients.iter().map(|(c, r)| (r.id, *c)).collect();
-    let mut expected: HashMap<(usize, String, String, u64, u64), i64> = HashMap::new();
-    for (server, record) in servers {
-        let (node, addr) = servers_info[*server];
-        let source = client_of
-            .get(&record.id)
-            .map_or_else(|| "?".to_string(), |&c| clients_info[c].1.to_string());
-        let key = (node, source, addr.to_string(), record.sent, record.received);
-        *expected.entry(key).or_default() += 1;
-    }
-    let mut inbound_total = 0;
-    let mut unmatched_lines = 0;
-    for (node, lines) in logs.iter().enumerate() {
-        for line in lines.iter().filter(|l| direction(l, "inbound")) {
-            inbound_total += 1;
-            let source = line
-                .get("src.addr")
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-                .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
-            let key = (
-                node,
-                source,
-                line.get("dst.addr").unwrap_or("-").to_string(),
-                line.bytes("bytes_sent"),
-                line.bytes("bytes_recv"),
-            );
-            match expected.get_mut(&key) {
-                Some(count) if *count > 0 => *count -= 1,
-                _ => unmatched_lines += 1,
-            }
-        }
-    }
-    let unmatched_connections: i64 = expected.values().filter(|&&c| c > 0).sum();
-    let distinct = expected.len();
+    let inbound: Vec<Key> = servers
+        .iter()
+        .map(|(s, r)| {
+            let (node, addr) = servers_info[*s];
+            let source = client_of
+                .get(&r.id)
+                .map_or_else(|| "?".to_string(), |&c| clients_info[c].1.to_string());
+            (node, source, addr.to_string(), r.sent, r.received)
+        })
+        .collect();
+    let (lines, result) = match_lines(logs, "inbound", &inbound);
     check.record(
         "one inbound access line per connection (server node), bytes = server's",
-        inbound_total == servers.len() && unmatched_lines == 0 && unmatched_connections == 0,
-        format!(
-            "{inbound_total} lines for {} connections; {unmatched_lines} lines match no connection, {unmatched_connections} connections have no line ({distinct} distinct (source, destination, bytes) keys: {})",
-            servers.len(),
-            if distinct == servers.len() { "every line matched to exactly one connection" } else { "some connections share a key, matched as a multiset" }
-        ),
+        result.passed(lines, servers.len()),
+        result.describe(lines, servers.len()),
     );
 
     let all: Vec<&AccessLine> = logs.iter().flatten().collect();

@@ -12,9 +12,6 @@ use crate::checks::Check;
 const TARGET_KIB_PER_CONNECTION: f64 = 8.0;
 /// "Back near idle": RSS within this much of idle (allocator caches, lazily built state).
 const RSS_SLACK_KIB: u64 = 4 * 1024;
-/// Descriptors ztunnel may hold beyond one per connection under load (HBONE connections:
-/// one per source pod, destination pod and 200 streams; listeners of the pods are in idle).
-const FD_SLACK_PER_CONNECTION: f64 = 0.1;
 /// "Back to idle" for descriptors.
 const FD_SLACK: u64 = 16;
 
@@ -106,6 +103,34 @@ pub struct Samples {
     /// `settle_seconds` after the last round's connections closed.
     pub settled: Vec<Usage>,
     pub settle_seconds: u64,
+    /// After `malloc_trim(0)` in each ztunnel, when gdb could call it.
+    pub trimmed: Option<Vec<Usage>>,
+}
+
+/// Calls `malloc_trim(0)` in each process through gdb. `None` when gdb is missing or fails
+/// (the reason printed).
+pub fn malloc_trim(pids: &[u32]) -> Option<()> {
+    for &pid in pids {
+        let output = std::process::Command::new("gdb")
+            .args(["-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["-ex", "call (int) malloc_trim(0)"])
+            .output();
+        match output {
+            Ok(out) if String::from_utf8_lossy(&out.stdout).contains("$1 = ") => {}
+            Ok(out) => {
+                println!(
+                    "malloc_trim in pid {pid} through gdb did not answer: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                println!("no malloc_trim diagnosis (gdb: {e})");
+                return None;
+            }
+        }
+    }
+    Some(())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -138,6 +163,9 @@ pub fn table(s: &Samples) -> String {
         }
         let settled = format!("{} s after all closed", s.settle_seconds);
         rows.push((settled, s.settled[node]));
+        if let Some(trimmed) = &s.trimmed {
+            rows.push(("then after malloc_trim(0)".to_string(), trimmed[node]));
+        }
         for (what, u) in rows {
             let _ = writeln!(
                 out,
@@ -156,7 +184,8 @@ pub fn table(s: &Samples) -> String {
 }
 
 /// Bounded under load, back near idle after, no growth from round to round.
-pub fn resources(check: &mut Check, s: &Samples, connections: usize) {
+/// `hbone` is how many HBONE connections the pools need at most (one socket each per node).
+pub fn resources(check: &mut Check, s: &Samples, connections: usize, hbone: usize) {
     let n = connections.max(1) as f64;
     let several = s.rounds.len() > 1;
     for node in 0..s.idle.len() {
@@ -189,12 +218,12 @@ pub fn resources(check: &mut Check, s: &Samples, connections: usize) {
                     per_kib / 1024.0
                 ),
             );
-            let fd_bound = idle.fds + (n * (1.0 + FD_SLACK_PER_CONNECTION)) as u64;
+            let fd_bound = idle.fds + (connections + hbone) as u64 + FD_SLACK;
             check.record(
                 &format!("{tag}node {node} ztunnel fds bounded by the connections it holds"),
                 peak.fds <= fd_bound && peak.fds >= idle.fds + connections as u64,
                 format!(
-                    "peak {} fds, idle {}: {:.3} per connection (bound {fd_bound}; at least one per connection)",
+                    "peak {} fds, idle {}: {:.3} per connection (bound {fd_bound}: idle + one per connection + {hbone} HBONE + {FD_SLACK}; at least one per connection)",
                     peak.fds,
                     idle.fds,
                     peak.fds.saturating_sub(idle.fds) as f64 / n
