@@ -42,6 +42,9 @@ pub(crate) struct ConnectionState {
     tls_error: TlsErrorSlot,
     /// Streams the pool has handed out on this connection.
     active: AtomicUsize,
+    /// When the first of the two certificates (ours, the peer's) expires: no new streams after
+    /// that (see `expiry`).
+    expires_at: Mutex<Option<std::time::SystemTime>>,
     idle_since: Mutex<Instant>,
 }
 
@@ -68,6 +71,7 @@ impl Connection {
                 address: peer,
                 failure: certs::HandshakeFailure::classify_io(&e),
             })?;
+        let peer_expiry = crate::expiry::leaf_not_after(tls_stream.get_ref().1.peer_certificates());
         let tls_error = TlsErrorSlot::default();
         let (send, connection) = client_builder(&config.h2)
             .handshake::<_, Bytes>(Tapped::new(tls_stream, tls_error.clone()))
@@ -82,12 +86,32 @@ impl Connection {
             closed: AtomicBool::new(false),
             tls_error,
             active: AtomicUsize::new(0),
+            expires_at: Mutex::new(peer_expiry),
             idle_since: Mutex::new(Instant::now()),
         });
         let span = tracing::debug_span!("hbone_client_connection", connection = id, %peer);
         tokio::spawn(drive(connection, config.clone(), state.clone()).instrument(span));
         debug!(connection = id, %peer, "hbone connection established");
         Ok(Connection { send, state })
+    }
+
+    /// No new streams after `deadline` (e.g. when our own certificate expires).
+    pub fn limit_lifetime(&self, deadline: std::time::SystemTime) {
+        let mut expires = self
+            .state
+            .expires_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *expires = crate::expiry::earliest(*expires, Some(deadline));
+    }
+
+    /// When this connection stops taking new streams because a certificate expires.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        *self
+            .state
+            .expires_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The address of the peer (the destination node's HBONE address).
@@ -145,6 +169,12 @@ impl Connection {
     /// GOAWAY. Does not wait.
     pub fn is_open(&self) -> bool {
         if self.state.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if self
+            .expires_at()
+            .is_some_and(|t| t <= std::time::SystemTime::now())
+        {
             return false;
         }
         // A fresh handle has no pending stream of its own, so readiness only reflects the

@@ -39,6 +39,10 @@ pub enum ConnectError {
     CertificateMismatch { expected: String, actual: String },
     #[error("the connection attempt to {address} was abandoned before it finished")]
     Abandoned { address: SocketAddr },
+    /// Our own certificate is past its validity, or expires before the connection can be
+    /// used: peers would refuse it. The certificate manager is renewing it (is the CA up?).
+    #[error("the certificate of {identity} has expired; no tunnel can be opened until the CA renews it (is ambit-ca reachable?)")]
+    CertificateExpired { identity: String },
 }
 
 /// Why opening a tunnel failed.

@@ -31,7 +31,17 @@ where
 {
     let deadline = tokio::time::Instant::now() + server.handshake_timeout();
     server
-        .serve_h2(io, peer_identity, local, peer, deadline, shutdown)
+        .serve_h2(
+            io,
+            crate::server::Authenticated {
+                identity: peer_identity,
+                expires: None,
+            },
+            local,
+            peer,
+            deadline,
+            shutdown,
+        )
         .await
 }
 

@@ -26,6 +26,7 @@ mod client;
 pub mod config;
 mod copy;
 mod error;
+mod expiry;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -233,6 +233,15 @@ impl Inner {
         certificate: CurrentCertificate,
     ) -> Result<Connection, ConnectError> {
         let actual = certificate.get().identity().clone();
+        // The certificate presented now; a renewal later does not extend this connection.
+        let own_expiry = certificate.get().not_after();
+        if own_expiry <= std::time::SystemTime::now() {
+            // Presenting it would only be refused by the peer (after a TLS 1.3 handshake that
+            // looks successful here), and the pool would dial again at once.
+            return Err(ConnectError::CertificateExpired {
+                identity: actual.to_string(),
+            });
+        }
         if actual != key.source {
             return Err(ConnectError::CertificateMismatch {
                 expected: key.source.to_string(),
@@ -251,7 +260,9 @@ impl Inner {
                 source: Arc::new(e),
             })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Connection::handshake(tcp, Arc::new(tls), &self.config, id).await
+        let connection = Connection::handshake(tcp, Arc::new(tls), &self.config, id).await?;
+        connection.limit_lifetime(own_expiry);
+        Ok(connection)
     }
 }
 
@@ -274,6 +285,16 @@ async fn dial(
         let mut entries = inner.lock();
         let entry = entries.entry(key.clone()).or_default();
         entry.dialing = None;
+        // A connection that is unusable on arrival (the peer's certificate expires right now)
+        // must fail the dial: pooled, it would be dropped and dialled again without end.
+        let result = result.and_then(|connection| match connection.expires_at() {
+            Some(deadline) if deadline <= std::time::SystemTime::now() => {
+                Err(ConnectError::CertificateExpired {
+                    identity: key.destination.to_string(),
+                })
+            }
+            _ => Ok(connection),
+        });
         match result {
             Ok(connection) => {
                 debug!(connection = connection.id(), source = %key.source, "pooled new hbone connection");

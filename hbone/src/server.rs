@@ -266,7 +266,11 @@ impl<S: Service> Server<S> {
                 })
             }
         };
-        self.serve_h2(tls, identity, local, peer, handshake_deadline, shutdown)
+        let client = Authenticated {
+            expires: crate::expiry::leaf_not_after(tls.get_ref().1.peer_certificates()),
+            identity,
+        };
+        self.serve_h2(tls, client, local, peer, handshake_deadline, shutdown)
             .await
     }
 
@@ -276,7 +280,7 @@ impl<S: Service> Server<S> {
     pub(crate) async fn serve_h2<IO>(
         &self,
         io: IO,
-        identity: certs::SpiffeId,
+        client: Authenticated,
         local: SocketAddr,
         peer: SocketAddr,
         handshake_deadline: tokio::time::Instant,
@@ -286,6 +290,10 @@ impl<S: Service> Server<S> {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let config = &self.inner.config;
+        let Authenticated {
+            identity,
+            expires: peer_expires,
+        } = client;
         let handshake = server_builder(config).handshake::<_, Bytes>(io);
         let mut connection = match tokio::time::timeout_at(handshake_deadline, handshake).await {
             Ok(result) => result.map_err(|source| ServeError::Http2 { peer, source })?,
@@ -315,12 +323,25 @@ impl<S: Service> Server<S> {
             let mut draining = false;
             let first_stream = tokio::time::sleep(config.first_stream_timeout);
             tokio::pin!(first_stream);
+            // When the peer's certificate expires, it may open no more tunnels here.
+            let expiry = tokio::time::sleep(
+                peer_expires
+                    .map(|t| crate::expiry::time_left(t, std::time::SystemTime::now()))
+                    .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+            );
+            tokio::pin!(expiry);
             let mut streams_seen = false;
             loop {
                 tokio::select! {
                     biased;
                     _ = &mut first_stream, if !streams_seen => {
                         return Err(ServeError::NoStream { peer, timeout: config.first_stream_timeout });
+                    }
+                    _ = &mut expiry, if !draining && peer_expires.is_some() => {
+                        info!("the peer's certificate expired: no new tunnels on this connection (GOAWAY)");
+                        connection.graceful_shutdown();
+                        draining = true;
+                        drain.as_mut().reset(tokio::time::Instant::now() + config.drain_timeout);
                     }
                     _ = shutdown.cancelled(), if !draining => {
                         debug!("sending GOAWAY");
@@ -397,6 +418,12 @@ impl<S: Service> Server<S> {
         };
         self.inner.service.serve(request, responder).await;
     }
+}
+
+/// Who the client proved to be, and until when its certificate says so.
+pub(crate) struct Authenticated {
+    pub identity: certs::SpiffeId,
+    pub expires: Option<std::time::SystemTime>,
 }
 
 /// Per-connection facts every stream inherits.

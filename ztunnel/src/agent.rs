@@ -129,13 +129,39 @@ impl Agent {
     /// Ready when every enrolled pod's identity has a certificate that is valid now. An
     /// expired one (the CA unreachable past its lifetime) makes the node unready: its pods'
     /// connections are refused by every peer until it is renewed.
+    /// Ambient pods running on this node that ztunnel does not serve yet also make it unready
+    /// (right after a restart, or while the CA is down and their enrollment is retried).
     pub fn ready(&self) -> Result<(), String> {
-        readiness(&self.certificates.status(), SystemTime::now())
+        let snapshot = self.snapshot();
+        let pods = self.pods();
+        let unserved: Vec<String> = snapshot
+            .workloads_on_node(&self.config.node)
+            .filter(|w| w.ambient && !w.host_network && !w.ips.is_empty())
+            .filter(|w| {
+                !pods
+                    .values()
+                    .any(|p| p.namespace == w.namespace && p.name == w.name)
+            })
+            .map(|w| format!("{}/{}", w.namespace, w.name))
+            .collect();
+        drop(pods);
+        readiness(&self.certificates.status(), &unserved, SystemTime::now())
     }
 }
 
-/// The readiness decision over the certificates' status at `now`.
-pub fn readiness(statuses: &[CertificateStatus], now: SystemTime) -> Result<(), String> {
+/// The readiness decision over the certificates' status at `now` and the ambient pods of the
+/// node that are not served yet.
+pub fn readiness(
+    statuses: &[CertificateStatus],
+    unserved: &[String],
+    now: SystemTime,
+) -> Result<(), String> {
+    if let Some(first) = unserved.first() {
+        return Err(format!(
+            "{} ambient pod(s) of this node not captured yet (first: {first}); their connections are refused until then — see the log for why (CA reachable?)",
+            unserved.len()
+        ));
+    }
     let why = |status: &CertificateStatus| {
         status
             .last_error
@@ -186,11 +212,12 @@ mod tests {
     #[test]
     fn readiness_needs_every_certificate_valid_now() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert!(readiness(&[], now).is_ok(), "no pods: ready");
+        assert!(readiness(&[], &[], now).is_ok(), "no pods: ready");
         let valid = status(Some(now + Duration::from_secs(60)), None);
-        assert!(readiness(std::slice::from_ref(&valid), now).is_ok());
+        assert!(readiness(std::slice::from_ref(&valid), &[], now).is_ok());
         let waiting = readiness(
             &[valid.clone(), status(None, Some("connection refused"))],
+            &[],
             now,
         )
         .unwrap_err();
@@ -205,6 +232,7 @@ mod tests {
                 valid,
                 status(Some(now - Duration::from_secs(30)), Some("CA unreachable")),
             ],
+            &[],
             now,
         )
         .unwrap_err();

@@ -146,3 +146,59 @@ async fn a_header_block_over_64_kib_is_refused() {
     let tcp = TcpStream::connect(server).await.unwrap();
     tunnel_works(&mesh, tcp, echo).await.unwrap();
 }
+
+/// A pooled connection carries no new tunnels once a certificate it was made with expired:
+/// TLS checked validity only at the handshake.
+#[tokio::test]
+async fn no_new_tunnels_on_a_connection_whose_certificate_expired() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let (server, _shutdown) = serve(&mesh, server_config()).await;
+    let now = std::time::SystemTime::now();
+    let short_lived = mesh
+        .pki
+        .certificate_valid(
+            &mesh.client_id,
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(2),
+        )
+        .unwrap();
+
+    // The server's side: it sends GOAWAY when the client's certificate expires.
+    let tcp = TcpStream::connect(server).await.unwrap();
+    let client_tls = certs::tls::client_config(
+        short_lived.clone(),
+        mesh.pki.bundle(),
+        vec![mesh.server_id.clone()],
+    )
+    .unwrap();
+    let direct = hbone::Connection::handshake(tcp, Arc::new(client_tls), &client_config(), 1)
+        .await
+        .unwrap();
+    let mut stream = direct.open(&ConnectRequest::new(echo)).await.unwrap();
+    assert_eq!(round_trip(&mut stream, b"ping").await, b"ping");
+
+    // The pool's side: it stops handing out the connection.
+    let pool = mesh.pool(client_config());
+    let key = mesh.key(server);
+    let mut first = pool
+        .connect(&key, &short_lived, &ConnectRequest::new(echo))
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut first, b"ping").await, b"ping");
+
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    eventually(
+        "the server closed the expired client's connection to new streams",
+        Duration::from_secs(5),
+        || !direct.is_open(),
+    )
+    .await;
+    let again = pool
+        .connect(&key, &short_lived, &ConnectRequest::new(echo))
+        .await;
+    assert!(
+        again.is_err(),
+        "a tunnel was opened with an expired certificate over a pooled connection"
+    );
+}
