@@ -21,9 +21,6 @@
 //!   every connection is open, and 5 s / 30 s / AMBIT_SOAK_SETTLE_SECONDS after all closed: fds
 //!   bounded by the connections held and back to idle, RSS back near idle, KiB and MiB per
 //!   connection against DESIGN's 8 KiB per idle connection.
-//! - then, if gdb is installed (AMBIT_SOAK_MALLOC_TRIM=0 skips it), RSS once more after
-//!   `malloc_trim(0)` in each ztunnel: memory that goes then was free memory glibc held, not live
-//!   data (a diagnosis, printed, not judged);
 //! - with AMBIT_SOAK_ROUNDS > 1 the whole load runs again on the same ztunnels (new client and
 //!   server processes): a leak grows round after round, memory a ztunnel merely keeps for reuse
 //!   (allocator caches) does not.
@@ -305,21 +302,11 @@ fn soak(
     let settled_at = Duration::from_secs(settle_seconds);
     std::thread::sleep(settled_at.saturating_sub(Duration::from_secs(30)));
     let settled = usage::sample(&pids, &pods)?;
-    // Is what ztunnel kept live data or free memory its allocator holds? glibc returns free
-    // pages on malloc_trim(0); ask it through gdb (after every check: it stops ztunnel briefly).
-    let trimmed = if std::env::var("AMBIT_SOAK_MALLOC_TRIM").as_deref() == Ok("0") {
-        None
-    } else {
-        usage::malloc_trim(&pids)
-            .map(|()| usage::sample(&pids, &pods))
-            .transpose()?
-    };
     let samples = Samples {
         idle,
         rounds,
         settled,
         settle_seconds,
-        trimmed,
     };
     usage::resources(
         &mut check,

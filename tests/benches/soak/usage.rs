@@ -103,34 +103,6 @@ pub struct Samples {
     /// `settle_seconds` after the last round's connections closed.
     pub settled: Vec<Usage>,
     pub settle_seconds: u64,
-    /// After `malloc_trim(0)` in each ztunnel, when gdb could call it.
-    pub trimmed: Option<Vec<Usage>>,
-}
-
-/// Calls `malloc_trim(0)` in each process through gdb. `None` when gdb is missing or fails
-/// (the reason printed).
-pub fn malloc_trim(pids: &[u32]) -> Option<()> {
-    for &pid in pids {
-        let output = std::process::Command::new("gdb")
-            .args(["-p", &pid.to_string(), "-batch", "-nx"])
-            .args(["-ex", "call (int) malloc_trim(0)"])
-            .output();
-        match output {
-            Ok(out) if String::from_utf8_lossy(&out.stdout).contains("$1 = ") => {}
-            Ok(out) => {
-                println!(
-                    "malloc_trim in pid {pid} through gdb did not answer: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                return None;
-            }
-            Err(e) => {
-                println!("no malloc_trim diagnosis (gdb: {e})");
-                return None;
-            }
-        }
-    }
-    Some(())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -163,9 +135,6 @@ pub fn table(s: &Samples) -> String {
         }
         let settled = format!("{} s after all closed", s.settle_seconds);
         rows.push((settled, s.settled[node]));
-        if let Some(trimmed) = &s.trimmed {
-            rows.push(("then after malloc_trim(0)".to_string(), trimmed[node]));
-        }
         for (what, u) in rows {
             let _ = writeln!(
                 out,
