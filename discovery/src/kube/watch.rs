@@ -167,7 +167,24 @@ pub(crate) fn authorization_policy(
     convert::authorization_policy_or_fail_closed(decoded, raw, &scope).map(Some)
 }
 
-/// Watches one kind forever. The watcher's stream never ends: with `default_backoff` it retries
+/// How a failed watch is retried: from 0.5 s, doubling to 4 s, with jitter (so at most ~8 s).
+/// kube-runtime's default grows to 30 s plus up to 100 % jitter: after an API-server outage a
+/// node could take a minute to see changes, while its snapshot was stale. A node agent's one
+/// watch per kind is cheap to retry; the reset after 2 min of health restores the short steps.
+fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    let schedule = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(500))
+        .with_max_delay(std::time::Duration::from_secs(4))
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(schedule),
+        std::time::Duration::from_secs(120),
+    )
+}
+
+/// Watches one kind forever. The watcher's stream never ends: with `watch_backoff` it retries
 /// every failure (connection refused while the API server restarts, 403 until RBAC is fixed,
 /// 410 Gone, which makes it relist).
 async fn run<K, T>(
@@ -181,7 +198,7 @@ async fn run<K, T>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     T: PartialEq + Kept,
 {
-    let events = watcher::watcher(api, config).default_backoff();
+    let events = watcher::watcher(api, config).backoff(watch_backoff());
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {

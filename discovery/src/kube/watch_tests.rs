@@ -370,3 +370,19 @@ fn a_broken_waypoint_policy_stays_with_its_waypoint_and_audit_is_left_out() {
     assert!(outcome.new_problem && !outcome.changed);
     assert_eq!(store.len(), 0, "an AUDIT policy cannot change access");
 }
+
+#[test]
+fn a_failed_watch_is_retried_within_seconds_however_long_the_outage() {
+    let mut backoff = watch_backoff();
+    let delays: Vec<std::time::Duration> = (0..20).map(|_| backoff.next().unwrap()).collect();
+    assert!(
+        delays[0] >= std::time::Duration::from_millis(500),
+        "{delays:?}"
+    );
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d <= std::time::Duration::from_secs(8)),
+        "a node must not wait up to a minute after the API server is back: {delays:?}"
+    );
+}
