@@ -372,11 +372,8 @@ async fn renew_forever(
             }
             Err(error) => {
                 let mut still_valid = None;
-                let current_not_after = state
-                    .borrow()
-                    .current
-                    .as_ref()
-                    .map(|c| c.get().not_after());
+                let current_not_after =
+                    state.borrow().current.as_ref().map(|c| c.get().not_after());
                 backoff = retry_delay(backoff, current_not_after, SystemTime::now(), &config);
                 state.send_modify(|s| {
                     s.consecutive_failures += 1;
@@ -472,13 +469,25 @@ mod retry_tests {
         assert_eq!(retry_delay(long, hours, now, &config), long);
         // 20 s left: retry within 10 s.
         let soon = Some(now + Duration::from_secs(20));
-        assert_eq!(retry_delay(long, soon, now, &config), Duration::from_secs(10));
+        assert_eq!(
+            retry_delay(long, soon, now, &config),
+            Duration::from_secs(10)
+        );
         // Expired, or never issued: every 5 s at most.
         let expired = Some(now - Duration::from_secs(1));
-        assert_eq!(retry_delay(long, expired, now, &config), Duration::from_secs(5));
-        assert_eq!(retry_delay(long, None, now, &config), Duration::from_secs(5));
+        assert_eq!(
+            retry_delay(long, expired, now, &config),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            retry_delay(long, None, now, &config),
+            Duration::from_secs(5)
+        );
         // Never below the first step.
         let almost = Some(now + Duration::from_millis(100));
-        assert_eq!(retry_delay(long, almost, now, &config), config.initial_backoff);
+        assert_eq!(
+            retry_delay(long, almost, now, &config),
+            config.initial_backoff
+        );
     }
 }

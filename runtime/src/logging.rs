@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
         assert!(use_colour(true, None));
-        assert!(use_colour(true, Some("")), "an empty NO_COLOR does not count");
+        assert!(
+            use_colour(true, Some("")),
+            "an empty NO_COLOR does not count"
+        );
         assert!(!use_colour(true, Some("1")));
         assert!(!use_colour(false, None), "a pipe or a file gets plain text");
     }

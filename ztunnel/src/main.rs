@@ -199,7 +199,10 @@ async fn revoke_on_policy_change(agent: Arc<Agent>) {
             .metrics
             .prune(|namespace, name| snapshot.workload(namespace, name).is_some());
         if pruned > 0 {
-            tracing::debug!(pruned, "removed metric series of pods gone from the cluster");
+            tracing::debug!(
+                pruned,
+                "removed metric series of pods gone from the cluster"
+            );
         }
         let revoked = agent.connections.revalidate(&snapshot);
         if revoked > 0 {

@@ -214,7 +214,11 @@ mod tests {
             connection_security_policy: "mutual_tls",
             ..Default::default()
         };
-        for (src, dst) in [("web-0", "cart-0"), ("web-1", "cart-0"), ("web-0", "unknown")] {
+        for (src, dst) in [
+            ("web-0", "cart-0"),
+            ("web-1", "cart-0"),
+            ("web-0", "unknown"),
+        ] {
             let l = labels(src, dst);
             metrics.connections_opened.get_or_create(&l).inc();
             metrics.note_series(&l);
