@@ -336,6 +336,13 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
         if !prev.is_object() {
             return Err(config_err("prevResult is not a JSON object"));
         }
+        // Passed through as our result: a non-string version there would be ours to answer
+        // with, and the runtime could not read it (found by fuzz/cni).
+        if let Some(version) = prev.get("cniVersion").filter(|v| !v.is_string()) {
+            return Err(config_err(format!(
+                "prevResult.cniVersion {version} is not a string"
+            )));
+        }
     }
     Ok(NetConf {
         cni_version,

@@ -179,6 +179,15 @@ fn every_config_error_has_its_code_and_names_the_problem() {
             "prevResult is not a JSON object",
         ),
         (
+            // Regression (fuzz/cni): the result would have carried a non-string cniVersion.
+            conf_with(
+                "prevResult",
+                Some(serde_json::json!({"cniVersion": ["1.0.0"]})),
+            ),
+            code::INVALID_CONFIG,
+            "prevResult.cniVersion [\"1.0.0\"] is not a string",
+        ),
+        (
             conf_with("prevResult", None),
             code::INVALID_CONFIG,
             "chained plugin",
