@@ -55,6 +55,23 @@ fn install_then_uninstall_gives_back_the_same_bytes() {
 }
 
 #[test]
+fn numbers_of_other_plugins_survive_a_rewrite_exactly() {
+    // Regression (fuzz/conflist): this 129-digit number was read as 1.999999999999999e128 and
+    // written back as such, which reads as 1.9999999999999994e128: every rewrite changed it.
+    let big = format!("19999999999999991{}", "9".repeat(112));
+    let original = format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","plugins":[{{"type":"bridge","mtu":{big},"x":0.30000000000000004}}]}}"#
+    );
+    let config = Config::parse(original.as_bytes(), true).unwrap();
+    let rendered = config.render();
+    assert_eq!(Config::parse(&rendered, true).unwrap(), config);
+    let installed = config.with_entry(&entry("/s")).unwrap();
+    let uninstalled = installed.without_entry().unwrap();
+    assert_eq!(uninstalled.value, config.value);
+    assert_eq!(uninstalled.render(), rendered);
+}
+
+#[test]
 fn style_follows_the_file() {
     let tabs = Config::parse(FLANNEL.as_bytes(), true).unwrap();
     let out = String::from_utf8(tabs.with_entry(&entry("/s")).unwrap().render()).unwrap();
