@@ -23,10 +23,10 @@
 //!   connection against DESIGN's 8 KiB per idle connection.
 //! - with AMBIT_SOAK_ROUNDS > 1 the whole load runs again on the same ztunnels (new client and
 //!   server processes): a leak grows round after round, memory a ztunnel merely keeps for reuse
-//!   (allocator caches) does not.
+//!   (allocator caches) stops growing after the second round.
 //!
 //! ```text
-//! cargo bench -p ambit-tests --bench mesh_soak        # root; ~4 min at the defaults
+//! cargo bench -p ambit-tests --bench mesh_soak        # root; ~5 min at the defaults
 //! AMBIT_SOAK_CONNECTIONS=2000 AMBIT_SOAK_SECONDS=40 cargo bench -p ambit-tests --bench mesh_soak
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
