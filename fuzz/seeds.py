@@ -384,6 +384,34 @@ def conflist_seeds():
     )
 
 
+# --- DNS -------------------------------------------------------------------------------------
+
+
+def dns_name(text):
+    return b"".join(bytes([len(label)]) + label.encode() for label in text.split(".") if label) + b"\0"
+
+
+def dns_query(ident, name, qtype=1, flags=0x0100, edns=False):
+    message = struct.pack(">HHHHHH", ident, flags, 1, 0, 0, 1 if edns else 0)
+    message += dns_name(name) + struct.pack(">HH", qtype, 1)
+    if edns:
+        message += b"\0" + struct.pack(">HHIH", 41, 4096, 0, 0)
+    return message
+
+
+def dns_seeds():
+    write("dns_message", "a-service", dns_query(1, "web.shop.svc.cluster.local"))
+    write("dns_message", "aaaa-short", dns_query(2, "web", 28))
+    write("dns_message", "srv", dns_query(3, "_http._tcp.web.shop.svc.cluster.local", 33))
+    write("dns_message", "edns", dns_query(4, "example.com", edns=True))
+    write("dns_message", "mixed-case", dns_query(5, "WeB.ShOp"))
+    two = struct.pack(">HHHHHH", 6, 0x0100, 2, 0, 0, 0) + dns_name("a.shop") + struct.pack(">HH", 1, 1)
+    write("dns_message", "compressed", two + b"\xc0\x0c" + struct.pack(">HH", 28, 1))
+    write("dns_message", "response", dns_query(7, "x", flags=0x8180))
+    write("dns_message", "notify", dns_query(8, "x", flags=0x2000))
+    write("dns_message", "header-only", struct.pack(">HHHHHH", 9, 0x0100, 0, 0, 0, 0))
+
+
 def main():
     csrs = csr_seeds()
     ca_request_seeds(csrs)
@@ -393,6 +421,7 @@ def main():
     manifest_seeds()
     cni_seeds()
     conflist_seeds()
+    dns_seeds()
     return 0
 
 
