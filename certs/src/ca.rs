@@ -303,7 +303,7 @@ impl CertificateAuthority {
             .map_err(MaterialError::from)?;
         let (issued, _key) = self.issue_for_new_key(&probe, Duration::from_secs(300))?;
         let chain = certificates_from_pem(issued.chain_pem.as_bytes(), "self-check chain")?;
-        crate::tls::verify_chain(&chain, &self.bundle)
+        crate::material::verify_chain(&chain, &self.bundle)
             .map_err(|e| CaError::ChainNotTrusted(e.to_string()))
     }
 }

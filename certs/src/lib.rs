@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod ca;
+mod crypto;
 pub mod csr;
 pub mod failure;
 pub mod identity;

@@ -165,7 +165,7 @@ impl WorkloadCertificate {
             to_system_time(validity.not_before),
             to_system_time(validity.not_after),
         );
-        let provider = crate::tls::crypto_provider();
+        let provider = crate::crypto::crypto_provider();
         let certified_key = CertifiedKey::from_der(chain, key, &provider)
             .map_err(|e| MaterialError::UnusableKey(e.to_string()))?;
         Ok(WorkloadCertificate {
@@ -280,5 +280,23 @@ pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new(label, der),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// Checks that a chain (leaf first) verifies against the bundle, as a TLS client would.
+pub fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    bundle: &TrustBundle,
+) -> Result<(), rustls::Error> {
+    let leaf = chain
+        .first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    let parsed = rustls::server::ParsedCertificate::try_from(leaf)?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        bundle.roots(),
+        &chain[1..],
+        rustls::pki_types::UnixTime::now(),
+        crate::crypto::signature_algorithms().all,
     )
 }

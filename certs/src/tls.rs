@@ -12,12 +12,8 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::client::{ResolvesClientCert, Resumption};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{
-    ClientHello, NoClientAuth, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert,
-};
+use rustls::server::{ClientHello, NoClientAuth, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, OtherError, ServerConfig, SignatureScheme};
 
@@ -25,27 +21,15 @@ use crate::identity::SpiffeId;
 use crate::material::{identity_of, MaterialError, TrustBundle, WorkloadCertificate};
 use crate::trust::SharedTrustBundle;
 
+pub use crate::crypto::crypto_provider;
+use crate::crypto::signature_algorithms;
+pub use crate::material::verify_chain;
+
 mod verifiers;
 use verifiers::{SpiffeClientVerifier, SpiffeServerVerifier};
 
 /// The ALPN protocol HBONE speaks.
 pub const ALPN_H2: &[u8] = b"h2";
-
-/// The crypto provider for every mesh connection: ring, restricted to the TLS 1.3 AES-GCM suites.
-pub fn crypto_provider() -> CryptoProvider {
-    use rustls::crypto::ring::{cipher_suite, default_provider};
-    CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-        ],
-        ..default_provider()
-    }
-}
-
-fn signature_algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
@@ -246,22 +230,4 @@ pub fn peer_identity(connection: &rustls::CommonState) -> Result<SpiffeId, PeerI
             count: 0,
         }))?;
     Ok(identity_of(leaf)?)
-}
-
-/// Checks that a chain (leaf first) verifies against the bundle, as a TLS client would.
-pub fn verify_chain(
-    chain: &[CertificateDer<'static>],
-    bundle: &TrustBundle,
-) -> Result<(), rustls::Error> {
-    let leaf = chain
-        .first()
-        .ok_or(rustls::Error::NoCertificatesPresented)?;
-    let parsed = ParsedCertificate::try_from(leaf)?;
-    rustls::client::verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        bundle.roots(),
-        &chain[1..],
-        UnixTime::now(),
-        signature_algorithms().all,
-    )
 }

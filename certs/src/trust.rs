@@ -255,7 +255,7 @@ impl SharedTrustBundle {
                 });
             }
         }
-        crate::tls::verify_chain(issued_chain, &candidate).map_err(|e| {
+        crate::material::verify_chain(issued_chain, &candidate).map_err(|e| {
             BundleUpdateError::DoesNotVerifyIssued {
                 identity: match leaf_identity {
                     Some(Ok(identity)) => format!(" for {identity}"),

@@ -276,7 +276,7 @@ impl<S: Service> Server<S> {
 
     /// The part of [`Server::serve_connection`] after mTLS: HTTP/2 on `io` (already
     /// authenticated as `identity`) until it closes. Generic over the byte stream so that
-    /// `crate::fuzzing` can drive it in memory.
+    /// the fuzz targets can drive it in memory.
     pub(crate) async fn serve_h2<IO>(
         &self,
         io: IO,

@@ -44,10 +44,9 @@ fn attempt(pod: &Pod, target: SocketAddr) -> Outcome {
     }
 }
 
+/// ztunnel's open descriptors, from /proc.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
+    ambit_tests::faults::open_fds(pid).unwrap()
 }
 
 fn access_lines(mesh: &Mesh) -> usize {

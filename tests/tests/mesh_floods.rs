@@ -15,10 +15,9 @@ use ambit_tests::{Mesh, PodSpec};
 /// A TLS 1.3 ClientHello that stops after its record header: the server waits for the rest.
 const HALF_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
 
+/// ztunnel's open descriptors, from /proc.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
+    ambit_tests::faults::open_fds(pid).unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -123,7 +123,10 @@ impl ConnectionRecord {
             (None, None) => self.labels(ResponseFlag::None),
         };
         let metrics = &self.metrics;
-        metrics.note_series(&labels);
+        // `opened` noted its labels already; only a failure's own label set is new here.
+        if failure.is_some() || self.labels.is_none() {
+            metrics.note_series(&labels);
+        }
         if self.labels.is_some() {
             metrics.connections_closed.get_or_create(&labels).inc();
         }
@@ -199,5 +202,29 @@ impl ConnectionRecord {
 impl Drop for ConnectionRecord {
     fn drop(&mut self) {
         self.metrics.active_connections.dec();
+    }
+}
+
+/// Who a workload is, for a record: name and namespace from the cluster view, and the identity
+/// when the mesh knows it.
+pub fn peer_of(workload: Option<&discovery::Workload>, identity: Option<String>) -> Peer {
+    Peer {
+        workload: workload.map(|w| w.name.clone()),
+        namespace: workload.map(|w| w.namespace.clone()),
+        identity,
+    }
+}
+
+/// Logs a finished copy from the client's point of view: `sent` is what went back to it.
+pub fn finish(record: ConnectionRecord, report: hbone::CopyReport) {
+    let (sent, received) = (report.upstream_to_downstream, report.downstream_to_upstream);
+    match report.result {
+        Ok(()) => record.complete(sent, received),
+        Err(error) => record.failed(
+            sent,
+            received,
+            ResponseFlag::StreamError,
+            &error.to_string(),
+        ),
     }
 }

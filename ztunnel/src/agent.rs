@@ -133,18 +133,17 @@ impl Agent {
     /// (right after a restart, or while the CA is down and their enrollment is retried).
     pub fn ready(&self) -> Result<(), String> {
         let snapshot = self.snapshot();
-        let pods = self.pods();
+        let served: std::collections::HashSet<(String, String)> = self
+            .pods()
+            .values()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
         let unserved: Vec<String> = snapshot
             .workloads_on_node(&self.config.node)
             .filter(|w| w.ambient && !w.host_network && !w.ips.is_empty())
-            .filter(|w| {
-                !pods
-                    .values()
-                    .any(|p| p.namespace == w.namespace && p.name == w.name)
-            })
+            .filter(|w| !served.contains(&(w.namespace.clone(), w.name.clone())))
             .map(|w| format!("{}/{}", w.namespace, w.name))
             .collect();
-        drop(pods);
         readiness(&self.certificates.status(), &unserved, SystemTime::now())
     }
 }

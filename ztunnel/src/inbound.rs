@@ -10,14 +10,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use discovery::ConnectionAttrs;
+use discovery::{ConnectionAttrs, Snapshot};
 use hbone::{CopyReport, InboundRequest, Refusal};
 use tokio::net::TcpStream;
 
-use crate::access_log::{ConnectionRecord, Direction};
+use crate::access_log::{finish, peer_of, ConnectionRecord, Direction};
 use crate::agent::Agent;
 use crate::connections::{Authorised, Registration};
-use crate::outbound::{finish, peer_of};
 use crate::plan::{self, InboundFacts, InboundPlan, PodFacts};
 use crate::pod::EnrolledPod;
 use crate::response::ResponseFlag;
@@ -38,9 +37,8 @@ fn register(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Re
 
 /// The destination pod's addresses: as the cluster knows them, plus the one the client reached
 /// (the listener's local address), in case the cluster view lags behind the pod.
-fn own_ips(agent: &Agent, pod: &EnrolledPod, local: IpAddr) -> Vec<IpAddr> {
-    let mut ips = agent
-        .snapshot()
+fn own_ips(snapshot: &Snapshot, pod: &EnrolledPod, local: IpAddr) -> Vec<IpAddr> {
+    let mut ips = snapshot
         .workload(&pod.namespace, &pod.name)
         .map_or(Vec::new(), |w| w.ips.clone());
     ips.push(local);
@@ -89,7 +87,7 @@ impl hbone::Handler for HboneInbound {
         );
         record.dst_hbone_addr = Some(request.local_addr);
         record.mutual_tls = true;
-        let ips = own_ips(agent, pod, request.local_addr.ip());
+        let ips = own_ips(&snapshot, pod, request.local_addr.ip());
         let facts = InboundFacts {
             destination: PodFacts {
                 namespace: &pod.namespace,
@@ -179,7 +177,7 @@ pub async fn handle_plaintext(
         Some(pod.identity.to_string()),
     );
     let local = downstream.local_addr().map_or(original.ip(), |a| a.ip());
-    let ips = own_ips(&agent, &pod, local);
+    let ips = own_ips(&snapshot, &pod, local);
     let facts = InboundFacts {
         destination: PodFacts {
             namespace: &pod.namespace,

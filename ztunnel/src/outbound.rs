@@ -6,10 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use discovery::Workload;
 use tokio::net::TcpStream;
 
-use crate::access_log::{ConnectionRecord, Direction, Peer};
+use crate::access_log::{finish, peer_of, ConnectionRecord, Direction};
 use crate::agent::Agent;
 use crate::plan::{self, OutboundPlan, Passthrough, PodFacts, Tunnel};
 use crate::pod::EnrolledPod;
@@ -20,14 +19,6 @@ const TUNNEL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for a passthrough destination to accept the TCP connection. A destination
 /// that drops SYNs would otherwise hold the client's socket (and ours) for the kernel's ~2 min.
 pub const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn peer_of(workload: Option<&Workload>, identity: Option<String>) -> Peer {
-    Peer {
-        workload: workload.map(|w| w.name.clone()),
-        namespace: workload.map(|w| w.namespace.clone()),
-        identity,
-    }
-}
 
 pub async fn handle(
     agent: Arc<Agent>,
@@ -146,18 +137,4 @@ async fn pass_through(
     let report =
         hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default()).await;
     finish(record, report);
-}
-
-/// Logs a finished copy from the client's point of view: `sent` is what went back to it.
-pub fn finish(record: ConnectionRecord, report: hbone::CopyReport) {
-    let (sent, received) = (report.upstream_to_downstream, report.downstream_to_upstream);
-    match report.result {
-        Ok(()) => record.complete(sent, received),
-        Err(error) => record.failed(
-            sent,
-            received,
-            ResponseFlag::StreamError,
-            &error.to_string(),
-        ),
-    }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use certs::SpiffeId;
 use discovery::{ConnectionAttrs, Decision, Snapshot, Workload};
-use rand::seq::IndexedRandom;
 
 use crate::ports;
 use crate::response::ResponseFlag;
@@ -180,8 +179,10 @@ pub fn plan_outbound(
 
 /// Picks uniformly at random; the production choice for [`plan_outbound`].
 pub fn pick_random(endpoints: &[&discovery::Endpoint]) -> usize {
-    let indexes: Vec<usize> = (0..endpoints.len()).collect();
-    indexes.choose(&mut rand::rng()).copied().unwrap_or(0)
+    match endpoints.len() {
+        0 => 0,
+        len => rand::random_range(0..len),
+    }
 }
 
 /// What an inbound connection (HBONE or plaintext) asks for, as far as ztunnel knows it.

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use prost::Message;
 
 use crate::authz::{authorise, Refusal};
-use crate::server::CaService;
+use crate::service::CaService;
 
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ pub mod kube;
 pub mod limits;
 pub mod root_configmap;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod token_cache;
 pub mod workloads;

@@ -122,7 +122,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()> {
     let limits = options.limits.limits();
-    raise_fd_limit(limits.max_connections);
+    // Each admitted connection is one descriptor; the rest is the reserve.
+    runtime::fd_limit::raise_to_hard_limit(
+        "ambit-ca",
+        u64::try_from(limits.max_connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(FD_RESERVE),
+    );
     let source_config = options.source.config_with(
         discovery::SnapshotOptions::default(),
         discovery::KubeSourceConfig::pods_only(),
@@ -205,36 +211,6 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
 
 /// Descriptors beyond the connections: listener, log, the API server's connections, runtime.
 const FD_RESERVE: u64 = 256;
-
-/// Lifts the soft RLIMIT_NOFILE towards the hard one, so that the connection cap is reached
-/// before EMFILE (a typical soft limit is 1024, the default cap too). Says so if it cannot.
-fn raise_fd_limit(max_connections: usize) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let wanted = u64::try_from(max_connections)
-        .unwrap_or(u64::MAX)
-        .saturating_add(FD_RESERVE);
-    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok(limits) => limits,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read RLIMIT_NOFILE; connections beyond it fail with too many open files");
-            return;
-        }
-    };
-    if soft >= wanted {
-        return;
-    }
-    let raised = wanted.min(hard);
-    if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
-        tracing::warn!(%error, soft, hard, "cannot raise RLIMIT_NOFILE");
-    }
-    if raised < wanted {
-        tracing::warn!(
-            hard,
-            max_connections,
-            "RLIMIT_NOFILE's hard limit is below --max-connections plus {FD_RESERVE}: the CA runs out of descriptors before its connection cap; raise the hard limit (ulimit -Hn, LimitNOFILE) or lower --max-connections"
-        );
-    }
-}
 
 fn issue_offline(
     trust_domain: &str,

@@ -21,24 +21,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Admission, Connection};
-use crate::authz::{NodeAuthenticator, NodeWorkloads};
 use crate::handler::{handle, refuse, send};
-use crate::limits::{http2, Limits, LogThrottle};
+use crate::limits::{http2, LogThrottle};
+pub use crate::service::CaService;
 
 /// How long the CA's own serving certificate lives; it is re-issued at half of that.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-pub struct CaService {
-    pub ca: CertificateAuthority,
-    pub authenticator: Box<dyn NodeAuthenticator>,
-    pub workloads: Arc<dyn NodeWorkloads>,
-    /// Lifetime of issued certificates when the caller does not ask for one.
-    pub default_ttl: Duration,
-    /// Longest lifetime a caller may obtain.
-    pub max_ttl: Duration,
-    /// Connection caps and phase deadlines.
-    pub limits: Limits,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
