@@ -39,6 +39,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
+# cargo-fuzz, for the fuzz targets in fuzz/ (scripts/fuzz-smoke.sh, the last step of test.sh).
+# It builds with the stable toolchain (fuzz/README.md says which flags need RUSTC_BOOTSTRAP).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (cargo install cargo-fuzz --locked; a few minutes the first time)"
+  cargo install cargo-fuzz --locked
+  echo "setup: cargo-fuzz $(cargo fuzz --version 2>/dev/null || echo installed)"
+fi
+
 # The kernel features the mesh relies on: network namespaces and nftables.
 if ! ip netns list >/dev/null 2>&1; then
   echo "setup: 'ip netns' does not work here; Ambit's tests need network namespaces (run as root on a Linux host or a privileged container)" >&2
