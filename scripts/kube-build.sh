@@ -12,13 +12,13 @@
 # Environment:
 #   AMBIT_KUBE_CACHE      cache directory (default /var/cache/ambit/kubernetes-1.20.2);
 #                         the binaries end up in $AMBIT_KUBE_CACHE/bin
-#   AMBIT_DEBIAN_MIRROR   Debian mirror for the deb-src line (default http://deb.debian.org/debian)
+#   AMBIT_DEBIAN_MIRROR   Debian archive URI for the source package; by default the address (and
+#                         key) of this machine's own apt entry for Debian (scripts/debian-src-entry.sh)
 #   AMBIT_KUBE_KEEP_WORK  set to 1 to keep the unpacked source and Go cache after a successful build
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
 CACHE=${AMBIT_KUBE_CACHE:-/var/cache/ambit/kubernetes-${KUBE_VERSION}}
-MIRROR=${AMBIT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 BINARIES=(kube-apiserver kube-controller-manager kubectl)
 # Bump when the recipe changes, so caches built by an older recipe are rebuilt.
@@ -39,7 +39,7 @@ case "${1:-}" in
   "") ;;
   --force) force=1 ;;
   -h | --help)
-    sed -n '2,16p' "$0"
+    sed -n '2,17p' "$0"
     exit 0
     ;;
   *) die "unknown argument '$1' (usage: $0 [--force])" ;;
@@ -92,21 +92,28 @@ mkdir -p "$WORK"
 : >"$LOG"
 trap 'status=$?; [ $status -eq 0 ] || echo "kube-build: FAILED (exit $status); the work tree is kept in $WORK, the build log is $LOG" >&2' EXIT
 
-# 2. Source: a private apt configuration with only a deb-src line, so /etc/apt stays untouched
-#    and the machine's own package lists are not replaced.
-say "[1/5] fetching the kubernetes source package from $MIRROR $SUITE (private apt config)"
+# 2. Source: a private apt configuration with only a deb-src entry, so /etc/apt stays untouched
+#    and the machine's own package lists are not replaced. The entry is the machine's own entry
+#    for the Debian archive (its address and key) with the type changed to deb-src: wherever apt
+#    works, this works, and no archive host is written here.
 APT_DIR="$WORK/apt"
 mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$WORK/download"
-echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $SUITE main" >"$APT_DIR/sources.list"
+SOURCE_ENTRY=$("$SCRIPT_DIR/debian-src-entry.sh" "$SUITE" "$APT_DIR") ||
+  die "no apt source for Debian $SUITE's source packages (the message above says why)"
+say "[1/5] fetching the kubernetes source package (apt entry $SOURCE_ENTRY, derived from this machine's apt sources)"
+{
+  echo "apt source entry $SOURCE_ENTRY:"
+  cat "$SOURCE_ENTRY"
+} >>"$LOG"
 APT_OPTS=(
-  -o "Dir::Etc::sourcelist=$APT_DIR/sources.list"
+  -o "Dir::Etc::sourcelist=$SOURCE_ENTRY"
   -o "Dir::Etc::sourceparts=-"
   -o "Dir::State::Lists=$APT_DIR/lists"
   -o "Dir::Cache=$APT_DIR/cache"
   # The work tree is root's and private; the _apt sandbox user could not write into it.
   -o "APT::Sandbox::User=root"
 )
-apt-get "${APT_OPTS[@]}" update -qq >>"$LOG" 2>&1 || die "apt-get update against $APT_DIR/sources.list failed (see $LOG)"
+apt-get "${APT_OPTS[@]}" update -qq >>"$LOG" 2>&1 || die "apt-get update against $SOURCE_ENTRY failed (see $LOG); it is derived from this machine's apt sources, so check that apt-get update works, or set AMBIT_DEBIAN_MIRROR"
 (cd "$WORK/download" && apt-get "${APT_OPTS[@]}" source kubernetes) >>"$LOG" 2>&1 ||
   die "apt-get source kubernetes failed (see $LOG)"
 # Debian's version is "1.20.5+really1.20.2" (a 1.20.5 upload reverted to 1.20.2).
