@@ -27,8 +27,15 @@ pub struct MeshBinaries {
     pub cni_dir: PathBuf,
 }
 
+/// A directory that already holds `ztunnel`, `ambit-ca` and `ambit-cni`, from the build the
+/// caller just ran (`scripts/demo.sh` sets it to `target/release`): the harness then builds
+/// nothing. Its own build selects other packages than the caller's, so cargo would unify other
+/// dependency features and compile most of the mesh a second time, silently.
+pub const PREBUILT_DIR_ENV: &str = "AMBIT_MESH_BIN_DIR";
+
 /// Builds `ztunnel`, `ambit-ca` and `ambit-cni` with the same profile as the running test (a
-/// no-op when `cargo test --workspace` already did) and returns where they are.
+/// no-op when `cargo test --workspace` already did) and returns where they are; with
+/// [`PREBUILT_DIR_ENV`] set, takes them from that directory instead.
 pub fn mesh_binaries() -> Result<MeshBinaries> {
     static BUILT: OnceLock<std::result::Result<MeshBinaries, String>> = OnceLock::new();
     BUILT
@@ -51,6 +58,49 @@ const CARGO_TARGET_ENV: &[&str] = &[
 ];
 
 fn build_binaries() -> Result<MeshBinaries> {
+    match std::env::var_os(PREBUILT_DIR_ENV) {
+        Some(dir) => locate_binaries(
+            Path::new(&dir),
+            &format!(
+                "{PREBUILT_DIR_ENV} names this directory: build ztunnel, ambit-ca and ambit-cni into it, or unset {PREBUILT_DIR_ENV} to let the harness build them"
+            ),
+        ),
+        None => locate_binaries(&cargo_build_mesh()?, "cargo build did not produce it"),
+    }
+}
+
+/// The mesh binaries in `profile_dir`, or the error naming the first one missing and `hint`.
+fn locate_binaries(profile_dir: &Path, hint: &str) -> Result<MeshBinaries> {
+    let binaries = MeshBinaries {
+        // AMBIT_TEST_ZTUNNEL runs the scenarios against another build (say, the previous
+        // release, to show that a regression test fails without its fix).
+        ztunnel: std::env::var_os("AMBIT_TEST_ZTUNNEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.join("ztunnel")),
+        ambit_ca: profile_dir.join("ambit-ca"),
+        // Likewise AMBIT_TEST_CNI_DIR: a directory holding another build's `ambit-cni`.
+        cni_dir: std::env::var_os("AMBIT_TEST_CNI_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.to_path_buf()),
+    };
+    for path in [
+        &binaries.ztunnel,
+        &binaries.ambit_ca,
+        &binaries.cni_dir.join("ambit-cni"),
+    ] {
+        if !path.is_file() {
+            return Err(HarnessError::Invalid(format!(
+                "{} is missing ({hint})",
+                path.display()
+            )));
+        }
+    }
+    Ok(binaries)
+}
+
+/// Runs `cargo build` for the mesh binaries in the running test's profile and returns that
+/// profile's output directory.
+fn cargo_build_mesh() -> Result<PathBuf> {
     let exe =
         std::env::current_exe().map_err(|e| HarnessError::file("locating", "current_exe", e))?;
     // target/<profile>/deps/<test> (tests, benches) or target/<profile>/<bin> (the demo).
@@ -105,31 +155,7 @@ fn build_binaries() -> Result<MeshBinaries> {
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    let binaries = MeshBinaries {
-        // AMBIT_TEST_ZTUNNEL runs the scenarios against another build (say, the previous
-        // release, to show that a regression test fails without its fix).
-        ztunnel: std::env::var_os("AMBIT_TEST_ZTUNNEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.join("ztunnel")),
-        ambit_ca: profile_dir.join("ambit-ca"),
-        // Likewise AMBIT_TEST_CNI_DIR: a directory holding another build's `ambit-cni`.
-        cni_dir: std::env::var_os("AMBIT_TEST_CNI_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.clone()),
-    };
-    for path in [
-        &binaries.ztunnel,
-        &binaries.ambit_ca,
-        &binaries.cni_dir.join("ambit-cni"),
-    ] {
-        if !path.is_file() {
-            return Err(HarnessError::Invalid(format!(
-                "{} was not built",
-                path.display()
-            )));
-        }
-    }
-    Ok(binaries)
+    Ok(profile_dir)
 }
 
 /// What a test may change about the mesh it starts; the default is what [`Mesh::start`] runs.
@@ -486,5 +512,36 @@ pub fn wait_for_node_dump(
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(binaries: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in binaries {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_prebuilt_directory_holding_all_three_binaries_is_used_as_it_is() {
+        let dir = dir_with(&["ztunnel", "ambit-ca", "ambit-cni"]);
+        let binaries = locate_binaries(dir.path(), "unused").unwrap();
+        assert_eq!(binaries.ambit_ca, dir.path().join("ambit-ca"));
+    }
+
+    #[test]
+    fn a_missing_binary_is_named_with_the_way_out() {
+        let dir = dir_with(&["ztunnel", "ambit-cni"]);
+        let error = locate_binaries(dir.path(), "unset AMBIT_MESH_BIN_DIR")
+            .unwrap_err()
+            .to_string();
+        let missing = dir.path().join("ambit-ca").display().to_string();
+        assert!(error.contains(&missing), "{error}");
+        assert!(error.contains("unset AMBIT_MESH_BIN_DIR"), "{error}");
     }
 }
