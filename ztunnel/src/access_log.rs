@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::metrics::{ConnectionLabels, Metrics};
+use crate::error::ProxyError;
+use crate::metrics::{ConnectionLabels, ConnectionMetrics};
 use crate::response::ResponseFlag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +40,20 @@ pub struct Peer {
     pub identity: Option<String>,
 }
 
-/// A connection's facts, filled in as the proxy learns them.
+/// A connection's facts, filled in as the proxy learns them. The address fields have Istio's
+/// meaning (DESIGN §3), so Istio's log parsers read them right.
 pub struct ConnectionRecord {
-    metrics: Arc<Metrics>,
+    metrics: Arc<ConnectionMetrics>,
     direction: Direction,
     started: Instant,
     pub src_addr: SocketAddr,
     pub src: Peer,
+    /// `dst.addr`: the address dialled (outbound) or reached (inbound) — `<pod>:15008` for a
+    /// tunnel, the destination itself for passthrough and plaintext.
     pub dst_addr: SocketAddr,
-    /// The HBONE address (`pod-ip:15008`) when the connection was tunnelled.
-    pub dst_hbone_addr: Option<SocketAddr>,
+    /// `dst.hbone_addr`: the target inside the tunnel, `<pod>:<app port>` (or the Service
+    /// VIP:port towards a waypoint); `None` when the connection was not tunnelled.
+    pub hbone_target: Option<SocketAddr>,
     pub dst: Peer,
     pub dst_service: Option<String>,
     pub mutual_tls: bool,
@@ -57,7 +62,7 @@ pub struct ConnectionRecord {
 
 impl ConnectionRecord {
     pub fn new(
-        metrics: Arc<Metrics>,
+        metrics: Arc<ConnectionMetrics>,
         direction: Direction,
         src_addr: SocketAddr,
         dst_addr: SocketAddr,
@@ -70,7 +75,7 @@ impl ConnectionRecord {
             src_addr,
             src: Peer::default(),
             dst_addr,
-            dst_hbone_addr: None,
+            hbone_target: None,
             dst: Peer::default(),
             dst_service: None,
             mutual_tls: false,
@@ -111,9 +116,14 @@ impl ConnectionRecord {
         self.finish(sent, received, None);
     }
 
-    /// The connection failed or was refused; `error` names the cause and what to check.
-    pub fn failed(self, sent: u64, received: u64, flag: ResponseFlag, error: &str) {
-        self.finish(sent, received, Some((flag, error)));
+    /// The connection failed or was refused; the error names the cause and what to check.
+    pub fn failed(self, sent: u64, received: u64, error: &ProxyError) {
+        self.finish(sent, received, Some((error.flag(), &error.to_string())));
+    }
+
+    /// Refused before any byte moved.
+    pub fn refused(self, error: &ProxyError) {
+        self.failed(0, 0, error);
     }
 
     fn finish(self, sent: u64, received: u64, failure: Option<(ResponseFlag, &str)>) {
@@ -145,7 +155,7 @@ impl ConnectionRecord {
         let duration = format!("{}ms", self.started.elapsed().as_millis());
         let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
         let hbone = self
-            .dst_hbone_addr
+            .hbone_target
             .map(|addr| addr.to_string())
             .unwrap_or_else(|| "-".to_owned());
         let (src_identity, dst_identity) =
@@ -220,11 +230,6 @@ pub fn finish(record: ConnectionRecord, report: hbone::CopyReport) {
     let (sent, received) = (report.upstream_to_downstream, report.downstream_to_upstream);
     match report.result {
         Ok(()) => record.complete(sent, received),
-        Err(error) => record.failed(
-            sent,
-            received,
-            ResponseFlag::StreamError,
-            &error.to_string(),
-        ),
+        Err(error) => record.failed(sent, received, &ProxyError::Stream(error)),
     }
 }

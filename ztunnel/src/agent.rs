@@ -1,5 +1,6 @@
-//! The node agent's shared state: the cluster snapshot, certificates, the enrolled pods, live
-//! connections and metrics. Everything per-connection reaches it through an `Arc<Agent>`.
+//! The node agent's state: the cluster source, certificates, the enrolled pods and what their
+//! proxies share. Enrollment, the reconciler, probes and the admin endpoints work on it; the
+//! proxies never see it — they get the narrow [`ProxyContext`] and [`DnsContext`] it holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,20 +8,29 @@ use std::time::SystemTime;
 
 use certs::{CertificateManager, CertificateStatus, SharedTrustBundle, SpiffeId};
 use discovery::{Snapshot, Source, Workload};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::connections::ConnectionTable;
-use crate::metrics::Metrics;
-use crate::pod::EnrolledPod;
+use crate::dns::{DnsContext, DnsMetrics};
+use crate::enrolled::EnrolledPod;
+use crate::metrics::ConnectionMetrics;
+use crate::proxy::ProxyContext;
 
 pub struct Agent {
     pub config: Config,
     pub source: Arc<Source>,
     pub bundle: SharedTrustBundle,
     pub certificates: CertificateManager,
-    pub metrics: Arc<Metrics>,
-    pub connections: ConnectionTable,
+    /// What every pod's outbound and inbound proxies share.
+    pub proxy: Arc<ProxyContext>,
+    /// What every pod's DNS proxy shares.
+    pub dns: Arc<DnsContext>,
+    pub metrics: NodeMetrics,
     /// Cancelled when ztunnel shuts down: listeners stop, connections drain.
     pub shutdown: CancellationToken,
     /// How this node installs redirect rules when ztunnel enrolls a running pod itself (label
@@ -28,7 +38,6 @@ pub struct Agent {
     pub rules: Option<capture::rules::Backend>,
     /// Node-wide connection caps shared by every enrolled pod's listeners.
     pub limits: NodeLimits,
-    pub dns_limits: Arc<crate::dns::NodeDnsLimits>,
     /// Serialises ADD, DEL and the reconciler per pod uid.
     pub pod_locks: crate::keyed_lock::KeyedLocks,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
@@ -68,25 +77,79 @@ impl Default for NodeLimits {
     }
 }
 
+/// The node's own gauges: its pods and their certificates.
+pub struct NodeMetrics {
+    /// Seconds until each workload certificate on this node expires; refreshed on scrape.
+    pub certificate_expiry_seconds: Family<IdentityLabels, Gauge>,
+    pub enrolled_pods: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub identity: String,
+}
+
+impl NodeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = NodeMetrics {
+            certificate_expiry_seconds: Family::default(),
+            enrolled_pods: Gauge::default(),
+        };
+        registry.register(
+            "ambit_certificate_expiry_seconds",
+            "Seconds until a workload certificate held by this node expires",
+            metrics.certificate_expiry_seconds.clone(),
+        );
+        registry.register(
+            "ambit_enrolled_pods",
+            "Pods of this node currently enrolled in the mesh",
+            metrics.enrolled_pods.clone(),
+        );
+        metrics
+    }
+}
+
 impl Agent {
+    /// The agent over its inputs; every module's metrics are registered in `registry`.
     pub fn new(
         config: Config,
         source: Arc<Source>,
         bundle: SharedTrustBundle,
         certificates: CertificateManager,
         rules: Option<capture::rules::Backend>,
+        registry: &mut Registry,
     ) -> Self {
+        let snapshots: crate::proxy::Snapshots = {
+            let source = source.clone();
+            Arc::new(move || source.current())
+        };
+        let proxy = Arc::new(ProxyContext {
+            snapshots: snapshots.clone(),
+            trust_domain: config.trust_domain.clone(),
+            metrics: Arc::new(ConnectionMetrics::register(registry)),
+            connections: ConnectionTable::default(),
+        });
+        let dns_metrics = DnsMetrics::default();
+        dns_metrics.register(registry);
+        let dns = Arc::new(DnsContext {
+            snapshots,
+            configured_upstreams: config.dns_upstreams.clone(),
+            upstream_timeout: config.dns_upstream_timeout,
+            cluster_domain: config.cluster_domain.clone(),
+            metrics: dns_metrics,
+            node_limits: Arc::default(),
+        });
         Agent {
+            metrics: NodeMetrics::register(registry),
             config,
             source,
             bundle,
             certificates,
-            metrics: Arc::new(Metrics::new()),
-            connections: ConnectionTable::default(),
+            proxy,
+            dns,
             shutdown: CancellationToken::new(),
             rules,
             limits: NodeLimits::default(),
-            dns_limits: Arc::default(),
             pod_locks: Default::default(),
             pods: Mutex::new(HashMap::new()),
         }

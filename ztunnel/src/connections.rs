@@ -100,6 +100,10 @@ impl ConnectionTable {
         self.lock().len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Re-authorises every live connection; returns how many were revoked.
     pub fn revalidate(&self, snapshot: &Snapshot) -> usize {
         let mut revoked = 0;

@@ -122,7 +122,7 @@ pub fn config_dump(agent: &Agent) -> Value {
         "manifestError": agent.source.last_error(),
         "enrolledPods": enrolled,
         "certificates": certificates,
-        "liveInboundConnections": agent.connections.len(),
+        "liveInboundConnections": agent.proxy.connections.len(),
         "workloads": workloads,
         "services": services,
         "policies": policies,

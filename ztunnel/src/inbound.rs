@@ -15,15 +15,19 @@ use hbone::{CopyReport, InboundRequest, Refusal};
 use tokio::net::TcpStream;
 
 use crate::access_log::{finish, peer_of, ConnectionRecord, Direction};
-use crate::agent::Agent;
 use crate::connections::{Authorised, Registration};
+use crate::enrolled::EnrolledPod;
+use crate::error::ProxyError;
 use crate::plan::{self, InboundFacts, InboundPlan, PodFacts};
-use crate::pod::EnrolledPod;
-use crate::response::ResponseFlag;
+use crate::proxy::ProxyContext;
 use crate::revocable::Revocable;
 
-fn register(agent: &Agent, pod: &EnrolledPod, attrs: &ConnectionAttrs<'_>) -> Registration {
-    agent.connections.register(
+fn register(
+    context: &ProxyContext,
+    pod: &EnrolledPod,
+    attrs: &ConnectionAttrs<'_>,
+) -> Registration {
+    context.connections.register(
         Authorised {
             dst_namespace: pod.namespace.clone(),
             dst_workload: pod.name.clone(),
@@ -47,7 +51,7 @@ fn own_ips(snapshot: &Snapshot, pod: &EnrolledPod, local: IpAddr) -> Vec<IpAddr>
 
 /// The HBONE server's handler for one pod.
 pub struct HboneInbound {
-    pub agent: Arc<Agent>,
+    pub context: Arc<ProxyContext>,
     pub pod: Arc<EnrolledPod>,
 }
 
@@ -59,20 +63,23 @@ impl hbone::Handler for HboneInbound {
         &self,
         request: &InboundRequest,
     ) -> Result<(Self::Upstream, Self::Context), Refusal> {
-        let (agent, pod) = (&self.agent, &self.pod);
+        let (context, pod) = (&self.context, &self.pod);
         let source_addr = request.peer_addr;
         if let Some(forwarded) = request.forwarded_for() {
             if forwarded != source_addr {
                 tracing::debug!(peer = %source_addr, %forwarded, identity = %request.peer_identity, "client claims another source in `forwarded`; informational only, authorization uses the TCP peer and the certificate");
             }
         }
+        // Istio's meaning: dst.addr is where the tunnel arrived (<pod>:15008), dst.hbone_addr
+        // the target inside it.
         let mut record = ConnectionRecord::new(
-            agent.metrics.clone(),
+            context.metrics.clone(),
             Direction::Inbound,
             source_addr,
-            request.authority,
+            request.local_addr,
         );
-        let snapshot = agent.snapshot();
+        record.hbone_target = Some(request.authority);
+        let snapshot = context.snapshot();
         record.src = peer_of(
             snapshot
                 .workload_by_ip(source_addr.ip())
@@ -85,7 +92,6 @@ impl hbone::Handler for HboneInbound {
                 .map(|w| w.as_ref()),
             Some(pod.identity.to_string()),
         );
-        record.dst_hbone_addr = Some(request.local_addr);
         record.mutual_tls = true;
         let ips = own_ips(&snapshot, pod, request.local_addr.ip());
         let facts = InboundFacts {
@@ -100,22 +106,18 @@ impl hbone::Handler for HboneInbound {
         };
         let target = match plan::plan_inbound(&snapshot, &facts) {
             InboundPlan::Forward { target } => target,
-            InboundPlan::Refuse(refusal) => {
-                let reason = refusal.to_string();
-                record.failed(0, 0, refusal.flag(), &reason);
-                return Err(Refusal {
-                    status: refusal.hbone_status(),
-                    reason,
-                });
-            }
+            InboundPlan::Refuse(refusal) => return Err(refuse(record, refusal.into())),
         };
         drop(snapshot);
         let upstream = match pod.dial(target).await {
             Ok(upstream) => upstream,
-            Err(error) => {
-                let reason = format!("cannot connect to the workload at {target}: {error}; is the app listening on that port?");
-                record.failed(0, 0, ResponseFlag::UpstreamFailure, &reason);
-                return Err(Refusal::unavailable(reason));
+            Err(source) => {
+                let error = ProxyError::UpstreamConnect {
+                    target,
+                    passthrough: false,
+                    source,
+                };
+                return Err(refuse(record, error));
             }
         };
         let _ = upstream.set_nodelay(true);
@@ -124,7 +126,7 @@ impl hbone::Handler for HboneInbound {
             src_identity: Some(&request.peer_identity),
             dst_port: target.port(),
         };
-        let registration = register(agent, pod, &attrs);
+        let registration = register(context, pod, &attrs);
         record.opened();
         let upstream = Revocable::new(upstream, registration.cancelled.clone());
         Ok((upstream, (record, registration)))
@@ -140,13 +142,19 @@ impl hbone::Handler for HboneInbound {
     }
 }
 
+/// Logs a refused CONNECT and turns it into the HBONE answer.
+fn refuse(record: ConnectionRecord, error: ProxyError) -> Refusal {
+    let refusal = error.to_hbone_refusal();
+    record.refused(&error);
+    refusal
+}
+
 fn finish_registered(record: ConnectionRecord, registration: Registration, report: CopyReport) {
     match registration.revocation() {
         Some(reason) => record.failed(
             report.upstream_to_downstream,
             report.downstream_to_upstream,
-            ResponseFlag::Denied,
-            &reason,
+            &ProxyError::Revoked(reason),
         ),
         None => finish(record, report),
     }
@@ -154,21 +162,33 @@ fn finish_registered(record: ConnectionRecord, registration: Registration, repor
 
 /// A plaintext connection from a client outside the mesh, redirected to 15006.
 pub async fn handle_plaintext(
-    agent: Arc<Agent>,
+    context: Arc<ProxyContext>,
     pod: Arc<EnrolledPod>,
-    mut downstream: TcpStream,
+    downstream: TcpStream,
     peer: SocketAddr,
 ) {
     let original = match capture::socket::original_dst(&downstream) {
         Ok(original) => original,
         Err(error) => {
-            tracing::warn!(%error, pod = %pod.name, "inbound plaintext connection without an original destination");
+            tracing::warn!(%error, pod = %pod.display_name(), "inbound plaintext connection without an original destination");
             return;
         }
     };
-    let snapshot = agent.snapshot();
+    proxy_plaintext(&context, &pod, downstream, peer, original).await
+}
+
+/// Plans and proxies one plaintext connection to `original`; the rest of [`handle_plaintext`],
+/// reachable from tests without capture rules.
+pub async fn proxy_plaintext(
+    context: &ProxyContext,
+    pod: &EnrolledPod,
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+) {
+    let snapshot = context.snapshot();
     let mut record =
-        ConnectionRecord::new(agent.metrics.clone(), Direction::Inbound, peer, original);
+        ConnectionRecord::new(context.metrics.clone(), Direction::Inbound, peer, original);
     record.src = peer_of(snapshot.workload_by_ip(peer.ip()).map(|w| w.as_ref()), None);
     record.dst = peer_of(
         snapshot
@@ -177,7 +197,7 @@ pub async fn handle_plaintext(
         Some(pod.identity.to_string()),
     );
     let local = downstream.local_addr().map_or(original.ip(), |a| a.ip());
-    let ips = own_ips(&snapshot, &pod, local);
+    let ips = own_ips(&snapshot, pod, local);
     let facts = InboundFacts {
         destination: PodFacts {
             namespace: &pod.namespace,
@@ -190,22 +210,17 @@ pub async fn handle_plaintext(
     };
     let target = match plan::plan_inbound(&snapshot, &facts) {
         InboundPlan::Forward { target } => target,
-        InboundPlan::Refuse(refusal) => {
-            record.failed(0, 0, refusal.flag(), &refusal.to_string());
-            return;
-        }
+        InboundPlan::Refuse(refusal) => return record.refused(&refusal.into()),
     };
     drop(snapshot);
     let upstream = match pod.dial(target).await {
         Ok(upstream) => upstream,
-        Err(error) => {
-            record.failed(
-                0,
-                0,
-                ResponseFlag::UpstreamFailure,
-                &format!("cannot connect to the workload at {target}: {error}"),
-            );
-            return;
+        Err(source) => {
+            return record.refused(&ProxyError::UpstreamConnect {
+                target,
+                passthrough: false,
+                source,
+            })
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -214,7 +229,7 @@ pub async fn handle_plaintext(
         src_identity: None,
         dst_port: target.port(),
     };
-    let registration = register(&agent, &pod, &attrs);
+    let registration = register(context, pod, &attrs);
     record.opened();
     let mut upstream = Revocable::new(upstream, registration.cancelled.clone());
     let report =

@@ -24,106 +24,67 @@ pub struct ConnectionLabels {
     pub connection_security_policy: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IdentityLabels {
-    pub identity: String,
-}
-
-pub struct Metrics {
-    pub registry: Registry,
+/// The TCP metrics of proxied connections (Istio's `istio_tcp_*`), kept by the access log.
+pub struct ConnectionMetrics {
     pub connections_opened: Family<ConnectionLabels, Counter>,
     pub connections_closed: Family<ConnectionLabels, Counter>,
     pub connections_failed: Family<ConnectionLabels, Counter>,
     pub sent_bytes: Family<ConnectionLabels, Counter>,
     pub received_bytes: Family<ConnectionLabels, Counter>,
-    /// Seconds until each workload certificate on this node expires.
-    pub certificate_expiry_seconds: Family<IdentityLabels, Gauge>,
-    pub enrolled_pods: Gauge,
-    /// `istio_dns_*`: the DNS proxy's queries and upstream attempts.
-    pub dns: crate::dns::DnsMetrics,
-    /// Connections being proxied right now; a stopping ztunnel drains until it is zero.
+    /// Connections being proxied right now.
     pub active_connections: Gauge,
     /// Every connection label set in use, so that series of pods gone from the cluster can be
     /// removed: without this, each pod that ever connected would stay in every scrape forever.
     series: std::sync::Mutex<std::collections::HashSet<ConnectionLabels>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let connections_opened = Family::<ConnectionLabels, Counter>::default();
-        let connections_closed = Family::<ConnectionLabels, Counter>::default();
-        let connections_failed = Family::<ConnectionLabels, Counter>::default();
-        let sent_bytes = Family::<ConnectionLabels, Counter>::default();
-        let received_bytes = Family::<ConnectionLabels, Counter>::default();
-        let certificate_expiry_seconds = Family::<IdentityLabels, Gauge>::default();
-        let enrolled_pods = Gauge::default();
-        let active_connections = Gauge::default();
+impl ConnectionMetrics {
+    /// Creates the families and registers them in `registry` (they stay shared with `self`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = ConnectionMetrics {
+            connections_opened: Family::default(),
+            connections_closed: Family::default(),
+            connections_failed: Family::default(),
+            sent_bytes: Family::default(),
+            received_bytes: Family::default(),
+            active_connections: Gauge::default(),
+            series: Default::default(),
+        };
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "istio_tcp_connections_opened",
             "TCP connections opened",
-            connections_opened.clone(),
+            metrics.connections_opened.clone(),
         );
         registry.register(
             "istio_tcp_connections_closed",
             "TCP connections closed",
-            connections_closed.clone(),
+            metrics.connections_closed.clone(),
         );
         registry.register(
             "istio_tcp_connections_failed",
             "TCP connections that failed (policy, upstream, handshake)",
-            connections_failed.clone(),
+            metrics.connections_failed.clone(),
         );
         registry.register(
             "istio_tcp_sent_bytes",
             "Bytes sent to the client of a connection (response direction)",
-            sent_bytes.clone(),
+            metrics.sent_bytes.clone(),
         );
         registry.register(
             "istio_tcp_received_bytes",
             "Bytes received from the client of a connection (request direction)",
-            received_bytes.clone(),
-        );
-        registry.register(
-            "ambit_certificate_expiry_seconds",
-            "Seconds until a workload certificate held by this node expires",
-            certificate_expiry_seconds.clone(),
-        );
-        registry.register(
-            "ambit_enrolled_pods",
-            "Pods of this node currently enrolled in the mesh",
-            enrolled_pods.clone(),
+            metrics.received_bytes.clone(),
         );
         registry.register(
             "ambit_active_connections",
             "Connections this ztunnel is proxying right now",
-            active_connections.clone(),
+            metrics.active_connections.clone(),
         );
-        let dns = crate::dns::DnsMetrics::default();
-        dns.register(&mut registry);
-        Metrics {
-            registry,
-            connections_opened,
-            connections_closed,
-            connections_failed,
-            sent_bytes,
-            received_bytes,
-            certificate_expiry_seconds,
-            enrolled_pods,
-            dns,
-            active_connections,
-            series: Default::default(),
-        }
+        metrics
     }
 
-    /// Notes that `labels` is in use (see [`Metrics::prune`]).
+    /// Notes that `labels` is in use (see [`ConnectionMetrics::prune`]).
     pub fn note_series(&self, labels: &ConnectionLabels) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         if !series.contains(labels) {
@@ -161,15 +122,15 @@ impl Metrics {
         }
         gone.len()
     }
+}
 
-    /// The registry in Prometheus text format.
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
-            text.push_str("# encoding failed\n");
-        }
-        text
+/// `registry` in Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        text.push_str("# encoding failed\n");
     }
+    text
 }
 
 #[cfg(test)]
@@ -178,7 +139,8 @@ mod tests {
 
     #[test]
     fn istio_names_appear_in_the_exposition() {
-        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        let metrics = ConnectionMetrics::register(&mut registry);
         let labels = ConnectionLabels {
             reporter: "destination",
             source_principal: "spiffe://cluster.local/ns/a/sa/b".into(),
@@ -188,7 +150,7 @@ mod tests {
         };
         metrics.connections_opened.get_or_create(&labels).inc();
         metrics.sent_bytes.get_or_create(&labels).inc_by(42);
-        let text = metrics.encode();
+        let text = encode(&registry);
         assert!(
             text.contains("istio_tcp_connections_opened_total{reporter=\"destination\""),
             "{text}"
@@ -203,7 +165,8 @@ mod tests {
 
     #[test]
     fn series_of_pods_gone_from_the_cluster_are_removed() {
-        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        let metrics = ConnectionMetrics::register(&mut registry);
         let labels = |src: &str, dst: &str| ConnectionLabels {
             reporter: "source",
             source_workload: src.into(),
@@ -226,7 +189,7 @@ mod tests {
         // web-1 was deleted.
         let removed = metrics.prune(|_, name| name != "web-1");
         assert_eq!(removed, 1);
-        let text = metrics.encode();
+        let text = encode(&registry);
         assert!(!text.contains("web-1"), "{text}");
         assert!(text.contains("source_workload=\"web-0\""), "{text}");
         assert!(text.contains("destination_workload=\"unknown\""), "{text}");

@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::access_log::{finish, peer_of, ConnectionRecord, Direction};
-use crate::agent::Agent;
+use crate::enrolled::EnrolledPod;
+use crate::error::ProxyError;
 use crate::plan::{self, OutboundPlan, Passthrough, PodFacts, Tunnel};
-use crate::pod::EnrolledPod;
-use crate::response::ResponseFlag;
+use crate::proxy::ProxyContext;
 
 /// Longest wait for a tunnel to be established (TCP, TLS, CONNECT and the peer's answer).
 const TUNNEL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -20,8 +20,10 @@ const TUNNEL_TIMEOUT: Duration = Duration::from_secs(15);
 /// that drops SYNs would otherwise hold the client's socket (and ours) for the kernel's ~2 min.
 pub const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection the pod made, redirected to 15001: its original destination says where the
+/// pod meant to go.
 pub async fn handle(
-    agent: Arc<Agent>,
+    context: Arc<ProxyContext>,
     pod: Arc<EnrolledPod>,
     downstream: TcpStream,
     peer: SocketAddr,
@@ -29,14 +31,26 @@ pub async fn handle(
     let original = match capture::socket::original_dst(&downstream) {
         Ok(original) => original,
         Err(error) => {
-            tracing::warn!(%error, pod = %pod.name, "outbound connection without an original destination (was it redirected by the capture rules?)");
+            tracing::warn!(%error, pod = %pod.display_name(), "outbound connection without an original destination (was it redirected by the capture rules?)");
             return;
         }
     };
-    let snapshot = agent.snapshot();
+    proxy(&context, &pod, downstream, peer, original).await
+}
+
+/// Plans and proxies one outbound connection to `original`; the rest of [`handle`], reachable
+/// from tests without capture rules.
+pub async fn proxy(
+    context: &ProxyContext,
+    pod: &EnrolledPod,
+    downstream: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+) {
+    let snapshot = context.snapshot();
     let source = snapshot.workload(&pod.namespace, &pod.name).cloned();
     let mut record =
-        ConnectionRecord::new(agent.metrics.clone(), Direction::Outbound, peer, original);
+        ConnectionRecord::new(context.metrics.clone(), Direction::Outbound, peer, original);
     record.src = peer_of(source.as_deref(), Some(pod.identity.to_string()));
     // The pod's addresses as the cluster knows them, and the one it connected from (the cluster
     // view may lag behind the pod).
@@ -51,17 +65,17 @@ pub async fn handle(
         &snapshot,
         facts,
         original,
-        &agent.config.trust_domain,
+        &context.trust_domain,
         plan::pick_random,
     );
     drop(snapshot);
     match plan {
-        OutboundPlan::Refuse(refusal) => record.failed(0, 0, refusal.flag(), &refusal.to_string()),
-        OutboundPlan::Tunnel(tunnel) => {
-            through_tunnel(&pod, downstream, peer, record, tunnel).await
+        OutboundPlan::Refuse(refusal) => record.refused(&refusal.into()),
+        OutboundPlan::Tunnel(tunnel) | OutboundPlan::Waypoint { tunnel, .. } => {
+            through_tunnel(pod, downstream, peer, record, tunnel).await
         }
         OutboundPlan::Passthrough(passthrough) => {
-            pass_through(&pod, downstream, record, passthrough).await
+            pass_through(pod, downstream, record, passthrough).await
         }
     }
 }
@@ -73,10 +87,10 @@ async fn through_tunnel(
     mut record: ConnectionRecord,
     tunnel: Tunnel,
 ) {
-    record.dst_addr = tunnel.target;
+    record.dst_addr = tunnel.hbone_addr;
+    record.hbone_target = Some(tunnel.target);
     record.dst_service = tunnel.service;
     record.dst = peer_of(Some(&tunnel.workload), Some(tunnel.identity.to_string()));
-    record.dst_hbone_addr = Some(tunnel.hbone_addr);
     record.mutual_tls = true;
     let key = hbone::PoolKey {
         source: pod.identity.clone(),
@@ -92,14 +106,15 @@ async fn through_tunnel(
     let hbone_addr = tunnel.hbone_addr;
     let mut upstream = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
         Ok(Ok(upstream)) => upstream,
-        Ok(Err(error)) => {
-            let error = format!("HBONE to {hbone_addr} failed: {error}");
-            record.failed(0, 0, ResponseFlag::UpstreamFailure, &error);
+        Ok(Err(source)) => {
+            record.refused(&ProxyError::Tunnel { hbone_addr, source });
             return;
         }
         Err(_) => {
-            let error = format!("HBONE to {hbone_addr}: no answer within {TUNNEL_TIMEOUT:?}; is the destination node's ztunnel running?");
-            record.failed(0, 0, ResponseFlag::UpstreamTimeout, &error);
+            record.refused(&ProxyError::TunnelTimeout {
+                hbone_addr,
+                after: TUNNEL_TIMEOUT,
+            });
             return;
         }
     };
@@ -119,19 +134,26 @@ async fn pass_through(
     record.dst_addr = target;
     record.dst_service = passthrough.service;
     record.dst = peer_of(passthrough.workload.as_deref(), None);
-    let mut upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, pod.dial(target))
-        .await
-    {
-        Ok(Ok(upstream)) => upstream,
-        Ok(Err(error)) => {
-            record.failed(0, 0, ResponseFlag::UpstreamFailure, &format!("cannot connect to {target} (passthrough, destination not in the mesh): {error}"));
-            return;
-        }
-        Err(_) => {
-            record.failed(0, 0, ResponseFlag::UpstreamTimeout, &format!("cannot connect to {target} (passthrough, destination not in the mesh): no answer within {PASSTHROUGH_CONNECT_TIMEOUT:?}; is the destination reachable from the pod?"));
-            return;
-        }
-    };
+    let mut upstream =
+        match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, pod.dial(target)).await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(source)) => {
+                record.refused(&ProxyError::UpstreamConnect {
+                    target,
+                    passthrough: true,
+                    source,
+                });
+                return;
+            }
+            Err(_) => {
+                record.refused(&ProxyError::UpstreamTimeout {
+                    target,
+                    passthrough: true,
+                    after: PASSTHROUGH_CONNECT_TIMEOUT,
+                });
+                return;
+            }
+        };
     let _ = upstream.set_nodelay(true);
     record.opened();
     let report =

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use certs::SpiffeId;
-use discovery::{ConnectionAttrs, Decision, Snapshot, Workload};
+use discovery::{ConnectionAttrs, Decision, Service, Snapshot, WaypointBinding, Workload};
 
 use crate::ports;
 use crate::response::ResponseFlag;
@@ -25,6 +25,10 @@ pub enum Refusal {
     },
     #[error("service {service} port {port} has no ready endpoints; check that its selector matches running, ready pods")]
     NoReadyEndpoints { service: String, port: u16 },
+    /// Traffic bound to a waypoint is never sent around it: without a ready waypoint pod it is
+    /// refused (Istio fails closed the same way).
+    #[error("{bound} is bound to waypoint {waypoint} (istio.io/use-waypoint), which has no ready endpoints; check that the waypoint's Service {waypoint} exists and its pods are ready")]
+    WaypointUnavailable { bound: String, waypoint: String },
     #[error("pod {namespace}/{name} is no longer in the cluster view")]
     UnknownDestination { namespace: String, name: String },
     #[error("{0}")]
@@ -34,7 +38,9 @@ pub enum Refusal {
 impl Refusal {
     pub fn flag(&self) -> ResponseFlag {
         match self {
-            Refusal::SelfCall { .. } | Refusal::NoReadyEndpoints { .. } => ResponseFlag::NoRoute,
+            Refusal::SelfCall { .. }
+            | Refusal::NoReadyEndpoints { .. }
+            | Refusal::WaypointUnavailable { .. } => ResponseFlag::NoRoute,
             Refusal::UnknownDestination { .. } | Refusal::Denied(_) => ResponseFlag::Denied,
         }
     }
@@ -43,11 +49,21 @@ impl Refusal {
     pub fn hbone_status(&self) -> hbone::RefusalStatus {
         match self {
             Refusal::SelfCall { .. } => hbone::RefusalStatus::BadRequest,
-            Refusal::NoReadyEndpoints { .. } => hbone::RefusalStatus::Unavailable,
+            Refusal::NoReadyEndpoints { .. } | Refusal::WaypointUnavailable { .. } => {
+                hbone::RefusalStatus::Unavailable
+            }
             Refusal::UnknownDestination { .. } | Refusal::Denied(_) => {
                 hbone::RefusalStatus::Unauthorized
             }
         }
+    }
+}
+
+impl Refusal {
+    /// Whether trying again at once could succeed: no refusal here depends on luck (the
+    /// cluster view has to change first).
+    pub fn is_retryable(&self) -> bool {
+        false
     }
 }
 
@@ -82,6 +98,14 @@ pub struct PodFacts<'a> {
 pub enum OutboundPlan {
     /// Through an HBONE tunnel to an ambient workload's node.
     Tunnel(Tunnel),
+    /// Through an HBONE tunnel to the waypoint the destination is bound to: the CONNECT
+    /// authority is the address the client dialled (the Service VIP or the pod), and the
+    /// waypoint picks the backend.
+    Waypoint {
+        tunnel: Tunnel,
+        /// The waypoint, `namespace/name` of its Gateway (and Service).
+        waypoint: String,
+    },
     /// In plain TCP, to a destination outside the mesh.
     Passthrough(Passthrough),
     Refuse(Refusal),
@@ -115,7 +139,7 @@ pub fn plan_outbound(
     source: PodFacts<'_>,
     original: SocketAddr,
     trust_domain: &str,
-    pick: impl FnOnce(&[&discovery::Endpoint]) -> usize,
+    mut pick: impl FnMut(&[&discovery::Endpoint]) -> usize,
 ) -> OutboundPlan {
     if let Some(refusal) = self_call(original, source.ips) {
         return OutboundPlan::Refuse(refusal);
@@ -124,6 +148,20 @@ pub fn plan_outbound(
     {
         Some((service, port)) => {
             let name = format!("{}.{}", service.name, service.namespace);
+            if let Some(binding) = service_waypoint(snapshot, service) {
+                let bound = format!("service {}/{}", service.namespace, service.name);
+                let context = WaypointContext {
+                    binding: &binding,
+                    bound_namespace: &service.namespace,
+                    bound,
+                    service: Some(name.clone()),
+                };
+                if let Some(plan) =
+                    via_waypoint(snapshot, source, original, context, trust_domain, &mut pick)
+                {
+                    return plan;
+                }
+            }
             let ready: Vec<&discovery::Endpoint> = snapshot
                 .endpoints_for(service, port)
                 .iter()
@@ -137,11 +175,26 @@ pub fn plan_outbound(
             };
             (endpoint.addr, endpoint.workload.clone(), Some(name))
         }
-        None => (
-            original,
-            snapshot.workload_by_ip(original.ip()).cloned(),
-            None,
-        ),
+        None => {
+            let workload = snapshot.workload_by_ip(original.ip()).cloned();
+            if let Some(pod) = workload.as_deref().filter(|w| w.ambient) {
+                if let Some(binding) = &pod.use_waypoint {
+                    let bound = format!("pod {}/{}", pod.namespace, pod.name);
+                    let context = WaypointContext {
+                        binding,
+                        bound_namespace: &pod.namespace,
+                        bound,
+                        service: None,
+                    };
+                    if let Some(plan) =
+                        via_waypoint(snapshot, source, original, context, trust_domain, &mut pick)
+                    {
+                        return plan;
+                    }
+                }
+            }
+            (original, workload, None)
+        }
     };
     // A Service may resolve to the pod itself on one of ztunnel's ports.
     if let Some(refusal) = self_call(target, source.ips) {
@@ -175,6 +228,89 @@ pub fn plan_outbound(
             service,
         }),
     }
+}
+
+/// The waypoint a Service's traffic goes through: its own `istio.io/use-waypoint` label, else
+/// its namespace's — unless the Service opts out with the value `none`.
+fn service_waypoint(snapshot: &Snapshot, service: &Service) -> Option<WaypointBinding> {
+    if service.use_waypoint.is_some() {
+        return service.use_waypoint.clone();
+    }
+    let opted_out = service
+        .labels
+        .get("istio.io/use-waypoint")
+        .is_some_and(|value| value == "none");
+    if opted_out {
+        return None;
+    }
+    snapshot.namespace(&service.namespace)?.use_waypoint.clone()
+}
+
+/// What a waypoint binding applies to.
+struct WaypointContext<'a> {
+    binding: &'a WaypointBinding,
+    /// The namespace of the bound object: the waypoint's, unless the binding names another.
+    bound_namespace: &'a str,
+    /// The bound object, for messages: `service shop/cart`, `pod shop/cart-0`.
+    bound: String,
+    service: Option<String>,
+}
+
+/// Plans the tunnel to a waypoint pod for traffic bound to it, or `None` when the source is
+/// that waypoint (what it sends on after routing goes straight to the backend). The waypoint
+/// is reached through its Service (`<gateway name>` in its namespace, as the waypoint
+/// controller creates it); without a ready waypoint pod the connection is refused.
+fn via_waypoint(
+    snapshot: &Snapshot,
+    source: PodFacts<'_>,
+    original: SocketAddr,
+    context: WaypointContext<'_>,
+    trust_domain: &str,
+    pick: &mut impl FnMut(&[&discovery::Endpoint]) -> usize,
+) -> Option<OutboundPlan> {
+    let binding = context.binding;
+    let namespace = binding
+        .namespace
+        .as_deref()
+        .unwrap_or(context.bound_namespace);
+    let waypoint = format!("{namespace}/{}", binding.name);
+    let unavailable = || {
+        Some(OutboundPlan::Refuse(Refusal::WaypointUnavailable {
+            bound: context.bound.clone(),
+            waypoint: waypoint.clone(),
+        }))
+    };
+    let Some(waypoint_service) = snapshot.service(namespace, &binding.name) else {
+        return unavailable();
+    };
+    let ready: Vec<&discovery::Endpoint> = waypoint_service
+        .ports
+        .iter()
+        .flat_map(|port| snapshot.endpoints_for(waypoint_service, port))
+        .filter(|endpoint| endpoint.workload.as_ref().is_some_and(|w| w.ready))
+        .collect();
+    if ready.iter().any(|e| source.ips.contains(&e.addr.ip())) {
+        return None;
+    }
+    let Some(endpoint) = ready.get(pick(&ready)).or(ready.first()) else {
+        return unavailable();
+    };
+    let Some(pod) = endpoint.workload.clone() else {
+        return unavailable();
+    };
+    let Ok(identity) = pod.identity(trust_domain) else {
+        return unavailable();
+    };
+    Some(OutboundPlan::Waypoint {
+        tunnel: Tunnel {
+            target: original,
+            hbone_addr: SocketAddr::new(endpoint.addr.ip(), ports::HBONE),
+            workload: pod,
+            identity,
+            service: context.service,
+        },
+        waypoint,
+    })
 }
 
 /// Picks uniformly at random; the production choice for [`plan_outbound`].

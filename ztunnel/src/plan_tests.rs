@@ -1,6 +1,9 @@
 //! Table tests of the planning step over a small fake cluster: `frontend` (node-a) and `cart`
 //! (node-b) are ambient in `shop`; `legacy` is a pod outside the mesh; `cart` and `legacy` have
-//! Services; a DENY policy keeps `shop/sa/intruder` away from `cart`.
+//! Services; a DENY policy keeps `shop/sa/intruder` away from `cart`. Waypoints: the Service
+//! `checkout` and the pod `pay-0` are bound to `shop/shop-waypoint` (one ready pod,
+//! `shop-waypoint-0`); `orders` to a waypoint that does not exist; namespace `mall` binds its
+//! Services to `mall-wp` (absent), and `mall/direct` opts out with `none`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -62,6 +65,71 @@ spec:
   selector: {app: nobody}
   ports: [{name: http, port: 80, targetPort: 8080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: checkout, namespace: shop, labels: {istio.io/use-waypoint: shop-waypoint}}
+spec:
+  clusterIP: 10.200.0.40
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop, labels: {istio.io/use-waypoint: no-such-waypoint}}
+spec:
+  clusterIP: 10.200.0.41
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shop-waypoint-0
+  namespace: shop
+  labels: {gateway.networking.k8s.io/gateway-name: shop-waypoint, istio.io/dataplane-mode: none}
+spec: {nodeName: node-a, serviceAccountName: shop-waypoint, containers: [{name: c}]}
+status: {podIP: 10.1.1.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-waypoint, namespace: shop}
+spec:
+  clusterIP: 10.200.0.50
+  selector: {gateway.networking.k8s.io/gateway-name: shop-waypoint}
+  ports: [{name: mesh, port: 15008, targetPort: 15008}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pay-0, namespace: shop, labels: {app: pay, istio.io/use-waypoint: shop-waypoint}}
+spec: {nodeName: node-b, serviceAccountName: pay, containers: [{name: c}]}
+status: {podIP: 10.1.2.5}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mall, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: mall-wp}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shoe-0, namespace: mall, labels: {app: shoe}}
+spec: {nodeName: node-b, serviceAccountName: shoe, containers: [{name: c}]}
+status: {podIP: 10.1.2.6}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shoe, namespace: mall}
+spec:
+  clusterIP: 10.200.0.60
+  selector: {app: shoe}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: direct, namespace: mall, labels: {istio.io/use-waypoint: none}}
+spec:
+  clusterIP: 10.200.0.61
+  selector: {app: shoe}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: deny-intruder, namespace: shop}
@@ -94,16 +162,28 @@ fn id(sa: &str) -> SpiffeId {
 
 /// What a plan amounts to, in one comparable line.
 fn outbound(original: &str) -> String {
-    let own = ips(&["10.1.1.2"]);
+    outbound_from("frontend-0", "10.1.1.2", original)
+}
+
+/// [`outbound`] from another pod of `shop`.
+fn outbound_from(name: &str, ip: &str, original: &str) -> String {
+    let own = ips(&[ip]);
     let source = PodFacts {
         namespace: "shop",
-        name: "frontend-0",
+        name,
         ips: &own,
     };
     let plan = plan_outbound(&snapshot(), source, addr(original), "cluster.local", |_| 0);
     match plan {
         OutboundPlan::Tunnel(t) => format!(
             "tunnel {} via {} to {} service {:?}",
+            t.target, t.hbone_addr, t.identity, t.service
+        ),
+        OutboundPlan::Waypoint {
+            tunnel: t,
+            waypoint,
+        } => format!(
+            "waypoint {waypoint}: tunnel {} via {} to {} service {:?}",
             t.target, t.hbone_addr, t.identity, t.service
         ),
         OutboundPlan::Passthrough(p) => format!(
@@ -194,6 +274,36 @@ fn outbound_plans() {
             "127.0.0.1:8080",
             "passthrough 127.0.0.1:8080 workload None service None",
         ),
+        (
+            "service bound to a waypoint: the CONNECT names the VIP, the waypoint picks",
+            "10.200.0.40:80",
+            "waypoint shop/shop-waypoint: tunnel 10.200.0.40:80 via 10.1.1.9:15008 to spiffe://cluster.local/ns/shop/sa/shop-waypoint service Some(\"checkout.shop\")",
+        ),
+        (
+            "pod bound to a waypoint, called by its IP",
+            "10.1.2.5:8080",
+            "waypoint shop/shop-waypoint: tunnel 10.1.2.5:8080 via 10.1.1.9:15008 to spiffe://cluster.local/ns/shop/sa/shop-waypoint service None",
+        ),
+        (
+            "service bound to a waypoint that does not exist: refused, never around it",
+            "10.200.0.41:80",
+            "refuse NR: service shop/orders is bound to waypoint shop/no-such-waypoint (istio.io/use-waypoint), which has no ready endpoints",
+        ),
+        (
+            "namespace waypoint applies to its services",
+            "10.200.0.60:80",
+            "refuse NR: service mall/shoe is bound to waypoint mall/mall-wp",
+        ),
+        (
+            "a service opts out of its namespace's waypoint with none",
+            "10.200.0.61:80",
+            "tunnel 10.1.2.6:8080 via 10.1.2.6:15008 to spiffe://cluster.local/ns/mall/sa/shoe service Some(\"direct.mall\")",
+        ),
+        (
+            "namespace waypoint does not capture calls to a pod's own IP",
+            "10.1.2.6:8080",
+            "tunnel 10.1.2.6:8080 via 10.1.2.6:15008 to spiffe://cluster.local/ns/mall/sa/shoe service None",
+        ),
     ];
     for (case, original, expected) in cases {
         let got = outbound(original);
@@ -202,6 +312,19 @@ fn outbound_plans() {
             "{case}: planned {got:?}, expected {expected:?}"
         );
     }
+}
+
+#[test]
+fn the_waypoint_itself_goes_straight_to_the_backend() {
+    // Traffic the waypoint sends on after routing must not be sent back to it.
+    assert_eq!(
+        outbound_from("shop-waypoint-0", "10.1.1.9", "10.200.0.40:80"),
+        "tunnel 10.1.2.2:8080 via 10.1.2.2:15008 to spiffe://cluster.local/ns/shop/sa/cart service Some(\"checkout.shop\")"
+    );
+    assert_eq!(
+        outbound_from("shop-waypoint-0", "10.1.1.9", "10.1.2.5:8080"),
+        "tunnel 10.1.2.5:8080 via 10.1.2.5:15008 to spiffe://cluster.local/ns/shop/sa/pay service None"
+    );
 }
 
 /// An inbound plan in one line; `peer_identity` `None` is a plaintext client.

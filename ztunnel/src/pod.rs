@@ -7,49 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capture::enroll::{PodRef, Reply};
-use capture::socket::{dial_socket_in, listen_in, DialOptions, ListenOptions};
+use capture::socket::{listen_in, ListenOptions};
 use capture::NetNs;
 use certs::{CurrentCertificate, SpiffeId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::enrolled::{EnrolledPod, InPodSockets, SocketFactory};
 use crate::ports;
+use crate::proxy::ProxyContext;
 
 /// How long an ADD waits for the pod to show up in the cluster view (the manifests or the API
 /// server may lag the kubelet by a moment).
 const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A pod whose traffic this node agent proxies.
-pub struct EnrolledPod {
-    pub uid: String,
-    pub name: String,
-    pub namespace: String,
-    pub identity: SpiffeId,
-    pub netns: Arc<NetNs>,
-    pub certificate: CurrentCertificate,
-    /// HBONE connections dialled from this pod's namespace (so they carry the pod's IP).
-    pub pool: hbone::Pool,
-    /// Cancelled on unenrollment and on shutdown: the pod's listeners close.
-    pub stop: CancellationToken,
-    /// Cancelled on unenrollment only: the pod's live connections end. A ztunnel that shuts
-    /// down lets them drain instead (its successor already serves new ones).
-    pub connections: CancellationToken,
-}
-
-impl EnrolledPod {
-    /// Opens a TCP connection from inside the pod's network namespace, with ztunnel's mark so
-    /// the pod's capture rules let it through.
-    pub async fn dial(&self, destination: SocketAddr) -> std::io::Result<TcpStream> {
-        dial_from(&self.netns, destination).await
-    }
-}
-
-pub async fn dial_from(netns: &NetNs, destination: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = dial_socket_in(netns, destination, &DialOptions::default())
-        .map_err(std::io::Error::other)?;
-    socket.connect(destination).await
-}
 
 /// Handles an ADD from the CNI plugin. Replies `Enrolled` only when the pod is fully captured
 /// and served; on any failure it replies with an error so that the plugin fails the ADD and the
@@ -172,12 +143,9 @@ fn start(
     let tls =
         certs::tls::server_config(certificate.clone(), &agent.bundle).map_err(|e| e.to_string())?;
 
-    let dialer_netns = netns.clone();
-    let dialer = move |key: &hbone::PoolKey| {
-        let netns = dialer_netns.clone();
-        let address = key.address;
-        async move { dial_from(&netns, address).await }
-    };
+    let sockets: Arc<dyn SocketFactory> = Arc::new(InPodSockets(netns.clone()));
+    let pool_sockets = sockets.clone();
+    let dialer = move |key: &hbone::PoolKey| pool_sockets.connect(key.address);
     let pool = hbone::Pool::new(
         hbone::ClientConfig::default(),
         agent.bundle.clone(),
@@ -189,6 +157,7 @@ fn start(
         namespace: pod.namespace.clone(),
         identity,
         netns,
+        sockets,
         certificate,
         pool,
         stop: agent.shutdown.child_token(),
@@ -196,7 +165,7 @@ fn start(
     });
     if agent.capture_dns() {
         // Before anything is spawned: a failure here leaves nothing running.
-        crate::dns::start(agent, &enrolled).map_err(|e| e.to_string())?;
+        crate::dns::start(&agent.dns, &enrolled).map_err(|e| e.to_string())?;
     }
 
     let server = hbone::Server::forwarding(
@@ -207,7 +176,7 @@ fn start(
         },
         tls,
         crate::inbound::HboneInbound {
-            agent: agent.clone(),
+            context: agent.proxy.clone(),
             pod: enrolled.clone(),
         },
     );
@@ -215,7 +184,7 @@ fn start(
     tokio::spawn(async move { server.serve(inbound_hbone, stop).await });
     tokio::spawn(accept_loop(
         "outbound",
-        agent.clone(),
+        agent.proxy.clone(),
         enrolled.clone(),
         outbound,
         agent.limits.outbound.clone(),
@@ -223,7 +192,7 @@ fn start(
     ));
     tokio::spawn(accept_loop(
         "inbound-plaintext",
-        agent.clone(),
+        agent.proxy.clone(),
         enrolled.clone(),
         inbound_plaintext,
         agent.limits.inbound_plaintext.clone(),
@@ -236,18 +205,18 @@ fn start(
 /// the node-wide `limiter`.
 async fn accept_loop<F, Fut>(
     name: &'static str,
-    agent: Arc<Agent>,
+    context: Arc<ProxyContext>,
     pod: Arc<EnrolledPod>,
     listener: TcpListener,
     limiter: runtime::ConnectionLimiter,
     handle: F,
 ) where
-    F: Fn(Arc<Agent>, Arc<EnrolledPod>, TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(Arc<ProxyContext>, Arc<EnrolledPod>, TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let stop = pod.stop.clone();
     runtime::accept_loop(name, listener, limiter, stop, move |accepted| {
-        let connection = handle(agent.clone(), pod.clone(), accepted.stream, accepted.peer);
+        let connection = handle(context.clone(), pod.clone(), accepted.stream, accepted.peer);
         async move {
             let _permit = accepted.permit;
             connection.await

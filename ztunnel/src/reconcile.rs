@@ -290,7 +290,7 @@ async fn enroll_running(agent: &Arc<Agent>, workload: &Workload) -> bool {
 }
 
 /// Takes a pod out of the mesh: rules first (its traffic flows directly again), then the proxy.
-async fn release(agent: &Arc<Agent>, enrolled: &pod::EnrolledPod, why: &str) {
+async fn release(agent: &Arc<Agent>, enrolled: &crate::enrolled::EnrolledPod, why: &str) {
     let _serialised = agent.pod_locks.lock(&enrolled.uid).await;
     if let Some(rules) = &agent.rules {
         if let Err(error) = rules.remove(&enrolled.netns) {

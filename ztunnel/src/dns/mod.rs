@@ -27,6 +27,7 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use capture::socket::{listen_in, udp_listen_in, ListenOptions, SocketError};
 use capture::NetNs;
@@ -34,8 +35,8 @@ use capture::NetNs;
 pub use metrics::DnsMetrics;
 pub use server::NodeDnsLimits;
 
-use crate::agent::Agent;
-use crate::pod::EnrolledPod;
+use crate::enrolled::EnrolledPod;
+use crate::proxy::Snapshots;
 use forward::Forwarder;
 use names::SearchPath;
 use query::PodResolver;
@@ -69,27 +70,38 @@ pub fn upstreams(configured: &[SocketAddr]) -> Vec<SocketAddr> {
     forward::upstreams_or_system(configured, Path::new(RESOLV_CONF))
 }
 
+/// What every pod's DNS proxy on the node shares.
+pub struct DnsContext {
+    pub snapshots: Snapshots,
+    /// `--dns-upstream`; empty means the node's /etc/resolv.conf.
+    pub configured_upstreams: Vec<SocketAddr>,
+    pub upstream_timeout: Duration,
+    /// The cluster's DNS domain (`cluster.local`), for the pods' search paths.
+    pub cluster_domain: String,
+    pub metrics: DnsMetrics,
+    /// Caps for the whole node, whatever pod a query comes from.
+    pub node_limits: Arc<NodeDnsLimits>,
+}
+
 /// Starts `pod`'s DNS proxy: binds its sockets now (an error fails the enrollment) and serves
 /// them until the pod's stop token is cancelled.
-pub fn start(agent: &Arc<Agent>, pod: &Arc<EnrolledPod>) -> Result<(), DnsError> {
-    let config = &agent.config;
+pub fn start(context: &DnsContext, pod: &EnrolledPod) -> Result<(), DnsError> {
     let forwarder = Forwarder::new(
-        upstreams(&config.dns_upstreams),
-        config.dns_upstream_timeout,
+        upstreams(&context.configured_upstreams),
+        context.upstream_timeout,
     );
     if forwarder.upstreams().is_empty() {
-        tracing::warn!(pod = %format_args!("{}/{}", pod.namespace, pod.name), "no upstream DNS resolvers: only Service names will resolve; pass --dns-upstream");
+        tracing::warn!(pod = %pod.display_name(), "no upstream DNS resolvers: only Service names will resolve; pass --dns-upstream");
     }
-    let source = agent.source.clone();
     let resolver = Arc::new(PodResolver {
         pod_name: pod.name.clone(),
         pod_namespace: pod.namespace.clone(),
-        search: SearchPath::new(&pod.namespace, &config.cluster_domain),
-        snapshot: Arc::new(move || source.current()),
+        search: SearchPath::new(&pod.namespace, &context.cluster_domain),
+        snapshot: context.snapshots.clone(),
         forwarder,
-        metrics: agent.metrics.dns.clone(),
+        metrics: context.metrics.clone(),
     });
-    let limits = Arc::new(server::Limits::new(agent.dns_limits.clone()));
+    let limits = Arc::new(server::Limits::new(context.node_limits.clone()));
     for (udp, tcp) in bind(&pod.netns)? {
         tokio::spawn(server::serve_udp(
             udp,
