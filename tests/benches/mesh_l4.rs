@@ -352,15 +352,18 @@ fn run() -> BenchResult<()> {
         .map_err(|e| e.to_string())?
         .iter()
         .any(|l| {
-            l.get("dst.addr") == Some(&*meshed.target().to_string())
-                && l.get("dst.hbone_addr").is_some()
+            l.get("dst.hbone_addr") == Some(&*meshed.target().to_string())
+                && l.get("dst.addr").is_some_and(|a| a.ends_with(":15008"))
         });
     let raw_seen = mesh
         .access_log(0)
         .map_err(|e| e.to_string())?
         .iter()
         .chain(mesh.access_log(1).map_err(|e| e.to_string())?.iter())
-        .any(|l| l.get("dst.addr") == Some(&*raw.target().to_string()));
+        .any(|l| {
+            let raw = raw.target().to_string();
+            l.get("dst.addr") == Some(&*raw) || l.get("dst.hbone_addr") == Some(&*raw)
+        });
     if !tunnelled || raw_seen {
         return Err(format!(
             "topology is not what the bench measures: mesh pair tunnelled={tunnelled}, raw pair seen by ztunnel={raw_seen}"

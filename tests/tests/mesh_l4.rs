@@ -54,7 +54,7 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
     let outbound = mesh
         .wait_for_access(0, WAIT, |l| {
             l.get("direction") == Some("outbound")
-                && l.get("dst.addr") == Some(&server.addr(8080).to_string())
+                && l.get("dst.hbone_addr") == Some(&server.addr(8080).to_string())
         })
         .unwrap();
     let inbound = mesh
@@ -77,8 +77,10 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
         assert_eq!(line.bytes("bytes_recv"), 8 << 20, "{}", line.raw);
         assert!(line.get("error").is_none(), "{}", line.raw);
     }
+    // Istio's meaning: dst.addr is the address dialled (the HBONE port), dst.hbone_addr the
+    // target inside the tunnel.
     assert_eq!(
-        outbound.get("dst.hbone_addr"),
+        outbound.get("dst.addr"),
         Some(&*format!("{}:15008", server.ip()))
     );
 
@@ -94,7 +96,7 @@ fn cross_node_traffic_is_tunnelled_in_mtls_with_both_identities_logged() {
     assert!(report.intact(), "{report:?}");
     let via_vip: AccessLine = mesh
         .wait_for_access(0, WAIT, |l| {
-            l.get("dst.addr") == Some(&server.addr(8080).to_string())
+            l.get("dst.hbone_addr") == Some(&server.addr(8080).to_string())
                 && l.bytes("bytes_sent") == 1 << 20
         })
         .unwrap();

@@ -10,8 +10,16 @@ use prometheus_client::registry::Registry;
 use runtime::http_server::{self, HttpServerConfig, Reply};
 
 use crate::agent::{Agent, IdentityLabels};
-use crate::app::AppError;
 use crate::{dump, metrics};
+
+/// A server that could not bind its address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} ({what}): {source}; is another ztunnel (or anything else) bound to it?")]
+pub struct AdminError {
+    what: &'static str,
+    address: SocketAddr,
+    source: std::io::Error,
+}
 
 /// Where the three servers listen (the bound addresses, so port 0 works).
 pub struct Addresses {
@@ -21,9 +29,9 @@ pub struct Addresses {
 }
 
 /// Binds the three servers (an error stops the start) and serves them until shutdown.
-pub fn start(agent: &Arc<Agent>, registry: Arc<Registry>) -> Result<Addresses, AppError> {
+pub fn start(agent: &Arc<Agent>, registry: Arc<Registry>) -> Result<Addresses, AdminError> {
     let bind = |what, address| {
-        http_server::bind_shared(address).map_err(|source| AppError::Listen {
+        http_server::bind_shared(address).map_err(|source| AdminError {
             what,
             address,
             source,

@@ -38,12 +38,8 @@ pub enum AppError {
     Source(discovery::SourceError),
     #[error("cannot configure the CA client: {0}")]
     CaClient(certs::tls::TlsConfigError),
-    #[error("cannot listen on {address} ({what}): {source}; is another ztunnel (or anything else) bound to it?")]
-    Listen {
-        what: &'static str,
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] admin::AdminError),
     #[error("cannot listen on the enrollment socket {path}: {source}")]
     EnrollSocket {
         path: PathBuf,

@@ -253,7 +253,8 @@ fn match_lines(logs: &[Vec<AccessLine>], direction: &str, expected: &[Key]) -> (
             let key: Key = (
                 node,
                 source,
-                line.get("dst.addr").unwrap_or("-").to_string(),
+                // The target inside the tunnel (Istio's meaning; dst.addr is <pod>:15008).
+                line.get("dst.hbone_addr").unwrap_or("-").to_string(),
                 line.bytes("bytes_sent"),
                 line.bytes("bytes_recv"),
             );
@@ -309,7 +310,7 @@ pub fn access(
         .filter(|l| {
             let key = (
                 l.get("src.addr").unwrap_or("-").to_string(),
-                l.get("dst.addr").unwrap_or("-").to_string(),
+                l.get("dst.hbone_addr").unwrap_or("-").to_string(),
             );
             !own.contains(&key)
         })
@@ -351,8 +352,7 @@ pub fn access(
                 .is_some_and(|i| i.ends_with("/ns/soak/sa/soak-client"))
                 && l.get("dst.identity")
                     .is_some_and(|i| i.ends_with("/ns/soak/sa/soak-server"))
-                && l.get("dst.hbone_addr")
-                    .is_some_and(|a| a.ends_with(":15008"))
+                && l.get("dst.addr").is_some_and(|a| a.ends_with(":15008"))
         })
         .count();
     check.record(
