@@ -263,7 +263,7 @@ spec:
 
 /// Whether `shop/sa/web` from 10.0.0.5 may reach the pod `shop/<name>` on 5432.
 fn web_reaches(snapshot: &Snapshot, name: &str) -> crate::policy::Decision {
-    let web = certs::SpiffeId::new("cluster.local", "shop", "web").unwrap();
+    let web = identity::SpiffeId::new("cluster.local", "shop", "web").unwrap();
     let workload = snapshot.workload("shop", name).unwrap();
     let attrs = crate::policy::ConnectionAttrs {
         src_ip: "10.0.0.5".parse().unwrap(),

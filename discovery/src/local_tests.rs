@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use certs::SpiffeId;
+use identity::SpiffeId;
 
 use super::*;
 use crate::policy::{authorize, ConnectionAttrs, Decision};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use certs::{IdentityError, SpiffeId};
+use identity::{IdentityError, SpiffeId};
 
 /// Labels as Kubernetes stores them; sorted so that snapshots compare and print deterministically.
 pub type Labels = BTreeMap<String, String>;

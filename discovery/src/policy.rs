@@ -26,7 +26,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use certs::SpiffeId;
+use identity::SpiffeId;
 use ipnet::IpNet;
 
 use crate::model::Labels;

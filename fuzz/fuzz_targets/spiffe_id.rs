@@ -1,12 +1,12 @@
-//! `SpiffeId` parsing (certs/src/identity.rs): every URI SAN of every peer certificate and every
-//! identity a node asks the CA for goes through it.
+//! `SpiffeId` parsing (identity/src/lib.rs, re-exported by certs): every URI SAN of every peer
+//! certificate and every identity a node asks the CA for goes through it.
 //!
 //! Contract: never panics; an accepted ID prints back exactly as written (parsing is strict, so
 //! there is one spelling per identity) and parses again to the same value; `SpiffeId::new`
 //! accepts its parts; building from parts and parsing agree both ways.
 #![no_main]
 
-use certs::SpiffeId;
+use identity::SpiffeId;
 use libfuzzer_sys::fuzz_target;
 
 enum Input<'a> {

@@ -2,6 +2,10 @@
 //!
 //! This is the only identity form the mesh issues or accepts (DESIGN §3). Parsing is strict so that
 //! a certificate carrying anything else is rejected with an error that says exactly what is wrong.
+//!
+//! A crate of its own, with no dependency but `thiserror`: `discovery` names identities but must not
+//! pull in the PKI and TLS stack (rcgen, rustls, h2, prost) that `certs` builds on; `certs`
+//! re-exports everything here.
 
 use std::fmt;
 use std::str::FromStr;

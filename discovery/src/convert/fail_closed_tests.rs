@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
-use certs::SpiffeId;
+use identity::SpiffeId;
 
 use super::*;
 use crate::policy::{authorize, ConnectionAttrs, Decision};

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use certs::{SpiffeId, DEFAULT_TRUST_DOMAIN};
+use identity::{SpiffeId, DEFAULT_TRUST_DOMAIN};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{labels, name, namespace_of, port_number, protocol, ConvertError};

@@ -236,7 +236,7 @@ const ALLOW_DB: &str = "  selector: {matchLabels: {app: db}}
 /// How `shop/sa/web` from 10.0.0.5 on 5432 fares against the store's policies, for a pod
 /// labelled `app`.
 fn web_to(store: &KindStore<AuthorizationPolicy>, app: &str) -> crate::policy::Decision {
-    let web = certs::SpiffeId::new("cluster.local", "shop", "web").unwrap();
+    let web = identity::SpiffeId::new("cluster.local", "shop", "web").unwrap();
     let policies = store.values();
     let applying = policies.iter().filter(|p| {
         p.target_refs.is_empty() && p.selector.as_ref().is_none_or(|s| s["app"] == app)
