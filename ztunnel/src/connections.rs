@@ -122,3 +122,92 @@ impl ConnectionTable {
         revoked
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use discovery::{LocalSource, LocalSourceConfig};
+
+    fn snapshot(policy: &str) -> Arc<Snapshot> {
+        let yaml = format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: cart-0, namespace: shop, labels: {{app: cart}}}}
+spec: {{nodeName: node-b, serviceAccountName: cart, containers: [{{name: c}}]}}
+status: {{podIP: 10.1.2.2}}
+{policy}"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        LocalSource::load(LocalSourceConfig::new([file]))
+            .unwrap()
+            .current()
+    }
+
+    const DENY_PORT_9090: &str = r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin-port, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: DENY
+  rules: [{to: [{operation: {ports: ["9090"]}}]}]
+"#;
+
+    fn to(workload: &str, port: u16) -> Authorised {
+        Authorised {
+            dst_namespace: "shop".into(),
+            dst_workload: workload.into(),
+            src_ip: "10.1.1.2".parse().unwrap(),
+            src_identity: Some(SpiffeId::new("cluster.local", "shop", "frontend").unwrap()),
+            dst_port: port,
+        }
+    }
+
+    #[test]
+    fn a_policy_change_revokes_exactly_the_connections_it_denies() {
+        let table = ConnectionTable::default();
+        let pod = CancellationToken::new();
+        let app = table.register(to("cart-0", 8080), &pod);
+        let admin = table.register(to("cart-0", 9090), &pod);
+        let gone = table.register(to("cart-9", 9090), &pod);
+        assert_eq!(table.len(), 3);
+        assert_eq!(
+            table.revalidate(&snapshot("")),
+            0,
+            "no policy, nothing revoked"
+        );
+
+        assert_eq!(table.revalidate(&snapshot(DENY_PORT_9090)), 1);
+        assert!(!app.cancelled.is_cancelled());
+        assert!(admin.cancelled.is_cancelled());
+        assert_eq!(
+            admin.revocation().as_deref(),
+            Some("connection revoked: policy change, now denied by AuthorizationPolicy shop/no-admin-port")
+        );
+        // A pod gone from the cluster view is closed by its unenrollment, not by policy.
+        assert!(!gone.cancelled.is_cancelled());
+        drop((app, admin, gone));
+        assert!(
+            table.is_empty(),
+            "registrations leave the table when dropped"
+        );
+    }
+
+    #[test]
+    fn unenrolling_the_pod_ends_its_connections() {
+        let table = ConnectionTable::default();
+        let pod = CancellationToken::new();
+        let live = table.register(to("cart-0", 8080), &pod);
+        pod.cancel();
+        assert!(live.cancelled.is_cancelled());
+        assert_eq!(live.revocation(), None, "not a policy revocation");
+    }
+}

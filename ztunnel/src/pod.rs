@@ -22,6 +22,51 @@ use crate::proxy::ProxyContext;
 /// server may lag the kubelet by a moment).
 const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a pod could not be enrolled: the CNI plugin fails the ADD with this text, and the
+/// kubelet retries.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("pod {pod} is not in ztunnel's view of the cluster (uid {uid}); check that its manifest is in --manifests and has spec.nodeName={node}")]
+    NotInView {
+        pod: String,
+        uid: String,
+        node: String,
+    },
+    #[error("pod {pod} has no valid identity in trust domain {trust_domain}")]
+    NoIdentity { pod: String, trust_domain: String },
+    #[error("pod {pod}: {source}")]
+    Certificate {
+        pod: String,
+        source: certs::manager::ManagerError,
+    },
+    #[error("cannot start the proxy inside pod {pod}: {problem}")]
+    Start { pod: String, problem: StartError },
+}
+
+/// What failed while the pod's listeners were set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on port {port} in the pod's network namespace: {source}")]
+    Listen {
+        port: u16,
+        source: capture::socket::SocketError,
+    },
+    #[error("cannot register the listener on port {port} with the runtime: {source}")]
+    Register { port: u16, source: std::io::Error },
+    #[error("cannot build the pod's TLS configuration: {0}")]
+    Tls(#[from] certs::tls::TlsConfigError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+}
+
+/// Whether `workload` (from the cluster view) is the pod the CNI plugin named. A manifest
+/// without metadata.uid gets `<ns>/<name>` from discovery, and a CNI call may carry no uid;
+/// otherwise the uids must match, or this is an older incarnation of a pod with the same name.
+fn is_same_pod(workload: &discovery::Workload, pod: &PodRef) -> bool {
+    let uid_unknown = workload.uid == format!("{}/{}", pod.namespace, pod.name);
+    workload.uid == pod.uid || pod.uid.is_empty() || uid_unknown
+}
+
 /// Handles an ADD from the CNI plugin. Replies `Enrolled` only when the pod is fully captured
 /// and served; on any failure it replies with an error so that the plugin fails the ADD and the
 /// kubelet retries (fail closed: a pod never runs ambient without its listeners).
@@ -32,10 +77,18 @@ pub async fn enroll(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
 
 /// [`enroll`] for a caller that holds the pod's lock already.
 pub(crate) async fn enroll_locked(agent: &Arc<Agent>, pod: PodRef, netns: NetNs) -> Reply {
+    match try_enroll(agent, &pod, netns).await {
+        Ok(reply) => reply,
+        Err(error) => Reply::Error(error.to_string()),
+    }
+}
+
+async fn try_enroll(agent: &Arc<Agent>, pod: &PodRef, netns: NetNs) -> Result<Reply, EnrollError> {
+    let name = format!("{}/{}", pod.namespace, pod.name);
     if let Some(existing) = agent.pods().get(&pod.uid).cloned() {
         if existing.netns.inode() == netns.inode() {
             // The kubelet retried an ADD we already completed.
-            return enrolled_reply(agent);
+            return Ok(enrolled_reply(agent));
         }
         unenroll(
             agent,
@@ -43,37 +96,35 @@ pub(crate) async fn enroll_locked(agent: &Arc<Agent>, pod: PodRef, netns: NetNs)
             "the pod was enrolled again with a new network namespace",
         );
     }
-    let workload = match wait_for_workload(agent, &pod).await {
-        Some(workload) => workload,
-        None => {
-            return Reply::Error(format!(
-                "pod {}/{} is not in ztunnel's view of the cluster (uid {}); check that its manifest is in --manifests and has spec.nodeName={}",
-                pod.namespace, pod.name, pod.uid, agent.config.node
-            ))
-        }
+    let Some(workload) = wait_for_workload(agent, pod).await else {
+        return Err(EnrollError::NotInView {
+            pod: name,
+            uid: pod.uid.clone(),
+            node: agent.config.node.clone(),
+        });
     };
     if !workload.ambient {
-        tracing::info!(pod = %format_args!("{}/{}", pod.namespace, pod.name), "pod is not ambient; not enrolled");
-        return Reply::NotAmbient;
+        tracing::info!(pod = %name, "pod is not ambient; not enrolled");
+        return Ok(Reply::NotAmbient);
     }
     let Some(identity) = agent.identity_of(&workload) else {
-        return Reply::Error(format!(
-            "pod {}/{} has no valid identity in trust domain {}",
-            pod.namespace, pod.name, agent.config.trust_domain
-        ));
+        return Err(EnrollError::NoIdentity {
+            pod: name,
+            trust_domain: agent.config.trust_domain.clone(),
+        });
     };
     agent.certificates.track(&identity);
     let certificate = match agent.certificates.certificate(&identity).await {
         Ok(certificate) => certificate,
-        Err(error) => {
+        Err(source) => {
             agent.certificates.untrack(&identity);
-            return Reply::Error(format!("pod {}/{}: {error}", pod.namespace, pod.name));
+            return Err(EnrollError::Certificate { pod: name, source });
         }
     };
-    match start(agent, &pod, identity.clone(), certificate, netns) {
+    match start(agent, pod, identity.clone(), certificate, netns) {
         Ok(enrolled) => {
             tracing::info!(
-                pod = %format_args!("{}/{}", pod.namespace, pod.name),
+                pod = %name,
                 uid = %pod.uid,
                 identity = %identity,
                 netns = enrolled.netns.inode(),
@@ -82,14 +133,11 @@ pub(crate) async fn enroll_locked(agent: &Arc<Agent>, pod: PodRef, netns: NetNs)
             crate::pod_state::record(&agent.state_dir(), &pod.uid, enrolled.netns.inode());
             agent.pods().insert(pod.uid.clone(), enrolled);
             agent.metrics.enrolled_pods.set(agent.pods().len() as i64);
-            enrolled_reply(agent)
+            Ok(enrolled_reply(agent))
         }
-        Err(error) => {
+        Err(problem) => {
             agent.certificates.untrack(&identity);
-            Reply::Error(format!(
-                "cannot start the proxy inside pod {}/{}: {error}",
-                pod.namespace, pod.name
-            ))
+            Err(EnrollError::Start { pod: name, problem })
         }
     }
 }
@@ -106,10 +154,7 @@ async fn wait_for_workload(agent: &Agent, pod: &PodRef) -> Option<Arc<discovery:
     let mut snapshots = agent.source.subscribe();
     loop {
         if let Some(workload) = agent.snapshot().workload(&pod.namespace, &pod.name) {
-            // A manifest without metadata.uid gets "<ns>/<name>" from discovery; otherwise the
-            // uid must match, or this is an older incarnation of a pod with the same name.
-            let uid_unknown = workload.uid == format!("{}/{}", pod.namespace, pod.name);
-            if workload.uid == pod.uid || pod.uid.is_empty() || uid_unknown {
+            if is_same_pod(workload, pod) {
                 return Some(workload.clone());
             }
         }
@@ -122,11 +167,11 @@ async fn wait_for_workload(agent: &Agent, pod: &PodRef) -> Option<Arc<discovery:
     }
 }
 
-fn listen(netns: &NetNs, port: u16) -> Result<TcpListener, String> {
+fn listen(netns: &NetNs, port: u16) -> Result<TcpListener, StartError> {
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let listener = listen_in(netns, &ListenOptions::new(address).reuse_port(true))
-        .map_err(|e| e.to_string())?;
-    TcpListener::from_std(listener).map_err(|e| format!("cannot register listener on {port}: {e}"))
+        .map_err(|source| StartError::Listen { port, source })?;
+    TcpListener::from_std(listener).map_err(|source| StartError::Register { port, source })
 }
 
 fn start(
@@ -135,13 +180,12 @@ fn start(
     identity: SpiffeId,
     certificate: CurrentCertificate,
     netns: NetNs,
-) -> Result<Arc<EnrolledPod>, String> {
+) -> Result<Arc<EnrolledPod>, StartError> {
     let netns = Arc::new(netns);
     let outbound = listen(&netns, ports::OUTBOUND)?;
     let inbound_plaintext = listen(&netns, ports::INBOUND_PLAINTEXT)?;
     let inbound_hbone = listen(&netns, ports::HBONE)?;
-    let tls =
-        certs::tls::server_config(certificate.clone(), &agent.bundle).map_err(|e| e.to_string())?;
+    let tls = certs::tls::server_config(certificate.clone(), &agent.bundle)?;
 
     let sockets: Arc<dyn SocketFactory> = Arc::new(InPodSockets(netns.clone()));
     let pool_sockets = sockets.clone();
@@ -165,7 +209,7 @@ fn start(
     });
     if agent.capture_dns() {
         // Before anything is spawned: a failure here leaves nothing running.
-        crate::dns::start(&agent.dns, &enrolled).map_err(|e| e.to_string())?;
+        crate::dns::start(&agent.dns, &enrolled)?;
     }
 
     let server = hbone::Server::forwarding(
@@ -247,5 +291,88 @@ pub fn unenroll(agent: &Agent, uid: &str, why: &str) -> bool {
             true
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(uid: &str) -> discovery::Workload {
+        discovery::Workload {
+            uid: uid.into(),
+            name: "cart-0".into(),
+            namespace: "shop".into(),
+            node: "node-a".into(),
+            service_account: "cart".into(),
+            ips: vec![],
+            labels: Default::default(),
+            host_network: false,
+            ready: true,
+            named_ports: vec![],
+            probe_ports: vec![],
+            use_waypoint: None,
+            ambient: true,
+        }
+    }
+
+    fn cni(uid: &str) -> PodRef {
+        PodRef {
+            uid: uid.into(),
+            name: "cart-0".into(),
+            namespace: "shop".into(),
+        }
+    }
+
+    #[test]
+    fn the_cni_call_and_the_cluster_view_must_name_the_same_incarnation() {
+        let cases = [
+            ("uids match", workload("u-1"), cni("u-1"), true),
+            (
+                "an older pod of the same name",
+                workload("u-1"),
+                cni("u-2"),
+                false,
+            ),
+            (
+                "the CNI call carries no uid",
+                workload("u-1"),
+                cni(""),
+                true,
+            ),
+            (
+                "a manifest without metadata.uid",
+                workload("shop/cart-0"),
+                cni("u-2"),
+                true,
+            ),
+        ];
+        for (case, workload, pod, expected) in cases {
+            assert_eq!(is_same_pod(&workload, &pod), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn enrollment_errors_tell_the_operator_what_to_check() {
+        let error = EnrollError::NotInView {
+            pod: "shop/cart-0".into(),
+            uid: "u-1".into(),
+            node: "node-a".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "pod shop/cart-0 is not in ztunnel's view of the cluster (uid u-1); check that its manifest is in --manifests and has spec.nodeName=node-a"
+        );
+        let error = EnrollError::Start {
+            pod: "shop/cart-0".into(),
+            problem: StartError::Register {
+                port: 15001,
+                source: std::io::Error::other("no reactor"),
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "cannot start the proxy inside pod shop/cart-0: cannot register the listener on port 15001 with the runtime: no reactor"
+        );
     }
 }
