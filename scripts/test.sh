@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: set-up, formatting, lints, then every test.
+# The whole test suite, as CI runs it: set-up, formatting, lints, every test, then every fuzz
+# target briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -7,3 +8,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast
+# Every fuzz target for 20 s (AMBIT_FUZZ_SECONDS), from its committed corpus; ~3.5 min with a
+# built fuzz/target, plus the fuzz crate's own build the first time.
+./scripts/fuzz-smoke.sh
