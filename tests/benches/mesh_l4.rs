@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ambit_tests::{Labels, Mesh, Pod, PodSpec, Process, TestApp, NEEDS_ROOT};
+use ambit_tests::{Labels, Mesh, MeshUnderTest, Pod, PodSpec, Process, TestApp, NEEDS_ROOT};
 
 const PORT: u16 = 8080;
 const ROUNDS: usize = 3;

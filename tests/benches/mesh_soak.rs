@@ -41,7 +41,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ambit_tests::{Mesh, Pod, PodSpec, Process, ProcessSpec, TestApp, NEEDS_ROOT};
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec, Process, ProcessSpec, TestApp, NEEDS_ROOT};
 use checks::{Check, ConnRecord};
 use usage::{RoundSamples, Samples, Usage};
 

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use ambit_tests::kube_mesh::KubeMesh;
-//! use ambit_tests::PodSpec;
+//! use ambit_tests::{MeshUnderTest, PodSpec};
 //! # fn main() -> ambit_tests::Result<()> {
 //! let mut mesh = KubeMesh::start(2)?;
 //! mesh.kubectl(&["create", "namespace", "shop"])?;
@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
 use crate::kube::{KubeApiServer, ISSUER};
-use crate::mesh::{mesh_binaries, AccessLine, MeshBinaries, CA_PORT};
+use crate::mesh::{mesh_binaries, MeshBinaries, CA_PORT};
+use crate::mesh_under_test::MeshUnderTest;
 use crate::pod::{Pod, PodSpec};
 use crate::process::{Process, ProcessSpec};
 
@@ -48,7 +49,6 @@ pub const ROOT_CONFIGMAP: &str = "ambit-system/ambit-ca-root-cert";
 /// The audience the CA reviews node agents' tokens for (as in the DaemonSet's projected token).
 pub const CA_AUDIENCE: &str = "ambit-ca";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-const WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The repository's `manifests/` (the kustomize base users apply).
 pub fn manifests_root() -> PathBuf {
@@ -153,51 +153,6 @@ impl KubeMesh {
         &self.ca_root
     }
 
-    /// Starts node `index`'s ztunnel as the DaemonSet would: a stand-in ztunnel Pod object on
-    /// that node provides the identity, a token of the `ztunnel` ServiceAccount reads the API,
-    /// and a projected-style token (audience `ambit-ca`, bound to that pod) proves the node to
-    /// the CA. Waits until it accepts pods.
-    pub fn spawn_ztunnel(&self, index: usize) -> Result<Process> {
-        let node = self.cluster.node(index);
-        let pod_name = format!("ztunnel-{}", node.name());
-        let uid = self.ztunnel_pod(&pod_name, node.name())?;
-        let bound = Some((pod_name.as_str(), uid.as_str()));
-        let api_token =
-            self.api
-                .service_account_token(SYSTEM_NAMESPACE, "ztunnel", &[ISSUER], bound)?;
-        let ca_token =
-            self.api
-                .service_account_token(SYSTEM_NAMESPACE, "ztunnel", &[CA_AUDIENCE], bound)?;
-        let kubeconfig = node.dir().join("ztunnel.kubeconfig");
-        write_kubeconfig(&kubeconfig, self.relay.address(), &self.api, &api_token)?;
-        let token_file = node.dir().join("ca-token");
-        write(&token_file, &ca_token)?;
-        let mut process = node.spawn(
-            without_proxy(ProcessSpec::new(&self.binaries.ztunnel))
-                .name(format!("ztunnel-{index}"))
-                .env("NO_COLOR", "1")
-                .env("RUST_LOG", "info,hbone=debug")
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(["--node", node.name()])
-                .args(["--ca-address", &self.ca_address().to_string()])
-                .arg("--ca-root")
-                .arg(&self.ca_root)
-                .arg("--ca-token-file")
-                .arg(&token_file)
-                .arg("--enroll-socket")
-                .arg(node.dir().join("enroll.sock"))
-                // Never the machine's resolvers (nothing answers there in this mesh).
-                .args([
-                    "--dns-upstream",
-                    &format!("{}:53", self.cluster.control_plane_ip()),
-                ])
-                .args(["--drain-timeout", "5s"]),
-        )?;
-        process.wait_for_log("ztunnel ready for pods", START_TIMEOUT)?;
-        Ok(process)
-    }
-
     /// The stand-in for the DaemonSet's pod on `node` (the test API server runs no
     /// controllers): only what the CA checks matters — namespace, ServiceAccount, label
     /// `app=ztunnel`, node, uid. Created once; returns its uid.
@@ -236,58 +191,6 @@ impl KubeMesh {
     /// `ambit-ca`'s address on the fabric.
     pub fn ca_address(&self) -> SocketAddr {
         SocketAddr::from((self.cluster.control_plane_ip(), CA_PORT))
-    }
-
-    /// Plays kubelet for a new pod: creates the Pod object (scheduled to `spec.node`, Pending),
-    /// runs the node's CNI chain with the object's uid, then reports the pod Running and Ready
-    /// with its IP in `status`. Returns once every ztunnel knows the IP.
-    pub fn add_pod(&mut self, spec: PodSpec) -> Result<Pod> {
-        let node = self.cluster.node(spec.node).name().to_string();
-        let ports: Vec<Value> = spec
-            .ports
-            .iter()
-            .map(|p| json!({"containerPort": p.port}))
-            .collect();
-        let object = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": spec.labels},
-            "spec": {
-                "nodeName": node,
-                "serviceAccountName": spec.service_account,
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "app", "image": "ambit-testapp:test", "ports": ports}],
-            },
-        });
-        let uid = self.create(&object)?;
-        let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
-        let pod = match self.cluster.add_pod(spec.uid(&uid)) {
-            Ok(pod) => pod,
-            Err(error) => {
-                // Leave no object claiming a sandbox that does not exist.
-                let _ = self.force_delete(&namespace, &name);
-                return Err(error);
-            }
-        };
-        self.report_running(&pod)?;
-        let ip = json!(pod.ip().to_string());
-        for index in 0..self.ztunnels.len() {
-            let what = format!("{} knows {ip}", self.cluster.node(index).name());
-            self.wait_for_dump(index, &what, |dump| {
-                workloads(dump).any(|w| w["ips"].as_array().is_some_and(|ips| ips.contains(&ip)))
-            })?;
-        }
-        Ok(pod)
-    }
-
-    /// Plays kubelet for a deleted pod: a graceful `kubectl delete` (the object stays, marked
-    /// for deletion), then CNI DEL and the sandbox removed, then the final deletion kubelet
-    /// makes once the containers are gone.
-    pub fn delete_pod(&mut self, pod: &Pod) -> Result<()> {
-        let namespace = format!("--namespace={}", pod.namespace());
-        self.kubectl(&["delete", "pod", pod.name(), &namespace, "--wait=false"])?;
-        self.cluster.remove_pod(pod)?;
-        self.force_delete(pod.namespace(), pod.name()).map(|_| ())
     }
 
     /// `PUT …/pods/NAME/status`: kubectl 1.20 cannot patch a subresource, but it can replace
@@ -358,56 +261,109 @@ impl KubeMesh {
     }
 }
 
-/// What the ztunnels report, as in [`crate::Mesh`].
-impl KubeMesh {
-    /// `/config_dump` of node `node`'s ztunnel (its admin port is on the node's loopback).
-    pub fn config_dump(&self, node: usize) -> Result<Value> {
-        crate::mesh::node_config_dump(&self.cluster, node)
+/// Kubelet and DaemonSet played against the API server; the rest is [`MeshUnderTest`]'s.
+impl MeshUnderTest for KubeMesh {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
-    /// Polls node `node`'s `/config_dump` until `ready` holds for it.
-    pub fn wait_for_dump(
-        &self,
-        node: usize,
-        what: &str,
-        ready: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        crate::mesh::wait_for_node_dump(&self.cluster, node, what, WAIT_TIMEOUT, ready)
+    fn ztunnels(&self) -> &[Process] {
+        &self.ztunnels
     }
 
-    /// Names of the pods node `node`'s ztunnel proxies right now.
-    pub fn enrolled(&self, node: usize) -> Result<Vec<String>> {
-        Ok(enrolled_names(&self.config_dump(node)?))
+    fn ztunnels_mut(&mut self) -> &mut [Process] {
+        &mut self.ztunnels
     }
 
-    /// Waits until node `node`'s ztunnel logged an access line matching `matches`.
-    pub fn wait_for_access(
-        &mut self,
-        node: usize,
-        matches: impl Fn(&AccessLine) -> bool,
-    ) -> Result<AccessLine> {
-        let line = self.ztunnels[node].wait_for_line("access log line", WAIT_TIMEOUT, |line| {
-            line.contains("connection complete") && matches(&AccessLine::parse(line))
-        })?;
-        Ok(AccessLine::parse(&line))
+    /// Starts node `index`'s ztunnel as the DaemonSet would: a stand-in ztunnel Pod object on
+    /// that node provides the identity, a token of the `ztunnel` ServiceAccount reads the API,
+    /// and a projected-style token (audience `ambit-ca`, bound to that pod) proves the node to
+    /// the CA. Waits until it accepts pods.
+    fn spawn_ztunnel(&self, index: usize) -> Result<Process> {
+        let node = self.cluster.node(index);
+        let pod_name = format!("ztunnel-{}", node.name());
+        let uid = self.ztunnel_pod(&pod_name, node.name())?;
+        let bound = Some((pod_name.as_str(), uid.as_str()));
+        let api_token =
+            self.api
+                .service_account_token(SYSTEM_NAMESPACE, "ztunnel", &[ISSUER], bound)?;
+        let ca_token =
+            self.api
+                .service_account_token(SYSTEM_NAMESPACE, "ztunnel", &[CA_AUDIENCE], bound)?;
+        let kubeconfig = node.dir().join("ztunnel.kubeconfig");
+        write_kubeconfig(&kubeconfig, self.relay.address(), &self.api, &api_token)?;
+        let token_file = node.dir().join("ca-token");
+        write(&token_file, &ca_token)?;
+        let mut process = node.spawn(
+            without_proxy(ProcessSpec::new(&self.binaries.ztunnel))
+                .name(format!("ztunnel-{index}"))
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info,hbone=debug")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--node", node.name()])
+                .args(["--ca-address", &self.ca_address().to_string()])
+                .arg("--ca-root")
+                .arg(&self.ca_root)
+                .arg("--ca-token-file")
+                .arg(&token_file)
+                .arg("--enroll-socket")
+                .arg(node.dir().join("enroll.sock"))
+                // Never the machine's resolvers (nothing answers there in this mesh).
+                .args([
+                    "--dns-upstream",
+                    &format!("{}:53", self.cluster.control_plane_ip()),
+                ])
+                .args(["--drain-timeout", "5s"]),
+        )?;
+        process.wait_for_log("ztunnel ready for pods", START_TIMEOUT)?;
+        Ok(process)
     }
-}
 
-/// `enrolledPods[].name` of a config_dump.
-pub fn enrolled_names(dump: &Value) -> Vec<String> {
-    let mut names: Vec<String> = dump["enrolledPods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|pod| pod["name"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
+    /// Plays kubelet for a new pod: creates the Pod object (scheduled to `spec.node`, Pending),
+    /// runs the node's CNI chain with the object's uid, then reports the pod Running and Ready
+    /// with its IP in `status`.
+    fn start_pod(&mut self, spec: PodSpec) -> Result<Pod> {
+        let node = self.cluster.node(spec.node).name().to_string();
+        let ports: Vec<Value> = spec
+            .ports
+            .iter()
+            .map(|p| json!({"containerPort": p.port}))
+            .collect();
+        let object = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": spec.labels},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": spec.service_account,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "app", "image": "ambit-testapp:test", "ports": ports}],
+            },
+        });
+        let uid = self.create(&object)?;
+        let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
+        let pod = match self.cluster.add_pod(spec.uid(&uid)) {
+            Ok(pod) => pod,
+            Err(error) => {
+                // Leave no object claiming a sandbox that does not exist.
+                let _ = self.force_delete(&namespace, &name);
+                return Err(error);
+            }
+        };
+        self.report_running(&pod)?;
+        Ok(pod)
+    }
 
-/// `workloads[]` of a config_dump.
-pub fn workloads(dump: &Value) -> impl Iterator<Item = &Value> {
-    dump["workloads"].as_array().into_iter().flatten()
+    /// Plays kubelet for a deleted pod: a graceful `kubectl delete` (the object stays, marked
+    /// for deletion), then CNI DEL and the sandbox removed, then the final deletion kubelet
+    /// makes once the containers are gone.
+    fn delete_pod(&mut self, pod: &Pod) -> Result<()> {
+        let namespace = format!("--namespace={}", pod.namespace());
+        self.kubectl(&["delete", "pod", pod.name(), &namespace, "--wait=false"])?;
+        self.cluster.remove_pod(pod)?;
+        self.force_delete(pod.namespace(), pod.name()).map(|_| ())
+    }
 }
 
 /// `ambit-ca serve` in Kubernetes mode on the fabric, as the `ambit-ca` ServiceAccount, with

@@ -16,6 +16,7 @@
 //! See `tests/README.md` for the topology and the rest of the API.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod capture;
 pub mod cluster;
 pub mod cmd;
@@ -28,19 +29,23 @@ pub mod kube_mesh;
 pub mod lease;
 pub mod manifests;
 pub mod mesh;
+pub mod mesh_under_test;
 pub mod netns;
+pub mod node_admin;
 pub mod pod;
 pub mod process;
 pub mod scenario;
 pub mod sweep;
 pub mod testapp;
 
+pub use access_log::AccessLine;
 pub use capture::{Capture, Packets};
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use dns::DnsAnswer;
 pub use error::{HarnessError, Result, NEEDS_ROOT};
 pub use manifests::Labels;
-pub use mesh::{mesh_binaries, AccessLine, Mesh, MeshBinaries, MeshOptions};
+pub use mesh::{mesh_binaries, Mesh, MeshBinaries, MeshOptions};
+pub use mesh_under_test::MeshUnderTest;
 pub use netns::Netns;
 pub use pod::{Pod, PodSpec, ServiceSpec};
 pub use process::{Process, ProcessSpec};

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
+use crate::mesh_under_test::MeshUnderTest;
+use crate::pod::{Pod, PodSpec};
 use crate::process::{Process, ProcessSpec};
 
 /// The CA's API port (as istiod's).
@@ -162,7 +164,7 @@ fn cargo_build_mesh() -> Result<PathBuf> {
 #[derive(Debug, Clone, Default)]
 pub struct MeshOptions {
     /// Extra arguments for every ztunnel, after the harness's own (e.g. `--cert-ttl 60s`). They
-    /// stay in force when a test restarts a ztunnel with [`Mesh::spawn_ztunnel`].
+    /// stay in force when a test restarts a ztunnel ([`MeshUnderTest::replace_ztunnel`]).
     pub ztunnel_args: Vec<String>,
 }
 
@@ -242,12 +244,7 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// Starts (or restarts) the ztunnel of node `index` and waits until it accepts pods.
-    pub fn spawn_ztunnel(&self, index: usize) -> Result<Process> {
-        self.spawn_ztunnel_with(index, &[])
-    }
-
-    /// Like [`Mesh::spawn_ztunnel`], adding `extra_args` after the mesh's own ztunnel flags
+    /// Like [`MeshUnderTest::spawn_ztunnel`], adding `extra_args` after the mesh's own ztunnel flags
     /// (those of [`MeshOptions::ztunnel_args`] included).
     pub fn spawn_ztunnel_with(&self, index: usize, extra_args: &[&str]) -> Result<Process> {
         let node = self.cluster.node(index);
@@ -284,33 +281,6 @@ impl Mesh {
         )?;
         process.wait_for_log("ztunnel ready for pods", START_TIMEOUT)?;
         Ok(process)
-    }
-
-    pub fn ztunnel(&mut self, node: usize) -> &mut Process {
-        &mut self.ztunnels[node]
-    }
-
-    /// The `connection complete` lines a node's ztunnel has logged so far.
-    pub fn access_log(&self, node: usize) -> Result<Vec<AccessLine>> {
-        Ok(self.ztunnels[node]
-            .log()?
-            .lines()
-            .filter(|line| line.contains("access:") && line.contains("connection complete"))
-            .map(AccessLine::parse)
-            .collect())
-    }
-
-    /// Waits until node `node`'s ztunnel logged an access line matching `matches`.
-    pub fn wait_for_access(
-        &mut self,
-        node: usize,
-        timeout: Duration,
-        matches: impl Fn(&AccessLine) -> bool,
-    ) -> Result<AccessLine> {
-        let line = self.ztunnels[node].wait_for_line("access log line", timeout, |line| {
-            line.contains("connection complete") && matches(&AccessLine::parse(line))
-        })?;
-        Ok(AccessLine::parse(&line))
     }
 
     /// The CA directory (`ca.crt` is the mesh root).
@@ -362,97 +332,33 @@ fn run_checked(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// One access-log line, split into its `key=value` fields (quotes removed).
-#[derive(Debug, Clone, Default)]
-pub struct AccessLine {
-    pub raw: String,
-    fields: Vec<(String, String)>,
-}
-
-impl AccessLine {
-    pub fn parse(line: &str) -> AccessLine {
-        let mut fields = Vec::new();
-        let mut rest = line;
-        while let Some(eq) = rest.find('=') {
-            let key_start = rest[..eq].rfind(' ').map_or(0, |i| i + 1);
-            let key = rest[key_start..eq].to_string();
-            let after = &rest[eq + 1..];
-            let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-                let end = quoted.find('"').unwrap_or(quoted.len());
-                (
-                    quoted[..end].to_string(),
-                    quoted.get(end + 1..).unwrap_or(""),
-                )
-            } else {
-                let end = after.find(' ').unwrap_or(after.len());
-                (after[..end].to_string(), &after[end..])
-            };
-            fields.push((key, value));
-            rest = remaining;
-        }
-        AccessLine {
-            raw: line.to_string(),
-            fields,
-        }
+impl MeshUnderTest for Mesh {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+    fn ztunnels(&self) -> &[Process] {
+        &self.ztunnels
     }
 
-    pub fn bytes(&self, key: &str) -> u64 {
-        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-}
-
-impl Mesh {
-    /// `/config_dump` of node `node`'s ztunnel (its admin port is on the node's loopback).
-    pub fn config_dump(&self, node: usize) -> Result<serde_json::Value> {
-        node_config_dump(&self.cluster, node)
+    fn ztunnels_mut(&mut self) -> &mut [Process] {
+        &mut self.ztunnels
     }
 
-    /// Adds a pod like [`Cluster::add_pod`], then waits until every ztunnel knows its IP, so
-    /// that traffic sent right after is resolved to it (in a real cluster the API server's
-    /// watch has the same lag).
-    pub fn add_pod(&mut self, spec: crate::pod::PodSpec) -> Result<crate::pod::Pod> {
-        let pod = self.cluster.add_pod(spec)?;
-        let ip = pod.ip().to_string();
-        for node in 0..self.ztunnels.len() {
-            self.wait_for_dump(
-                node,
-                &format!("{} knows {ip}", self.cluster.node(node).name()),
-                |dump| {
-                    dump["workloads"].as_array().is_some_and(|workloads| {
-                        workloads.iter().any(|w| {
-                            w["ips"]
-                                .as_array()
-                                .is_some_and(|ips| ips.iter().any(|i| i == &serde_json::json!(ip)))
-                        })
-                    })
-                },
-            )?;
-        }
-        Ok(pod)
+    /// Starts (or restarts) the ztunnel of node `node` with the mesh's flags (those of
+    /// [`MeshOptions::ztunnel_args`] included) and waits until it accepts pods.
+    fn spawn_ztunnel(&self, node: usize) -> Result<Process> {
+        self.spawn_ztunnel_with(node, &[])
     }
 
-    /// Polls node `node`'s `/config_dump` until `ready` holds for it.
-    pub fn wait_for_dump(
-        &self,
-        node: usize,
-        what: &str,
-        ready: impl Fn(&serde_json::Value) -> bool,
-    ) -> Result<serde_json::Value> {
-        wait_for_node_dump(&self.cluster, node, what, START_TIMEOUT, ready)
+    /// [`Cluster::add_pod`]: the sandbox, the CNI chain, and the pod in the manifests.
+    fn start_pod(&mut self, spec: PodSpec) -> Result<Pod> {
+        self.cluster.add_pod(spec)
     }
-}
 
-impl Mesh {
-    /// GETs `path` from a ztunnel HTTP port on node `node`'s loopback; returns the body.
-    pub fn http_get_on_node(&self, node: usize, port: u16, path: &str) -> Result<String> {
-        node_http_get(&self.cluster, node, port, path)
+    /// [`Cluster::remove_pod`]: CNI DEL, the sandbox and the pod's manifest gone.
+    fn delete_pod(&mut self, pod: &Pod) -> Result<()> {
+        self.cluster.remove_pod(pod)
     }
 }
 
@@ -471,47 +377,6 @@ impl Mesh {
             self.dns_upstream(),
             answers,
         )
-    }
-}
-
-/// GETs `path` from port `port` on node `node`'s loopback (ztunnel's admin, metrics and
-/// readiness ports) and returns the body.
-pub fn node_http_get(cluster: &Cluster, node: usize, port: u16, path: &str) -> Result<String> {
-    let app = crate::testapp::TestApp::locate()?;
-    let address = format!("127.0.0.1:{port}");
-    cluster.node(node).exec(
-        app.path(),
-        ["http-get", "--connect", &address, "--path", path, "--body"],
-    )
-}
-
-/// `/config_dump` of node `node`'s ztunnel, parsed.
-pub fn node_config_dump(cluster: &Cluster, node: usize) -> Result<serde_json::Value> {
-    let body = node_http_get(cluster, node, 15000, "/config_dump")?;
-    serde_json::from_str(&body)
-        .map_err(|e| HarnessError::Invalid(format!("config_dump is not JSON ({e}): {body}")))
-}
-
-/// Polls node `node`'s `/config_dump` until `ready` holds for it, up to `timeout`.
-pub fn wait_for_node_dump(
-    cluster: &Cluster,
-    node: usize,
-    what: &str,
-    timeout: Duration,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> Result<serde_json::Value> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let dump = node_config_dump(cluster, node)?;
-        if ready(&dump) {
-            return Ok(dump);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(HarnessError::Invalid(format!(
-                "timed out after {timeout:?} waiting until {what}; last config_dump: {dump}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -1,5 +1,6 @@
 //! Building blocks the end-to-end scenarios share: labels, the test app, connections opened from
-//! inside a pod, and the usual two-node "shop" (a client on one node, an echo server on the other).
+//! inside a pod, a marker sent under a capture (on either harness, see [`MeshUnderTest`]), and
+//! the usual two-node "shop" (a client on one node, an echo server on the other).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use crate::error::{HarnessError, Result};
 use crate::manifests::Labels;
 use crate::mesh::{Mesh, MeshOptions};
+use crate::mesh_under_test::MeshUnderTest;
 use crate::pod::{Pod, PodSpec};
 use crate::process::Process;
 use crate::testapp::TestApp;
@@ -56,6 +58,37 @@ pub fn echo_once(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<
     let mut buf = vec![0u8; message.len()];
     stream.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// What crossed the node link while one marked echo ran ([`send_marker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerCrossing {
+    /// The marker was seen on the wire as sent: not tunnelled.
+    pub marker_in_clear: bool,
+    /// Something crossed on HBONE's port 15008.
+    pub saw_hbone: bool,
+}
+
+/// Sends `marker` (4 KiB echo) from `client` to `server` with a capture on the cluster's links
+/// and reports what crossed them; fails if the echo did not come back intact.
+pub fn send_marker(
+    mesh: &impl MeshUnderTest,
+    client: &Pod,
+    server: SocketAddr,
+    marker: &str,
+) -> Result<MarkerCrossing> {
+    let capture = mesh.cluster().capture("tcp")?;
+    let report = TestApp::locate()?.echo_client(client.netns(), server, 4096, Some(marker))?;
+    let packets = capture.stop()?;
+    if !report.intact() {
+        return Err(HarnessError::Invalid(format!(
+            "{marker}: echo damaged: {report:?}"
+        )));
+    }
+    Ok(MarkerCrossing {
+        marker_in_clear: packets.contains(marker.as_bytes()),
+        saw_hbone: packets.has_tcp_port(15008),
+    })
 }
 
 /// Two nodes; namespace `shop` ambient; `frontend-0` (SA frontend) on node 0 and `cart-0`

@@ -5,41 +5,18 @@
 //! server (`scripts/kube-build.sh`); fails, not skips, without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
-use ambit_tests::kube_mesh::{enrolled_names, workloads, KubeMesh};
-use ambit_tests::{Pod, PodSpec, TestApp};
+use ambit_tests::kube_mesh::KubeMesh;
+use ambit_tests::scenario::send_marker;
+use ambit_tests::{MeshUnderTest, PodSpec, TestApp};
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
+const WAIT: Duration = Duration::from_secs(20);
 
 fn app() -> TestApp {
     TestApp::at(env!("CARGO_BIN_EXE_ambit-testapp"))
-}
-
-/// What crossed the wire between the nodes while `client` sent a marker to `server`.
-struct Wire {
-    marker_in_clear: bool,
-    saw_hbone: bool,
-}
-
-fn send_marker(mesh: &KubeMesh, client: &Pod, server: SocketAddr, marker: &str) -> Wire {
-    let capture = mesh.cluster.capture("tcp").unwrap();
-    let report = app()
-        .echo_client(client.netns(), server, 4096, Some(marker))
-        .unwrap();
-    assert!(report.intact(), "{marker}: echo damaged: {report:?}");
-    let packets = capture.stop().unwrap();
-    Wire {
-        marker_in_clear: packets.contains(marker.as_bytes()),
-        saw_hbone: packets.has_tcp_port(15008),
-    }
-}
-
-fn wait_enrolled(mesh: &KubeMesh, node: usize, expected: &[&str]) {
-    let what = format!("node {node} proxies exactly {expected:?}");
-    mesh.wait_for_dump(node, &what, |dump| enrolled_names(dump) == expected)
-        .unwrap();
 }
 
 #[test]
@@ -65,7 +42,7 @@ fn label_a_namespace_and_its_running_pods_talk_mtls_until_unlabelled_or_deleted(
     let cart_addr = cart.addr(8080);
 
     // Before the label nothing is captured: the marker crosses the fabric as sent.
-    let wire = send_marker(&mesh, &frontend, cart_addr, "BEFORE-LABEL-MARKER");
+    let wire = send_marker(&mesh, &frontend, cart_addr, "BEFORE-LABEL-MARKER").unwrap();
     assert!(wire.marker_in_clear && !wire.saw_hbone);
 
     // The user labels the namespace; the pods already running join the mesh.
@@ -76,11 +53,11 @@ fn label_a_namespace_and_its_running_pods_talk_mtls_until_unlabelled_or_deleted(
         "istio.io/dataplane-mode=ambient",
     ])
     .unwrap();
-    wait_enrolled(&mesh, 0, &["frontend-0"]);
-    wait_enrolled(&mesh, 1, &["cart-0"]);
+    mesh.wait_until_enrolled(0, &["frontend-0"]).unwrap();
+    mesh.wait_until_enrolled(1, &["cart-0"]).unwrap();
 
     // Cross-node traffic now travels in the HBONE tunnel, encrypted.
-    let wire = send_marker(&mesh, &frontend, cart_addr, "LABELLED-MARKER");
+    let wire = send_marker(&mesh, &frontend, cart_addr, "LABELLED-MARKER").unwrap();
     assert!(
         !wire.marker_in_clear,
         "mTLS: the marker must not be on the wire"
@@ -89,10 +66,10 @@ fn label_a_namespace_and_its_running_pods_talk_mtls_until_unlabelled_or_deleted(
 
     // Both node agents log the connection with both identities, as the CA issued them.
     let outbound = mesh
-        .wait_for_access(0, |l| l.get("direction") == Some("outbound"))
+        .wait_for_access(0, WAIT, |l| l.get("direction") == Some("outbound"))
         .unwrap();
     let inbound = mesh
-        .wait_for_access(1, |l| l.get("direction") == Some("inbound"))
+        .wait_for_access(1, WAIT, |l| l.get("direction") == Some("inbound"))
         .unwrap();
     for line in [&outbound, &inbound] {
         assert_eq!(line.get("src.identity"), Some(FRONTEND), "{}", line.raw);
@@ -102,10 +79,10 @@ fn label_a_namespace_and_its_running_pods_talk_mtls_until_unlabelled_or_deleted(
     // Unlabelled: the pods are released and talk directly again.
     mesh.kubectl(&["label", "namespace", "shop", "istio.io/dataplane-mode-"])
         .unwrap();
-    wait_enrolled(&mesh, 0, &[]);
-    wait_enrolled(&mesh, 1, &[]);
+    mesh.wait_until_enrolled(0, &[]).unwrap();
+    mesh.wait_until_enrolled(1, &[]).unwrap();
     // (Only the marker is checked: the closing of the old tunnel may still be on the wire.)
-    let wire = send_marker(&mesh, &frontend, cart_addr, "UNLABELLED-MARKER");
+    let wire = send_marker(&mesh, &frontend, cart_addr, "UNLABELLED-MARKER").unwrap();
     assert!(
         wire.marker_in_clear,
         "out of the mesh, traffic flows directly"
@@ -120,14 +97,14 @@ fn label_a_namespace_and_its_running_pods_talk_mtls_until_unlabelled_or_deleted(
         "istio.io/dataplane-mode=ambient",
     ])
     .unwrap();
-    wait_enrolled(&mesh, 1, &["cart-0"]);
+    mesh.wait_until_enrolled(1, &["cart-0"]).unwrap();
     mesh.delete_pod(&cart).unwrap();
-    wait_enrolled(&mesh, 1, &[]);
+    mesh.wait_until_enrolled(1, &[]).unwrap();
     for node in 0..2 {
         mesh.wait_for_dump(node, "cart-0 is gone from the cluster view", |dump| {
-            workloads(dump).all(|w| w["name"] != "cart-0")
+            dump.workload_named("cart-0").is_none()
         })
         .unwrap();
     }
-    wait_enrolled(&mesh, 0, &["frontend-0"]);
+    mesh.wait_until_enrolled(0, &["frontend-0"]).unwrap();
 }

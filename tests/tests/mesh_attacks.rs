@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ambit_tests::scenario::{connect_from, testapp as app, Shop};
-use ambit_tests::{Mesh, Pod, PodSpec};
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -258,9 +258,7 @@ fn a_forged_forwarded_header_does_not_change_who_the_peer_is() {
         )
         .unwrap();
     mesh.wait_for_dump(1, "the policy is loaded", |dump| {
-        dump["policies"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["name"] == "only-frontend-ip"))
+        dump.has_policy("only-frontend-ip")
     })
     .unwrap();
 

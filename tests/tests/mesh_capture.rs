@@ -4,33 +4,12 @@
 //! the kubelet's retry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_tests::scenario::{connect_from, dataplane, echo_once, testapp as app, Shop};
-use ambit_tests::{Mesh, Pod, PodSpec};
-use serde_json::Value;
-
-fn enrolled(dump: &Value) -> Vec<String> {
-    dump["enrolledPods"]
-        .as_array()
-        .map(|pods| {
-            pods.iter()
-                .map(|p| p["name"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Sends a marker from `client` to `server` and reports whether it crossed the wire in clear.
-fn marker_in_clear(mesh: &Mesh, client: &Pod, server: SocketAddr, marker: &str) -> bool {
-    let capture = mesh.cluster.capture("tcp").unwrap();
-    let report = app()
-        .echo_client(client.netns(), server, 4096, Some(marker))
-        .unwrap();
-    assert!(report.intact(), "{report:?}");
-    capture.stop().unwrap().contains(marker.as_bytes())
-}
+use ambit_tests::scenario::{
+    connect_from, dataplane, echo_once, send_marker, testapp as app, Shop,
+};
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec};
 
 #[test]
 fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_again() {
@@ -51,10 +30,8 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
         )
         .unwrap();
     let _echo = app().echo_server(server.netns(), 8080).unwrap();
-    assert!(
-        marker_in_clear(&mesh, &client, server.addr(8080), "BEFORE-LABEL-MARKER"),
-        "not in the mesh yet"
-    );
+    let before = send_marker(&mesh, &client, server.addr(8080), "BEFORE-LABEL-MARKER").unwrap();
+    assert!(before.marker_in_clear, "not in the mesh yet");
 
     for round in 1..=2 {
         mesh.cluster
@@ -62,13 +39,14 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
             .unwrap();
         for node in 0..2 {
             mesh.wait_for_dump(node, "the running pod is enrolled", |d| {
-                enrolled(d).len() == 1
+                d.enrolled_pods.len() == 1
             })
             .unwrap();
         }
         let marker = format!("LABELLED-ROUND-{round}");
+        let labelled = send_marker(&mesh, &client, server.addr(8080), &marker).unwrap();
         assert!(
-            !marker_in_clear(&mesh, &client, server.addr(8080), &marker),
+            !labelled.marker_in_clear,
             "round {round}: traffic must be encrypted once labelled"
         );
         mesh.wait_for_access(1, Duration::from_secs(10), |l| {
@@ -80,12 +58,12 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
             .set_namespace_labels("shop", dataplane(None))
             .unwrap();
         for node in 0..2 {
-            mesh.wait_for_dump(node, "the pod is released", |d| enrolled(d).is_empty())
-                .unwrap();
+            mesh.wait_until_enrolled(node, &[]).unwrap();
         }
         let marker = format!("UNLABELLED-ROUND-{round}");
+        let unlabelled = send_marker(&mesh, &client, server.addr(8080), &marker).unwrap();
         assert!(
-            marker_in_clear(&mesh, &client, server.addr(8080), &marker),
+            unlabelled.marker_in_clear,
             "round {round}: out of the mesh, traffic flows directly"
         );
     }
@@ -94,12 +72,12 @@ fn labelling_running_pods_enrolls_them_and_unlabelling_releases_them_again_and_a
     mesh.cluster
         .set_namespace_labels("shop", dataplane(Some("ambient")))
         .unwrap();
-    mesh.wait_for_dump(1, "cart is enrolled", |d| enrolled(d).len() == 1)
+    mesh.wait_for_dump(1, "cart is enrolled", |d| d.enrolled_pods.len() == 1)
         .unwrap();
     mesh.cluster
         .set_pod_labels(&server, dataplane(Some("none")))
         .unwrap();
-    mesh.wait_for_dump(1, "cart opted out", |d| enrolled(d).is_empty())
+    mesh.wait_for_dump(1, "cart opted out", |d| d.enrolled_pods.is_empty())
         .unwrap();
 }
 
@@ -124,14 +102,10 @@ fn a_ztunnel_restart_never_leaks_plaintext_and_lets_established_connections_drai
     mesh.ztunnel(0)
         .signal(nix::sys::signal::Signal::SIGTERM)
         .unwrap();
-    let replacement = mesh.spawn_ztunnel(0).unwrap();
-    let mut old = std::mem::replace(&mut mesh.ztunnels[0], replacement);
+    let mut old = mesh.replace_ztunnel(0).unwrap();
     old.wait_for_log("draining existing ones", Duration::from_secs(5))
         .unwrap();
-    mesh.wait_for_dump(0, "the new ztunnel re-enrolled frontend", |d| {
-        enrolled(d) == ["frontend-0"]
-    })
-    .unwrap();
+    mesh.wait_until_enrolled(0, &["frontend-0"]).unwrap();
 
     // The established connection still works on the old process...
     assert_eq!(
@@ -195,17 +169,13 @@ fn a_pod_added_while_ztunnel_is_down_fails_and_succeeds_on_retry() {
         error.contains("ztunnel"),
         "the CNI error names ztunnel: {error}"
     );
-    let restarted = mesh.spawn_ztunnel(0).unwrap();
-    mesh.ztunnels[0] = restarted;
+    mesh.replace_ztunnel(0).unwrap();
     // The kubelet retries the same pod.
     let pod = mesh
         .cluster
         .add_pod(PodSpec::new("shop", "early-0").on_node(0))
         .unwrap();
-    mesh.wait_for_dump(0, "the retried pod is enrolled", |d| {
-        enrolled(d) == ["early-0"]
-    })
-    .unwrap();
+    mesh.wait_until_enrolled(0, &["early-0"]).unwrap();
     assert!(pod.ip().is_private());
 }
 
@@ -300,12 +270,8 @@ fn a_host_network_client_is_captured_and_policy_applies_to_it() {
             })],
         )
         .unwrap();
-    mesh.wait_for_dump(0, "the policy is loaded", |dump| {
-        dump["policies"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["name"] == "allow-nothing"))
-    })
-    .unwrap();
+    mesh.wait_for_dump(0, "the policy is loaded", |d| d.has_policy("allow-nothing"))
+        .unwrap();
     // A host-network process (the node's namespace) on a port that is not a probe: it comes
     // from the node's address, as the kubelet's probes used to, and must not pass in clear.
     let refused = app().echo_client(mesh.cluster.node(0).netns(), pod.addr(9090), 100, None);

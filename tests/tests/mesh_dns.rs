@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ambit_tests::scenario::{ambient, testapp as app};
-use ambit_tests::{Mesh, PodSpec, ServiceSpec};
+use ambit_tests::{Mesh, MeshUnderTest, PodSpec, ServiceSpec};
 
 /// A value for the fake upstream to hand out (TEST-NET-1; nothing ever dials it).
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -40,9 +40,7 @@ fn service_names_resolve_in_the_pod_and_other_names_go_upstream() {
         )
         .unwrap();
     mesh.wait_for_dump(0, "ztunnel knows Service cart", |dump| {
-        dump["services"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["name"] == "cart"))
+        dump.services.iter().any(|s| s.name == "cart")
     })
     .unwrap();
     let mut upstream = mesh

@@ -23,10 +23,10 @@ use ambit_tests::faults::{
     listeners_in_held_netns, log_lines_containing, netns_inode, open_fds, poll_until, unready,
     Exchange, Findings, Wire,
 };
-use ambit_tests::kube_mesh::{enrolled_names, workloads, KubeMesh};
-use ambit_tests::mesh::{node_config_dump, wait_for_node_dump};
+use ambit_tests::kube_mesh::KubeMesh;
+use ambit_tests::node_admin::{as_json, node_config_dump, wait_for_node_dump};
 use ambit_tests::scenario::{connect_from, echo_once, testapp as app, Shop};
-use ambit_tests::{AccessLine, Cluster, Mesh, MeshOptions, Pod, PodSpec, Process};
+use ambit_tests::{AccessLine, Cluster, Mesh, MeshOptions, MeshUnderTest, Pod, PodSpec, Process};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -121,7 +121,7 @@ fn fault_1_ztunnel_sigkilled_fails_closed_for_30s_and_a_successor_serves_within_
     }
 
     // A successor re-syncs cart from the cluster view; nothing else changes.
-    mesh.ztunnels[1] = mesh.spawn_ztunnel(1).unwrap();
+    mesh.replace_ztunnel(1).unwrap();
     wire.recover_ways(
         &mut findings,
         &ways,
@@ -169,7 +169,7 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
     // Node 1's ztunnel restarts while the CA is down: its successor finds cart running but
     // cannot get its certificate, so cart must stay refused and the node unready.
     mesh.ztunnel(1).stop().unwrap();
-    mesh.ztunnels[1] = mesh.spawn_ztunnel(1).unwrap();
+    mesh.replace_ztunnel(1).unwrap();
     let restarted = Instant::now();
     while restarted.elapsed() < Duration::from_secs(15) {
         let when = format!("{:?} after the restart", restarted.elapsed());
@@ -215,17 +215,9 @@ fn fault_2_ca_down_across_a_ztunnel_restart_fails_closed_unready_and_recovers_wh
 /// `(notBefore, notAfter)` of every certificate in node `node`'s `/config_dump`.
 fn certificate_windows(cluster: &Cluster, node: usize) -> Vec<(String, u64, u64)> {
     let dump = node_config_dump(cluster, node).unwrap();
-    dump["certificates"]
-        .as_array()
+    dump.certificates
         .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            Some((
-                c["identity"].as_str()?.to_string(),
-                c["notBefore"].as_u64()?,
-                c["notAfter"].as_u64()?,
-            ))
-        })
+        .filter_map(|c| Some((c.identity, c.not_before?, c.not_after?)))
         .collect()
 }
 
@@ -400,15 +392,14 @@ fn fault_4_api_server_down_2_minutes_keeps_the_last_snapshot_then_a_change_is_pi
     let frontend = mesh.add_pod(pod("frontend-0", 0, "frontend")).unwrap();
     let cart = mesh.add_pod(pod("cart-0", 1, "cart")).unwrap();
     for (node, name) in [(0, "frontend-0"), (1, "cart-0")] {
-        mesh.wait_for_dump(node, "the pod is enrolled", |d| enrolled_names(d) == [name])
-            .unwrap();
+        mesh.wait_until_enrolled(node, &[name]).unwrap();
     }
     let _echoes = [&frontend, &cart].map(|p| app().echo_server(p.netns(), 8080).unwrap());
     let ways = both_ways(&frontend, &cart);
     let mut findings = Findings::default();
     let mut wire = Wire::start(&mesh.cluster, "APIDOWN", &[frontend.ip(), cart.ip()]).unwrap();
     wire.assert_served(&ways);
-    mesh.wait_for_access(1, |l| {
+    mesh.wait_for_access(1, Duration::from_secs(20), |l| {
         l.get("src.identity") == Some(FRONTEND) && l.get("dst.identity") == Some(CART)
     })
     .unwrap();
@@ -460,7 +451,7 @@ fn fault_4_api_server_down_2_minutes_keeps_the_last_snapshot_then_a_change_is_pi
     create_pod_object(&mesh, "late-0", mesh.cluster.node(1).name());
     for node in 0..2 {
         let seen = wait_for_node_dump(&mesh.cluster, node, "late-0 is listed", RECOVERY, |d| {
-            workloads(d).any(|w| w["name"] == "late-0")
+            d.workload_named("late-0").is_some()
         });
         findings.check(
             seen.is_ok(),
@@ -545,12 +536,10 @@ fn fault_5_a_broken_allow_policy_allows_nothing_and_fixing_it_restores_access_wi
         .unwrap();
     let dump = mesh
         .wait_for_dump(1, "the broken policy is reported", |d| {
-            d["invalidPolicies"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|p| p["name"] == "cart-allow"))
+            d.invalid_policies.iter().any(|p| p.name == "cart-allow")
         })
         .unwrap();
-    let reported = dump["invalidPolicies"][0].to_string();
+    let reported = as_json(&dump.invalid_policies[0]);
     assert!(reported.contains("ipBlocks"), "{reported}");
     let offset = mesh.ztunnel(1).log_len().unwrap();
     for round in 0..3 {
@@ -586,14 +575,14 @@ fn fault_5_a_broken_allow_policy_allows_nothing_and_fixing_it_restores_access_wi
         || {
             format!(
                 "{:?}",
-                mesh.config_dump(1).map(|d| d["invalidPolicies"].clone())
+                mesh.config_dump(1).map(|d| as_json(&d.invalid_policies))
             )
         },
     );
     let cleared = poll_until(RECOVERY.saturating_sub(at.elapsed()), RETRY, || {
         mesh.config_dump(1)
             .ok()
-            .filter(|d| d["invalidPolicies"].as_array().is_some_and(Vec::is_empty))
+            .filter(|d| d.invalid_policies.is_empty())
     });
     findings.check(
         cleared.is_some(),
@@ -635,7 +624,7 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
     wire.add_meshed(orphan.ip());
     let orphan_echo = app().echo_server(orphan.netns(), 8080).unwrap();
     mesh.wait_for_dump(1, "orphan-0 is enrolled", |d| {
-        enrolled_names(d).contains(&"orphan-0".to_string())
+        d.enrolled_names().contains(&"orphan-0")
     })
     .unwrap();
     wire.assert_served(&[(&frontend, orphan.addr(8080))]);
@@ -650,16 +639,16 @@ fn fault_6_a_lost_cni_del_is_unenrolled_eventually_without_leaking_listeners_or_
     mesh.cluster.remove_pod_without_cni_del(&orphan).unwrap();
     drop(orphan_echo);
     mesh.wait_for_dump(1, "orphan-0 left the cluster view", |d| {
-        workloads(d).all(|w| w["name"] != "orphan-0")
+        d.workload_named("orphan-0").is_none()
     })
     .unwrap();
     let released = poll_until(Duration::from_secs(30), Duration::from_millis(500), || {
         let dump = mesh.config_dump(1).ok()?;
-        let enrolled = !enrolled_names(&dump).contains(&"orphan-0".to_string());
-        let certificate = dump["certificates"].as_array().is_some_and(|c| {
-            c.iter()
-                .all(|c| !c["identity"].as_str().unwrap_or("").ends_with("/sa/orphan"))
-        });
+        let enrolled = !dump.enrolled_names().contains(&"orphan-0");
+        let certificate = dump
+            .certificates
+            .iter()
+            .all(|c| !c.identity.ends_with("/sa/orphan"));
         let namespace = fds_on_netns(ztunnel, inode).ok()? == 0;
         let fds = open_fds(ztunnel).ok()? <= baseline + 4;
         (enrolled && certificate && namespace && fds).then_some(())

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ambit_tests::scenario::{connect_from, testapp as app, Shop};
-use ambit_tests::{Mesh, PodSpec};
+use ambit_tests::{Mesh, MeshUnderTest, PodSpec};
 
 /// A TLS 1.3 ClientHello that stops after its record header: the server waits for the rest.
 const HALF_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
@@ -131,8 +131,7 @@ fn idle_and_oversized_requests_on_metrics_and_readiness_are_shed() {
         "ztunnel holds {fds_during} fds for 1000 idle sockets (was {fds_before})"
     );
     // The kubelet (the node itself) still gets its answer.
-    let ready =
-        ambit_tests::mesh::node_http_get(&mesh.cluster, 0, 15021, "/healthz/ready").unwrap();
+    let ready = mesh.http_get_on_node(0, 15021, "/healthz/ready").unwrap();
     assert!(ready.contains("ready"), "{ready}");
 
     // A 100 KiB header block is refused, not buffered.
@@ -157,8 +156,9 @@ fn idle_and_oversized_requests_on_metrics_and_readiness_are_shed() {
     });
     drop(idle);
     // And a scraper that behaves is served afterwards.
-    let metrics =
-        ambit_tests::mesh::node_http_get(&mesh.cluster, 0, 15020, "/stats/prometheus").unwrap();
+    let metrics = mesh
+        .http_get_on_node(0, 15020, "/stats/prometheus")
+        .unwrap();
     assert!(metrics.contains("ambit_enrolled_pods"), "{metrics:.200}");
     assert!(mesh.ztunnel(0).try_exit_status().unwrap().is_none());
 }

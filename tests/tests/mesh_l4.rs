@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ambit_tests::scenario::{testapp as app, Shop};
-use ambit_tests::{AccessLine, ServiceSpec};
+use ambit_tests::{AccessLine, MeshUnderTest, ServiceSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -166,16 +166,16 @@ fn metrics_readiness_and_config_dump_describe_the_node() {
     );
 
     let dump = mesh.config_dump(1).unwrap();
-    let certificate = &dump["certificates"][0];
+    let certificate = &dump.certificates[0];
     assert_eq!(
-        certificate["identity"],
+        certificate.identity,
         "spiffe://cluster.local/ns/shop/sa/cart"
     );
-    let expires = certificate["expiresInSeconds"].as_u64().unwrap();
+    let expires = certificate.expires_in_seconds.unwrap();
     assert!(
         expires > 3600 && expires <= 24 * 3600,
-        "default lifetime is 24 h: {certificate}"
+        "default lifetime is 24 h: {certificate:?}"
     );
-    assert_eq!(dump["enrolledPods"][0]["name"], "cart-0");
-    assert!(dump["workloads"].as_array().unwrap().len() >= 2);
+    assert_eq!(dump.enrolled_pods[0].name, "cart-0");
+    assert!(dump.workloads.len() >= 2);
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ambit_tests::scenario::{connect_from, echo_once, testapp as app, Shop};
-use ambit_tests::{Mesh, Pod, PodSpec};
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -48,13 +48,7 @@ fn apply_policy(mesh: &mut Mesh, node: usize, file: &str, docs: Vec<Value>) {
         .collect();
     mesh.cluster.put_manifest(file, docs).unwrap();
     mesh.wait_for_dump(node, "the policy is loaded", |dump| {
-        names.iter().all(|name| {
-            dump["policies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == json!(name))
-        })
+        names.iter().all(|name| dump.has_policy(name))
     })
     .unwrap();
 }
@@ -315,10 +309,10 @@ fn a_bad_manifest_edit_keeps_the_last_good_state() {
     mesh.cluster.put_manifest("zz-broken.yaml", vec![json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "broken", "namespace": "shop"}, "spec": {"nodeName": 42, "containers": "nope"}})]).unwrap();
     let dump = mesh
         .wait_for_dump(0, "the bad edit is reported", |dump| {
-            dump["manifestError"].as_str().is_some()
+            dump.manifest_error.is_some()
         })
         .unwrap();
-    let error = dump["manifestError"].as_str().unwrap();
+    let error = dump.manifest_error.unwrap();
     assert!(error.contains("zz-broken.yaml"), "{error}");
     // Everything that worked still works.
     let report = app()
@@ -330,10 +324,8 @@ fn a_bad_manifest_edit_keeps_the_last_good_state() {
         "ztunnel must survive bad input"
     );
     mesh.cluster.remove_manifest("zz-broken.yaml").unwrap();
-    mesh.wait_for_dump(0, "the error clears", |dump| {
-        dump["manifestError"].is_null()
-    })
-    .unwrap();
+    mesh.wait_for_dump(0, "the error clears", |dump| dump.manifest_error.is_none())
+        .unwrap();
 }
 
 #[test]

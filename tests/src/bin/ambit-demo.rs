@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_tests::{Labels, Mesh, PodSpec, ServiceSpec, TestApp};
+use ambit_tests::{Labels, Mesh, MeshUnderTest, PodSpec, ServiceSpec, TestApp};
 
 fn step(text: &str) {
     println!("\n\x1b[1m==> {text}\x1b[0m");

@@ -10,6 +10,7 @@ use super::{exchange, plaintext_between, poll_until, readiness, Exchange};
 use crate::capture::Capture;
 use crate::cluster::Cluster;
 use crate::error::Result;
+use crate::node_admin::{as_json, node_config_dump};
 use crate::pod::Pod;
 
 /// How often [`Wire::recover_ways`] and [`check_ready_within`] retry.
@@ -242,10 +243,11 @@ pub fn unready(cluster: &Cluster, node: usize) -> bool {
 
 /// What node `node`'s `/config_dump` says about enrolled pods and certificates, for findings.
 pub fn describe_pods_and_certificates(cluster: &Cluster, node: usize) -> String {
-    match crate::mesh::node_config_dump(cluster, node) {
+    match node_config_dump(cluster, node) {
         Ok(dump) => format!(
             "enrolledPods={} certificates={}",
-            dump["enrolledPods"], dump["certificates"]
+            as_json(&dump.enrolled_pods),
+            as_json(&dump.certificates)
         ),
         Err(error) => format!("no config_dump: {error}"),
     }
