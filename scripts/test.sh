@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# The scripts' own scenarios, a few seconds (setup.sh's toolchain step, kube-build's apt entry).
+for script_test in scripts/tests/*.test.sh; do "$script_test"; done
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast
