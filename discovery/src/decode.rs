@@ -3,93 +3,29 @@
 //! Each YAML document is first read as a generic value (so its `kind` picks the type, and a
 //! syntax error is reported as such), then decoded into the k8s-openapi type (or our
 //! AuthorizationPolicy type) with `serde_path_to_error` so a type error names its field path,
-//! then converted by [`crate::convert`], the same code the Kubernetes API source will use.
+//! then converted by the kind's entry in [`crate::kinds`], the same code the Kubernetes API
+//! source uses.
 //!
 //! An AuthorizationPolicy that cannot be understood does not fail the load: it is kept in its
 //! fail-closed form ([`crate::convert::fail_closed`]) and reported as a non-blocking
 //! [`ManifestError::Policy`], so a typo in one policy neither opens the workloads it guards nor
-//! freezes every other edit.
+//! freezes every other edit. Likewise a Gateway API object that breaks the schema is kept,
+//! marked rejected, and reported as a non-blocking [`ManifestError::Rejected`] (Gateway API
+//! semantics: it is not accepted, and the rest of the configuration stays in force).
 
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::convert::{self, AuthorizationPolicyResource, ConvertError, FailClosedScope};
+use crate::convert::ConvertError;
 use crate::error::{Location, ManifestError, ManifestErrors};
-use crate::model::{self, Namespace, Secret, Service, Workload, DEFAULT_NAMESPACE};
-use crate::policy::AuthorizationPolicy;
+use crate::kinds::{Input, Kept, Kind, Object, Origin, Problem};
+use crate::model::DEFAULT_NAMESPACE;
+use crate::raw::Raw;
 use crate::snapshot::{Conflict, Objects, Snapshot, SnapshotOptions};
-
-/// The kinds the mesh keeps; everything else is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    Secret,
-    AuthorizationPolicy,
-}
-
-impl Kind {
-    fn parse(kind: &str) -> Option<Kind> {
-        Some(match kind {
-            "Namespace" => Kind::Namespace,
-            "Pod" => Kind::Pod,
-            "Service" => Kind::Service,
-            "EndpointSlice" => Kind::EndpointSlice,
-            "Secret" => Kind::Secret,
-            "AuthorizationPolicy" => Kind::AuthorizationPolicy,
-            _ => return None,
-        })
-    }
-
-    /// The API group (empty for the core group) whose objects of this kind we read.
-    fn group(self) -> &'static str {
-        match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Secret => "",
-            Kind::EndpointSlice => "discovery.k8s.io",
-            Kind::AuthorizationPolicy => "security.istio.io",
-        }
-    }
-
-    fn api_versions(self) -> &'static [&'static str] {
-        match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Secret => &["v1"],
-            Kind::EndpointSlice => &["discovery.k8s.io/v1"],
-            Kind::AuthorizationPolicy => &["security.istio.io/v1", "security.istio.io/v1beta1"],
-        }
-    }
-}
-
-/// A converted object, ready to be added to [`Objects`].
-enum Converted {
-    Namespace(Namespace),
-    Workload(Workload),
-    Service(Service),
-    EndpointSlice(model::EndpointSlice),
-    Secret(Secret),
-    Policy(AuthorizationPolicy),
-}
-
-impl Converted {
-    fn key(&self) -> (Kind, &str, &str) {
-        match self {
-            Converted::Namespace(o) => (Kind::Namespace, "", &o.name),
-            Converted::Workload(o) => (Kind::Pod, &o.namespace, &o.name),
-            Converted::Service(o) => (Kind::Service, &o.namespace, &o.name),
-            Converted::EndpointSlice(o) => (Kind::EndpointSlice, &o.namespace, &o.name),
-            Converted::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
-            Converted::Policy(o) => (Kind::AuthorizationPolicy, &o.namespace, &o.name),
-        }
-    }
-}
 
 /// Gathers objects from many files, remembering where each came from, and every problem.
 pub(crate) struct Collector {
@@ -192,103 +128,64 @@ impl Collector {
             tracing::debug!(file = %location.file.display(), document = location.document, %kind, "kind not used by the mesh; skipped");
             return;
         };
-        if !known.api_versions().contains(&api_version.as_str()) {
+        let info = known.info();
+        let api_versions = info.api_versions();
+        let mut unsupported_version = None;
+        if !api_versions.contains(&api_version) {
             // Other projects' CRDs share kind names (Knative's Service, say): only objects of
-            // our kinds' own API groups are ours to judge; a wrong version in them is an error.
+            // our kinds' own API groups are ours to judge; a wrong version in them is an error
+            // (or, for policies and Gateway API objects, an object not understood).
             let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-            if group != known.group() {
+            if group != info.group {
                 tracing::debug!(file = %location.file.display(), document = location.document, %kind, %api_version, "kind of another API group; skipped");
                 return;
             }
             let message = format!(
                 "{api_version:?} is not supported for {kind}; use {}",
-                known.api_versions().join(" or ")
+                api_versions.join(" or ")
             );
-            if known == Kind::AuthorizationPolicy {
-                // Still a policy someone meant to enforce: kept fail-closed like any other.
-                let error = ConvertError::new("apiVersion", message);
-                let unnamed = unnamed(location);
-                let scope = FailClosedScope {
-                    root_namespace: &self.root_namespace,
-                    unnamed: &unnamed,
-                };
-                let kept = convert::fail_closed(&value, error, &scope);
-                if let Some(policy) = self.policy_problem(kept, location, &object, prefix) {
-                    self.insert(Converted::Policy(policy), location, object);
-                }
-            } else {
-                self.errors.push(field_error("apiVersion", message));
-            }
-            return;
+            unsupported_version = Some(ConvertError::new("apiVersion", message));
         }
 
-        let schema = format!("{api_version} {kind}");
         let unnamed = unnamed(location);
-        let scope = FailClosedScope {
+        let raw = Raw::Yaml(value);
+        let input = Input {
+            raw: &raw,
+            info,
+            api_version: &api_version,
+            unsupported_version,
+            origin: Origin::Manifests,
             root_namespace: &self.root_namespace,
             unnamed: &unnamed,
         };
-        let converted = match convert_value(known, value, &schema, &scope) {
-            Ok(Some(Converted::Policy(policy))) => {
-                match self.policy_problem(Ok(policy), location, &object, prefix) {
-                    Some(policy) => Converted::Policy(policy),
-                    None => return,
+        match (info.convert)(&input) {
+            Ok(Some(converted)) => {
+                if let Some(kept) = converted.kept() {
+                    self.errors
+                        .push(kept_problem(kept, location, &object, prefix));
                 }
+                self.insert(converted, location, object);
             }
-            Ok(Some(converted)) => converted,
-            Ok(None) => return,
-            Err(Problem::Decode { field, message }) => {
-                let message = format!("{message}; fix the value to match the {schema} schema");
-                self.errors.push(field_error(&field, message));
-                return;
-            }
-            Err(Problem::Convert(ConvertError { field, problem })) => {
+            Ok(None) => {}
+            Err(Problem::Invalid(ConvertError { field, problem })) => {
                 self.errors.push(field_error(&field, problem));
-                return;
             }
-            Err(Problem::PolicyLeftOut(error)) => {
-                self.policy_problem(Err(error), location, &object, prefix);
-                return;
+            Err(Problem::LeftOut(error)) => {
+                self.errors.push(ManifestError::Policy {
+                    location: location.clone(),
+                    object,
+                    field: format!("{prefix}{}", error.field),
+                    message: error.problem,
+                    enforced_as: "is left out".to_owned(),
+                });
             }
-        };
-        self.insert(converted, location, object);
-    }
-
-    /// Records the problem of a policy that could not be understood, if any, as a
-    /// non-blocking error; returns the policy to keep (`None`: left out).
-    fn policy_problem(
-        &mut self,
-        result: Result<AuthorizationPolicy, ConvertError>,
-        location: &Location,
-        object: &str,
-        prefix: &str,
-    ) -> Option<AuthorizationPolicy> {
-        let (field, message, enforced_as, kept) = match result {
-            Ok(policy) => match &policy.invalid {
-                None => return Some(policy),
-                Some(invalid) => (
-                    invalid.field.clone(),
-                    invalid.problem.clone(),
-                    invalid.enforced_as.clone(),
-                    Some(policy),
-                ),
-            },
-            Err(error) => (error.field, error.problem, "is left out".to_owned(), None),
-        };
-        self.errors.push(ManifestError::Policy {
-            location: location.clone(),
-            object: object.to_owned(),
-            field: format!("{prefix}{field}"),
-            message,
-            enforced_as,
-        });
-        kept
+        }
     }
 
     /// Adds a converted object unless another document already defined it.
-    fn insert(&mut self, converted: Converted, location: &Location, object: String) {
-        let (k, ns, name) = converted.key();
-        let key = (k, ns.to_owned(), name.to_owned());
+    fn insert(&mut self, converted: Object, location: &Location, object: String) {
+        let (ns, name) = converted.key();
+        let key = (converted.kind(), ns.to_owned(), name.to_owned());
         if let Some(first) = self.origins.get(&key) {
             self.errors.push(ManifestError::Duplicate {
                 location: location.clone(),
@@ -298,15 +195,7 @@ impl Collector {
             return;
         }
         self.origins.insert(key, location.clone());
-        let objects = &mut self.objects;
-        match converted {
-            Converted::Namespace(o) => objects.namespaces.push(o),
-            Converted::Workload(o) => objects.workloads.push(o),
-            Converted::Service(o) => objects.services.push(o),
-            Converted::EndpointSlice(o) => objects.endpoint_slices.push(o),
-            Converted::Secret(o) => objects.secrets.push(o),
-            Converted::Policy(o) => objects.policies.push(o),
-        }
+        converted.add_to(&mut self.objects);
     }
 
     /// The objects collected, without the address-conflict check of [`Collector::finish`];
@@ -366,71 +255,27 @@ fn unnamed(location: &Location) -> String {
     format!("(unnamed, {location})")
 }
 
-enum Problem {
-    Decode {
-        field: String,
-        message: String,
-    },
-    Convert(ConvertError),
-    /// A policy that could not be understood and cannot change access anyway (AUDIT).
-    PolicyLeftOut(ConvertError),
-}
-
-impl From<ConvertError> for Problem {
-    fn from(err: ConvertError) -> Self {
-        Problem::Convert(err)
+/// A non-blocking problem of an object kept in force, as the operator reads it.
+fn kept_problem(kept: Kept<'_>, location: &Location, object: &str, prefix: &str) -> ManifestError {
+    match kept {
+        Kept::FailClosed(invalid) => ManifestError::Policy {
+            location: location.clone(),
+            object: object.to_owned(),
+            field: format!("{prefix}{}", invalid.field),
+            message: invalid.problem.clone(),
+            enforced_as: invalid.enforced_as.clone(),
+        },
+        Kept::Rejected(rejection) => ManifestError::Rejected {
+            location: location.clone(),
+            object: object.to_owned(),
+            field: rejection
+                .problems
+                .first()
+                .map(|problem| format!("{prefix}{}", problem.field))
+                .unwrap_or_default(),
+            message: rejection.to_string(),
+        },
     }
-}
-
-/// Decodes and converts one object; `schema` (`apiVersion kind`) goes into decode errors.
-fn convert_value(
-    kind: Kind,
-    value: Value,
-    schema: &str,
-    scope: &FailClosedScope<'_>,
-) -> Result<Option<Converted>, Problem> {
-    Ok(Some(match kind {
-        Kind::Namespace => {
-            Converted::Namespace(convert::namespace(&decode::<core::Namespace>(value)?)?)
-        }
-        Kind::Pod => Converted::Workload(convert::workload(&decode::<core::Pod>(value)?)?),
-        Kind::Service => Converted::Service(convert::service(&decode::<core::Service>(value)?)?),
-        Kind::EndpointSlice => {
-            let slice = decode::<discovery::EndpointSlice>(value)?;
-            match convert::endpoint_slice(&slice)? {
-                Some(slice) => Converted::EndpointSlice(slice),
-                None => return Ok(None),
-            }
-        }
-        Kind::Secret => Converted::Secret(convert::secret(&decode::<core::Secret>(value)?)?),
-        Kind::AuthorizationPolicy => {
-            let decoded = match decode::<AuthorizationPolicyResource>(value.clone()) {
-                Ok(resource) => Ok(resource),
-                Err(Problem::Decode { field, message }) => Err(ConvertError::new(
-                    field,
-                    format!("{message}; fix the value to match the {schema} schema"),
-                )),
-                Err(Problem::Convert(error) | Problem::PolicyLeftOut(error)) => Err(error),
-            };
-            // Broken policies come back fail-closed with `invalid` set (see `policy_problem`).
-            convert::authorization_policy_or_fail_closed(decoded, || value, scope)
-                .map(Converted::Policy)
-                .map_err(Problem::PolicyLeftOut)?
-        }
-    }))
-}
-
-fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let field = match err.path().to_string() {
-            path if path == "." || path.is_empty() => "(document root)".to_owned(),
-            path => path,
-        };
-        Problem::Decode {
-            field,
-            message: err.into_inner().to_string(),
-        }
-    })
 }
 
 /// `Pod shop/web-0`, from whatever the document says before it is decoded.

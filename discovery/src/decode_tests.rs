@@ -44,7 +44,7 @@ fn loads_documents_and_skips_unknown_kinds() {
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: shop}}
-spec: {{gatewayClassName: ambit}}
+spec: {{gatewayClassName: ambit, listeners: [{{name: http, port: 80, protocol: HTTP}}]}}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -67,6 +67,11 @@ spec: {{anything: goes}}
     assert_eq!(snapshot.workloads().count(), 1);
     assert_eq!(snapshot.policies().count(), 0);
     assert_eq!(snapshot.services().count(), 0);
+    assert_eq!(
+        snapshot.gateway_api().gateways().len(),
+        1,
+        "Gateways are read now"
+    );
 }
 
 #[test]

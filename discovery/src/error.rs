@@ -51,6 +51,18 @@ pub enum ManifestError {
         enforced_as: String,
     },
 
+    /// A Gateway API object that breaks the schema. Like [`ManifestError::Policy`] it does not
+    /// stop the manifests from loading: the object is kept marked rejected, so the controller
+    /// reports it as not accepted and no proxy serves it. `field` is the first problem's field,
+    /// `message` lists every problem with its field.
+    #[error("{location} ({object}): {message}; the object is kept as rejected (not accepted, never served) until it is fixed")]
+    Rejected {
+        location: Location,
+        object: String,
+        field: String,
+        message: String,
+    },
+
     #[error(
         "{location}: {object} is defined twice, first in {first}; remove or rename one of them"
     )]
@@ -75,15 +87,21 @@ impl ManifestError {
     /// The field path of a [`ManifestError::Field`], for tests and admin output.
     pub fn field(&self) -> Option<&str> {
         match self {
-            ManifestError::Field { field, .. } | ManifestError::Policy { field, .. } => Some(field),
+            ManifestError::Field { field, .. }
+            | ManifestError::Policy { field, .. }
+            | ManifestError::Rejected { field, .. } => Some(field),
             _ => None,
         }
     }
 
     /// Whether the problem keeps the manifests from loading; an AuthorizationPolicy that cannot
-    /// be understood does not (see [`ManifestError::Policy`]).
+    /// be understood does not (see [`ManifestError::Policy`]), nor does a rejected Gateway API
+    /// object ([`ManifestError::Rejected`]).
     pub fn blocks_load(&self) -> bool {
-        !matches!(self, ManifestError::Policy { .. })
+        !matches!(
+            self,
+            ManifestError::Policy { .. } | ManifestError::Rejected { .. }
+        )
     }
 
     /// Where the problem is: the file, and the document (0 when the file could not be read).
@@ -93,6 +111,7 @@ impl ManifestError {
             ManifestError::Yaml { location, .. }
             | ManifestError::Field { location, .. }
             | ManifestError::Policy { location, .. }
+            | ManifestError::Rejected { location, .. }
             | ManifestError::Duplicate { location, .. }
             | ManifestError::Conflict { location, .. } => (&location.file, location.document),
         }

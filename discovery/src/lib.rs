@@ -34,16 +34,21 @@ pub mod convert;
 mod decode;
 pub mod error;
 pub mod fuzzing;
+pub mod gateway_api;
+mod kinds;
 pub mod kube;
 pub mod local;
 pub mod model;
 pub mod policy;
+mod raw;
 pub mod snapshot;
 pub mod source;
 
 pub use error::{Location, ManifestError, ManifestErrors};
+pub use gateway_api::{GatewayApiDump, GatewayApiView, RejectedObject};
 pub use kube::{
-    Kind, KubeConnection, KubeSource, KubeSourceConfig, KubeSourceError, SecretScope, WatchFailure,
+    Kind, KindInfo, KubeConnection, KubeSource, KubeSourceConfig, KubeSourceError, SecretScope,
+    WatchFailure,
 };
 pub use local::{LocalSource, LocalSourceConfig, PollOutcome, DEFAULT_POLL_INTERVAL};
 pub use model::{

@@ -140,8 +140,9 @@ impl LocalSource {
 
     /// Problems of the manifests in force that did not stop them loading: AuthorizationPolicies
     /// that could not be understood, each enforced in its fail-closed form (or left out if it
-    /// cannot change access). For the admin endpoint; the snapshot has the policies themselves
-    /// ([`Snapshot::invalid_policies`]).
+    /// cannot change access), and rejected Gateway API objects. For the admin endpoint; the
+    /// snapshot has the objects themselves ([`Snapshot::invalid_policies`],
+    /// [`crate::GatewayApiView::rejected`]).
     pub fn problems(&self) -> Option<Arc<ManifestErrors>> {
         self.lock().problems.clone()
     }
@@ -251,13 +252,24 @@ fn report_problems(problems: &[ManifestError], logged: &mut BTreeSet<String>) {
             continue;
         }
         let (file, document) = error.origin();
-        tracing::warn!(
-            file = %file.display(),
-            document,
-            field = error.field().unwrap_or(""),
-            error = %message,
-            "AuthorizationPolicy could not be understood; it is enforced in its fail-closed form until fixed, the rest of the manifests loaded"
-        );
+        let field = error.field().unwrap_or("");
+        if matches!(error, ManifestError::Rejected { .. }) {
+            tracing::warn!(
+                file = %file.display(),
+                document,
+                field,
+                error = %message,
+                "Gateway API object does not follow the schema; it is kept as rejected (not accepted, never served) until fixed, the rest of the manifests loaded"
+            );
+        } else {
+            tracing::warn!(
+                file = %file.display(),
+                document,
+                field,
+                error = %message,
+                "AuthorizationPolicy could not be understood; it is enforced in its fail-closed form until fixed, the rest of the manifests loaded"
+            );
+        }
     }
     *logged = current;
 }

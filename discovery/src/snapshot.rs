@@ -9,6 +9,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::gateway_api::{
+    Gateway, GatewayApiObjects, GatewayApiView, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute,
+    TlsRoute,
+};
 use crate::model::{
     ambient_enrolled, labels_match, EndpointSlice, Namespace, Protocol, Secret, Service,
     ServicePort, Workload,
@@ -27,6 +31,12 @@ pub struct Objects {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub policies: Vec<AuthorizationPolicy>,
     pub secrets: Vec<Secret>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HttpRoute>,
+    pub grpc_routes: Vec<GrpcRoute>,
+    pub tls_routes: Vec<TlsRoute>,
+    pub tcp_routes: Vec<TcpRoute>,
+    pub reference_grants: Vec<ReferenceGrant>,
 }
 
 /// How snapshots are built; the same for every snapshot of a source.
@@ -99,6 +109,7 @@ pub struct Snapshot {
     policies: Vec<AuthorizationPolicy>,
     policies_by_namespace: HashMap<String, Vec<usize>>,
     secrets: ByName<Secret>,
+    gateway_api: GatewayApiView,
 }
 
 impl Snapshot {
@@ -111,6 +122,12 @@ impl Snapshot {
             endpoint_slices,
             mut policies,
             secrets,
+            gateways,
+            http_routes,
+            grpc_routes,
+            tls_routes,
+            tcp_routes,
+            reference_grants,
         } = objects;
         let mut conflicts = Vec::new();
         let namespaces: HashMap<String, Namespace> = namespaces
@@ -255,6 +272,14 @@ impl Snapshot {
             policies,
             policies_by_namespace,
             secrets: secrets_by_name,
+            gateway_api: GatewayApiView::build(GatewayApiObjects {
+                gateways,
+                http_routes,
+                grpc_routes,
+                tls_routes,
+                tcp_routes,
+                reference_grants,
+            }),
         };
         (snapshot, conflicts)
     }
@@ -388,6 +413,13 @@ impl Snapshot {
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
         lookup(&self.secrets, namespace, name)
+    }
+
+    /// The Gateway API objects (Gateways, routes, ReferenceGrants), rejected ones included:
+    /// what the waypoint's route engine compiles and the controller writes status for. Its
+    /// [`GatewayApiView::dump`] is the `/config_dump` form, rejected objects listed with why.
+    pub fn gateway_api(&self) -> &GatewayApiView {
+        &self.gateway_api
     }
 }
 

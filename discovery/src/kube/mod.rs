@@ -8,15 +8,18 @@
 //! hundreds of Pods produces a handful of snapshots, and Pod status churn that does not change
 //! the model (restart counts, unrelated conditions) produces none.
 //!
-//! Watches recover by themselves: the watcher retries with exponential back-off (0.8 s to 30 s)
+//! Watches recover by themselves: the watcher retries with exponential back-off (0.5 s to 4 s)
 //! after connection errors and API-server restarts, resumes from the last resource version when
 //! it can, and relists when the server answers 410 Gone; a relist replaces the kind's objects
 //! only once it is complete ([`store`]), so nothing stale survives and nothing is lost meanwhile.
 //!
-//! Served versions are discovered, not assumed: EndpointSlices are read as
-//! `discovery.k8s.io/v1` where served and `v1beta1` otherwise (Kubernetes 1.20), and
-//! AuthorizationPolicies as `security.istio.io/v1` or `v1beta1`; a cluster without the Istio
-//! CRDs simply has no policies (re-checked every [`KubeSourceConfig::recheck_absent`]).
+//! Served versions are discovered, not assumed, for every kind whose table entry says so
+//! ([`KindInfo::discovered`]): EndpointSlices are read as `discovery.k8s.io/v1` where served
+//! and `v1beta1` otherwise (Kubernetes 1.20), AuthorizationPolicies as `security.istio.io/v1`
+//! or `v1beta1`, the Gateway API kinds at the first of their versions served. A cluster
+//! without a CRD simply has none of its objects: one log line says so, the kind is looked for
+//! again every [`KubeSourceConfig::recheck_absent`], and the rest of the cluster is watched
+//! meanwhile.
 
 mod publish;
 mod store;
@@ -45,65 +48,8 @@ pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for [`KubeSourceConfig::recheck_absent`].
 pub const DEFAULT_RECHECK_ABSENT: Duration = Duration::from_secs(30);
 
-/// The kinds the source can watch.
-///
-/// Extension point for the Gateway API kinds (Gateway, HTTPRoute, GRPCRoute, TLSRoute,
-/// TCPRoute, ReferenceGrant): add a variant here, a model type and `convert` function, a
-/// `KindStore` in `store::Store` and a field in [`crate::Objects`], and one `spawn_*` call in
-/// `watch::spawn` (`watch::spawn_dynamic` handles CRDs whose served version must be discovered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    AuthorizationPolicy,
-    /// Only watched when configured ([`KubeSourceConfig::secrets`]): ztunnel needs none, and a
-    /// cluster-wide Secret watch would need read access to every Secret.
-    Secret,
-}
-
-impl Kind {
-    /// What ztunnel and the waypoint need.
-    pub const MESH: [Kind; 5] = [
-        Kind::Namespace,
-        Kind::Pod,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::AuthorizationPolicy,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Pod => "Pod",
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::AuthorizationPolicy => "AuthorizationPolicy",
-            Kind::Secret => "Secret",
-        }
-    }
-}
-
-impl Kind {
-    /// The resource name RBAC rules use.
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Namespace => "namespaces",
-            Kind::Pod => "pods",
-            Kind::Service => "services",
-            Kind::EndpointSlice => "endpointslices",
-            Kind::AuthorizationPolicy => "authorizationpolicies",
-            Kind::Secret => "secrets",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The kinds are described in [`crate::kinds`], shared with the manifest loader.
+pub use crate::kinds::{Kind, KindInfo};
 
 /// Which Secrets to watch, when any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -68,6 +68,7 @@ mod tests {
     use super::super::store::Key;
     use super::super::{Kind, KubeSourceConfig};
     use super::*;
+    use crate::kinds::Object;
     use crate::model::Namespace;
 
     fn shared(kinds: Vec<Kind>) -> Arc<Shared> {
@@ -77,24 +78,22 @@ mod tests {
         }))
     }
 
-    fn ns(
-        name: &str,
-        label: &str,
-    ) -> (Key, Result<Option<Namespace>, crate::convert::ConvertError>) {
+    fn ns(name: &str, label: &str) -> (Key, Result<Option<Object>, crate::convert::ConvertError>) {
         let labels = [("team".to_owned(), label.to_owned())].into();
         let namespace = Namespace {
             name: name.to_owned(),
             labels,
             use_waypoint: None,
         };
-        ((String::new(), name.to_owned()), Ok(Some(namespace)))
+        let object = Object::Namespace(namespace);
+        ((String::new(), name.to_owned()), Ok(Some(object)))
     }
 
     /// Applies a namespace update the way a watch task does.
     fn apply(shared: &Shared, name: &str, label: &str) {
         let (key, converted) = ns(name, label);
         let mut store = shared.store();
-        let outcome = store.namespaces.apply(key, converted);
+        let outcome = store.kind_mut(Kind::Namespace).apply(key, converted);
         if store.note(outcome) {
             shared.wake.notify_one();
         }
@@ -103,12 +102,12 @@ mod tests {
     /// A full (re)list, as after start-up or a 410 Gone.
     fn list(shared: &Shared, names: &[&str], label: &str) {
         let mut store = shared.store();
-        store.namespaces.init();
+        store.kind_mut(Kind::Namespace).init();
         for name in names {
             let (key, converted) = ns(name, label);
-            store.namespaces.init_apply(key, converted);
+            store.kind_mut(Kind::Namespace).init_apply(key, converted);
         }
-        let outcome = store.namespaces.init_done();
+        let outcome = store.kind_mut(Kind::Namespace).init_done();
         store.note(outcome);
         shared.wake.notify_one();
     }
@@ -128,7 +127,7 @@ mod tests {
 
         {
             let mut store = shared.store();
-            let outcome = store.workloads.set_absent();
+            let outcome = store.kind_mut(Kind::Pod).set_absent();
             store.note(outcome);
         }
         shared.wake.notify_one();

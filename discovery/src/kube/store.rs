@@ -14,8 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::convert::ConvertError;
-use crate::model::{EndpointSlice, Namespace, Secret, Service, Workload};
-use crate::policy::AuthorizationPolicy;
+use crate::kinds::Object;
 use crate::snapshot::Objects;
 
 use super::Kind;
@@ -36,23 +35,10 @@ pub(crate) trait Kept {
     }
 }
 
-impl Kept for Namespace {}
-impl Kept for Workload {}
-impl Kept for Service {}
-impl Kept for EndpointSlice {}
-impl Kept for Secret {}
-
-impl Kept for AuthorizationPolicy {
+/// AuthorizationPolicies enforced fail-closed and rejected Gateway API objects are kept.
+impl Kept for Object {
     fn kept_problem(&self) -> Option<ConvertError> {
-        self.invalid.as_ref().map(|invalid| {
-            ConvertError::new(
-                invalid.field.clone(),
-                format!(
-                    "{}; until it is fixed the policy {}",
-                    invalid.problem, invalid.enforced_as
-                ),
-            )
-        })
+        self.kept().map(|kept| kept.error())
     }
 }
 
@@ -190,6 +176,7 @@ impl<T: PartialEq + Kept> KindStore<T> {
     }
 }
 
+#[cfg(test)]
 impl<T: Clone> KindStore<T> {
     pub(crate) fn values(&self) -> Vec<T> {
         self.objects.values().cloned().collect()
@@ -216,12 +203,7 @@ fn record_problem(
 /// Every kind's store.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
-    pub(crate) namespaces: KindStore<Namespace>,
-    pub(crate) workloads: KindStore<Workload>,
-    pub(crate) services: KindStore<Service>,
-    pub(crate) endpoint_slices: KindStore<EndpointSlice>,
-    pub(crate) policies: KindStore<AuthorizationPolicy>,
-    pub(crate) secrets: KindStore<Secret>,
+    kinds: BTreeMap<Kind, KindStore<Object>>,
     /// Set by any update that changed the objects in force, cleared when a snapshot is built.
     changed: bool,
 }
@@ -238,48 +220,35 @@ impl Store {
         std::mem::take(&mut self.changed)
     }
 
+    /// The objects of one kind.
+    pub(crate) fn kind_mut(&mut self, kind: Kind) -> &mut KindStore<Object> {
+        self.kinds.entry(kind).or_default()
+    }
+
     pub(crate) fn synced(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Namespace => self.namespaces.synced(),
-            Kind::Pod => self.workloads.synced(),
-            Kind::Service => self.services.synced(),
-            Kind::EndpointSlice => self.endpoint_slices.synced(),
-            Kind::AuthorizationPolicy => self.policies.synced(),
-            Kind::Secret => self.secrets.synced(),
-        }
+        self.kinds.get(&kind).is_some_and(KindStore::synced)
     }
 
     /// A copy of the objects in force, for [`crate::Snapshot::build`].
     pub(crate) fn objects(&self) -> Objects {
-        Objects {
-            namespaces: self.namespaces.values(),
-            workloads: self.workloads.values(),
-            services: self.services.values(),
-            endpoint_slices: self.endpoint_slices.values(),
-            policies: self.policies.values(),
-            secrets: self.secrets.values(),
-        }
-    }
-
-    /// Objects the API server holds but the mesh cannot use (left out, or AuthorizationPolicies
-    /// enforced fail-closed), as `Kind namespace/name: problem`.
-    pub(crate) fn problems(&self) -> Vec<String> {
-        fn list<T>(out: &mut Vec<String>, kind: Kind, store: &KindStore<T>) {
-            for ((namespace, name), problem) in &store.problems {
-                out.push(format!(
-                    "{} {}: {problem}",
-                    kind.name(),
-                    qualified(namespace, name)
-                ));
+        let mut objects = Objects::default();
+        for store in self.kinds.values() {
+            for object in store.objects.values() {
+                object.clone().add_to(&mut objects);
             }
         }
+        objects
+    }
+
+    /// Objects the API server holds but the mesh cannot use (left out, AuthorizationPolicies
+    /// enforced fail-closed, rejected Gateway API objects), as `Kind namespace/name: problem`.
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        list(&mut out, Kind::Namespace, &self.namespaces);
-        list(&mut out, Kind::Pod, &self.workloads);
-        list(&mut out, Kind::Service, &self.services);
-        list(&mut out, Kind::EndpointSlice, &self.endpoint_slices);
-        list(&mut out, Kind::AuthorizationPolicy, &self.policies);
-        list(&mut out, Kind::Secret, &self.secrets);
+        for (kind, store) in &self.kinds {
+            for ((namespace, name), problem) in &store.problems {
+                out.push(format!("{kind} {}: {problem}", qualified(namespace, name)));
+            }
+        }
         out
     }
 }

@@ -114,11 +114,11 @@ fn absent_kinds_count_as_listed_and_empty() {
 fn the_store_lists_problems_and_tracks_changes() {
     let mut store = Store::default();
     let outcome = store
-        .workloads
+        .kind_mut(Kind::Pod)
         .apply(key("web"), Err(problem("status.podIP")));
     assert!(!store.note(outcome), "nothing was in force");
     assert!(!store.take_changed());
-    let outcome = store.namespaces.set_absent();
+    let outcome = store.kind_mut(Kind::Namespace).set_absent();
     assert!(store.note(outcome));
     assert!(store.take_changed());
     assert!(!store.take_changed(), "taken");

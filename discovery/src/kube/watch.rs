@@ -1,6 +1,10 @@
-//! One watch task per kind: API objects → `convert` → the store.
+//! One watch task per kind: API objects → the kind's conversion ([`crate::kinds`]) → the store.
+//!
+//! Every kind is watched the same way, from its table entry: as dynamic objects of the resource
+//! the entry names (discovered first where the served version varies, as for CRDs), converted
+//! by the code the manifest loader uses. Only two kinds have more to say: Pods are filtered by
+//! the API server, and Secrets are watched in the configured scope.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,21 +13,60 @@ use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::WatchStreamExt;
 use ::kube::{Client, Resource};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
-use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::store::{problem_of, qualified, Converted, Kept, Key, KindStore, Outcome, Store};
+use super::store::{problem_of, qualified, Converted, Kept, Key, KindStore, Outcome};
 use super::{Kind, KubeSourceConfig, Shared};
-use crate::convert::{self, AuthorizationPolicyResource, ConvertError, FailClosedScope};
-use crate::model::Workload;
-use crate::policy::AuthorizationPolicy;
+use crate::convert::ConvertError;
+use crate::kinds::{Input, KindInfo, Object, Origin};
+use crate::raw::Raw;
 
 /// Pods that are not scheduled yet (no IP, no node's ztunnel cares) and finished Pods (Jobs
 /// leave many behind; their IPs are free for reuse and their identities should no longer be
 /// issued) are filtered by the API server, so they cost neither memory nor events here.
 const POD_FIELD_SELECTOR: &str = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed";
+
+/// How one kind is watched.
+#[derive(Debug, Clone)]
+struct Watch {
+    info: &'static KindInfo,
+    /// A namespace to watch instead of all (Secrets, when configured so).
+    namespace: Option<String>,
+    config: watcher::Config,
+    root_namespace: String,
+    recheck_absent: Duration,
+}
+
+impl Watch {
+    fn new(kind: Kind, config: &KubeSourceConfig) -> Self {
+        let mut watch = Watch {
+            info: kind.info(),
+            namespace: None,
+            config: watcher::Config::default(),
+            root_namespace: config.snapshot.root_namespace.clone(),
+            recheck_absent: config.recheck_absent,
+        };
+        match kind {
+            Kind::Pod => watch.config = watch.config.fields(POD_FIELD_SELECTOR),
+            Kind::Secret => {
+                let scope = config.secrets.clone().unwrap_or_default();
+                watch.namespace = scope.namespace;
+                if let Some(selector) = &scope.label_selector {
+                    watch.config = watch.config.labels(selector);
+                }
+            }
+            _ => {}
+        }
+        watch
+    }
+
+    fn api(&self, client: Client, resource: &ApiResource) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced_with(client, namespace, resource),
+            None => Api::all_with(client, resource),
+        }
+    }
+}
 
 /// Starts a task per watched kind.
 pub(super) fn spawn(
@@ -31,140 +74,141 @@ pub(super) fn spawn(
     config: &KubeSourceConfig,
     shared: &Arc<Shared>,
 ) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for kind in config.watched() {
-        let shared = Arc::clone(shared);
-        let client = client.clone();
-        let task = match kind {
-            Kind::Namespace => tokio::spawn(run(
-                shared,
-                kind,
-                Api::<core::Namespace>::all(client),
-                watcher::Config::default(),
-                |ns: &core::Namespace| convert::namespace(ns).map(Some),
-                |store: &mut Store| &mut store.namespaces,
-            )),
-            Kind::Pod => tokio::spawn(run(
-                shared,
-                kind,
-                Api::<core::Pod>::all(client),
-                watcher::Config::default().fields(POD_FIELD_SELECTOR),
-                pod,
-                |store: &mut Store| &mut store.workloads,
-            )),
-            Kind::Service => tokio::spawn(run(
-                shared,
-                kind,
-                Api::<core::Service>::all(client),
-                watcher::Config::default(),
-                |svc: &core::Service| convert::service(svc).map(Some),
-                |store: &mut Store| &mut store.services,
-            )),
-            Kind::EndpointSlice => tokio::spawn(run_dynamic(
-                shared,
-                client,
-                kind,
-                config.recheck_absent,
-                ("discovery.k8s.io", &["v1", "v1beta1"]),
-                |object: &DynamicObject, resource: &ApiResource| {
-                    // The v1 type checks its apiVersion; v1beta1's shape decodes into it.
-                    let as_v1 =
-                        Some(<discovery::EndpointSlice as k8s_openapi::Resource>::API_VERSION);
-                    let slice: discovery::EndpointSlice = decode(object, resource, as_v1)?;
-                    convert::endpoint_slice(&slice)
-                },
-                |store: &mut Store| &mut store.endpoint_slices,
-            )),
-            Kind::AuthorizationPolicy => {
-                let root_namespace = config.snapshot.root_namespace.clone();
-                tokio::spawn(run_dynamic(
-                    shared,
-                    client,
-                    kind,
-                    config.recheck_absent,
-                    ("security.istio.io", &["v1", "v1beta1"]),
-                    move |object: &DynamicObject, resource: &ApiResource| {
-                        authorization_policy(object, resource, &root_namespace)
-                    },
-                    |store: &mut Store| &mut store.policies,
-                ))
-            }
-            Kind::Secret => {
-                let scope = config.secrets.clone().unwrap_or_default();
-                let api = match &scope.namespace {
-                    Some(namespace) => Api::<core::Secret>::namespaced(client, namespace),
-                    None => Api::<core::Secret>::all(client),
-                };
-                let mut watch_config = watcher::Config::default();
-                if let Some(selector) = &scope.label_selector {
-                    watch_config = watch_config.labels(selector);
-                }
-                tokio::spawn(run(
-                    shared,
-                    kind,
-                    api,
-                    watch_config,
-                    |secret: &core::Secret| convert::secret(secret).map(Some),
-                    |store: &mut Store| &mut store.secrets,
-                ))
-            }
-        };
-        tasks.push(task);
-    }
-    tasks
+    config
+        .watched()
+        .into_iter()
+        .map(|kind| {
+            let watch = Watch::new(kind, config);
+            tokio::spawn(run_kind(Arc::clone(shared), client.clone(), watch))
+        })
+        .collect()
 }
 
-/// A Pod as the mesh sees it; `None` while it is not on a node or after it finished (the
-/// field selector filters these already; this covers an update racing the selector).
-fn pod(pod: &core::Pod) -> Converted<Workload> {
-    let scheduled = pod
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.node_name.as_deref())
-        .is_some_and(|node| !node.is_empty());
-    let finished = pod
-        .status
-        .as_ref()
-        .and_then(|status| status.phase.as_deref())
-        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
-    if !scheduled || finished {
-        return Ok(None);
-    }
-    convert::workload(pod).map(Some)
+/// Converts one object of `resource` as the kind's table entry says.
+pub(crate) fn convert_object(
+    info: &'static KindInfo,
+    object: &DynamicObject,
+    resource: &ApiResource,
+    root_namespace: &str,
+) -> Converted<Object> {
+    let raw = match to_json(object, resource) {
+        Ok(value) => Raw::Json(value),
+        Err(error) => return Err(error),
+    };
+    let (_, name) = key(object);
+    let input = Input {
+        raw: &raw,
+        info,
+        api_version: &resource.api_version,
+        unsupported_version: None,
+        origin: Origin::Kubernetes,
+        root_namespace,
+        unnamed: &name,
+    };
+    // Left out either way: an AUDIT policy that cannot be read changes no access.
+    (info.convert)(&input).map_err(|problem| problem.error().clone())
 }
 
-/// An AuthorizationPolicy as ztunnel enforces it: converted, or — when it cannot be
-/// understood — in its fail-closed form with `invalid` set, which the store keeps in force and
-/// reports ([`Kept`]). Dropping it instead would open what it guards. `Err` only for a broken
-/// policy that cannot change access (AUDIT).
+/// An AuthorizationPolicy as ztunnel enforces it (see [`convert_object`]): converted, or in its
+/// fail-closed form with `invalid` set; `Err` only for a broken AUDIT policy.
+#[cfg(test)]
 pub(crate) fn authorization_policy(
     object: &DynamicObject,
     resource: &ApiResource,
     root_namespace: &str,
-) -> Converted<AuthorizationPolicy> {
-    let decoded = decode::<AuthorizationPolicyResource>(object, resource, None);
-    let (namespace, name) = key(object);
-    let raw = || {
-        serde_json::to_value(object)
-            .ok()
-            .and_then(|json| serde_yaml::to_value(json).ok())
-            // Not expected (the object came as JSON); if it happens, the name and namespace
-            // are still known and a spec that cannot be read fails closed as deny-all.
-            .unwrap_or_else(|| {
-                let mut meta = serde_yaml::Mapping::new();
-                meta.insert("name".into(), name.as_str().into());
-                meta.insert("namespace".into(), namespace.as_str().into());
-                let mut raw = serde_yaml::Mapping::new();
-                raw.insert("metadata".into(), meta.into());
-                raw.insert("spec".into(), "(could not be read)".into());
-                raw.into()
-            })
-    };
-    let scope = FailClosedScope {
-        root_namespace,
-        unnamed: &name,
-    };
-    convert::authorization_policy_or_fail_closed(decoded, raw, &scope).map(Some)
+) -> Converted<crate::policy::AuthorizationPolicy> {
+    let info = Kind::AuthorizationPolicy.info();
+    convert_object(info, object, resource, root_namespace).map(|converted| match converted {
+        Some(Object::Policy(policy)) => Some(policy),
+        _ => None,
+    })
+}
+
+/// A watch event's object as JSON with apiVersion and kind: watch events normally carry both,
+/// typed decoding needs them.
+fn to_json(
+    object: &DynamicObject,
+    resource: &ApiResource,
+) -> Result<serde_json::Value, ConvertError> {
+    let mut value = serde_json::to_value(object)
+        .map_err(|error| ConvertError::new("(object)", error.to_string()))?;
+    if let Some(map) = value.as_object_mut() {
+        map.entry("apiVersion")
+            .or_insert_with(|| resource.api_version.clone().into());
+        map.entry("kind")
+            .or_insert_with(|| resource.kind.clone().into());
+    }
+    Ok(value)
+}
+
+/// Watches one kind: at the version its entry fixes, or at the first served one. A kind whose
+/// CRD is not installed counts as listed and empty and is looked for again every
+/// `recheck_absent`; the rest of the cluster is watched meanwhile.
+async fn run_kind(shared: Arc<Shared>, client: Client, watch: Watch) {
+    let info = watch.info;
+    let kind = info.kind;
+    let mut retry = Duration::from_millis(800);
+    let mut reported_absent = false;
+    loop {
+        let resolved = if info.discovered {
+            resolve(&client, info).await
+        } else {
+            let gvk = GroupVersionKind::gvk(info.group, info.versions[0], info.name);
+            Ok(Some(ApiResource::from_gvk_with_plural(&gvk, info.plural)))
+        };
+        match resolved {
+            Ok(Some(resource)) => {
+                shared.clear_failure(kind);
+                if reported_absent {
+                    tracing::info!(%kind, api_version = %resource.api_version, "now served by this cluster; watching");
+                } else {
+                    tracing::info!(%kind, api_version = %resource.api_version, "watching");
+                }
+                let api = watch.api(client.clone(), &resource);
+                let root_namespace = watch.root_namespace.clone();
+                let convert = |object: &DynamicObject| {
+                    convert_object(info, object, &resource, &root_namespace)
+                };
+                run(
+                    Arc::clone(&shared),
+                    kind,
+                    api,
+                    watch.config.clone(),
+                    convert,
+                )
+                .await;
+                return;
+            }
+            Ok(None) => {
+                shared.clear_failure(kind);
+                retry = Duration::from_millis(800);
+                if !reported_absent {
+                    reported_absent = true;
+                    let versions: Vec<&str> = info.served_versions().collect();
+                    tracing::info!(%kind, group = info.group, ?versions, "not served by this cluster; treated as none until its CRD is installed (looked for again periodically)");
+                    let changed = {
+                        let mut store = shared.store();
+                        let outcome = store.kind_mut(kind).set_absent();
+                        store.note(outcome)
+                    };
+                    if changed {
+                        shared.wake.notify_one();
+                    }
+                }
+                tokio::time::sleep(watch.recheck_absent).await;
+            }
+            Err(error) => {
+                let message = format!(
+                    "cannot discover the served versions of {}: {error}; retrying",
+                    info.group
+                );
+                tracing::warn!(%kind, error = %message, "API discovery failed");
+                shared.record_failure(kind, message);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// How a failed watch is retried: from 0.5 s, doubling to 4 s, with jitter (so at most ~8 s).
@@ -187,17 +231,13 @@ fn watch_backoff() -> impl kube::runtime::utils::Backoff {
 /// Watches one kind forever. The watcher's stream never ends: with `watch_backoff` it retries
 /// every failure (connection refused while the API server restarts, 403 until RBAC is fixed,
 /// 410 Gone, which makes it relist).
-async fn run<K, T>(
+async fn run(
     shared: Arc<Shared>,
     kind: Kind,
-    api: Api<K>,
+    api: Api<DynamicObject>,
     config: watcher::Config,
-    convert: impl Fn(&K) -> Converted<T>,
-    select: impl Fn(&mut Store) -> &mut KindStore<T>,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    T: PartialEq + Kept,
-{
+    convert: impl Fn(&DynamicObject) -> Converted<Object>,
+) {
     let events = watcher::watcher(api, config).backoff(watch_backoff());
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
@@ -206,7 +246,7 @@ async fn run<K, T>(
                 shared.clear_failure(kind);
                 let changed = {
                     let mut store = shared.store();
-                    let outcome = apply_event(kind, select(&mut store), event, &convert);
+                    let outcome = apply_event(kind, store.kind_mut(kind), event, &convert);
                     store.note(outcome)
                 };
                 if changed {
@@ -297,77 +337,11 @@ fn key<K: Resource>(object: &K) -> Key {
     )
 }
 
-/// Watches a kind whose served version is discovered: the first of `versions` the API server
-/// serves. If none is served, the kind counts as listed and empty (a cluster without the Istio
-/// CRDs has no AuthorizationPolicies) and is looked for again every `recheck`.
-async fn run_dynamic<T: PartialEq + Kept>(
-    shared: Arc<Shared>,
-    client: Client,
-    kind: Kind,
-    recheck: Duration,
-    (group, versions): (&'static str, &'static [&'static str]),
-    convert: impl Fn(&DynamicObject, &ApiResource) -> Converted<T>,
-    select: impl Fn(&mut Store) -> &mut KindStore<T>,
-) {
-    let mut retry = Duration::from_millis(800);
-    let mut reported_absent = false;
-    loop {
-        match resolve(&client, group, versions, kind.name()).await {
-            Ok(Some(resource)) => {
-                shared.clear_failure(kind);
-                tracing::info!(%kind, api_version = %resource.api_version, "watching");
-                let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                let convert = |object: &DynamicObject| convert(object, &resource);
-                run(
-                    Arc::clone(&shared),
-                    kind,
-                    api,
-                    watcher::Config::default(),
-                    convert,
-                    &select,
-                )
-                .await;
-                return;
-            }
-            Ok(None) => {
-                shared.clear_failure(kind);
-                retry = Duration::from_millis(800);
-                if !reported_absent {
-                    reported_absent = true;
-                    tracing::info!(%kind, %group, ?versions, "not served by this cluster; treated as none (install the CRD to use it)");
-                    let changed = {
-                        let mut store = shared.store();
-                        let outcome = select(&mut store).set_absent();
-                        store.note(outcome)
-                    };
-                    if changed {
-                        shared.wake.notify_one();
-                    }
-                }
-                tokio::time::sleep(recheck).await;
-            }
-            Err(error) => {
-                let message =
-                    format!("cannot discover the served versions of {group}: {error}; retrying");
-                tracing::warn!(%kind, error = %message, "API discovery failed");
-                shared.record_failure(kind, message);
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// The first of `versions` of `group` that serves `kind`, or `None` if none does.
-async fn resolve(
-    client: &Client,
-    group: &str,
-    versions: &[&str],
-    kind: &str,
-) -> Result<Option<ApiResource>, ::kube::Error> {
-    for version in versions {
+/// The first version of the kind the API server serves, or `None` if it serves none.
+async fn resolve(client: &Client, info: &KindInfo) -> Result<Option<ApiResource>, ::kube::Error> {
+    for version in info.served_versions() {
         let list = match client
-            .list_api_group_resources(&format!("{group}/{version}"))
+            .list_api_group_resources(&info.api_version(version))
             .await
         {
             Ok(list) => list,
@@ -378,46 +352,13 @@ async fn resolve(
         let found = list
             .resources
             .iter()
-            .find(|r| r.kind == kind && !r.name.contains('/'));
+            .find(|r| r.kind == info.name && !r.name.contains('/'));
         if let Some(found) = found {
-            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let gvk = GroupVersionKind::gvk(info.group, version, info.name);
             return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, &found.name)));
         }
     }
     Ok(None)
-}
-
-/// A dynamic object as a typed one, with errors naming the field. The k8s-openapi types ignore
-/// fields they do not know, so `discovery.k8s.io/v1beta1` EndpointSlices (`topology` instead of
-/// `nodeName`/`zone`) decode into the v1 type once `as_api_version` relabels them.
-pub(super) fn decode<T: DeserializeOwned>(
-    object: &DynamicObject,
-    resource: &ApiResource,
-    as_api_version: Option<&str>,
-) -> Result<T, ConvertError> {
-    let mut value = serde_json::to_value(object)
-        .map_err(|error| ConvertError::new("(object)", error.to_string()))?;
-    // Watch events normally carry apiVersion and kind; typed decoding needs them.
-    if let Some(map) = value.as_object_mut() {
-        let api_version = as_api_version.unwrap_or(&resource.api_version);
-        if as_api_version.is_some() || !map.contains_key("apiVersion") {
-            map.insert("apiVersion".into(), api_version.into());
-        }
-        map.entry("kind")
-            .or_insert_with(|| resource.kind.clone().into());
-    }
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let field = error.path().to_string();
-        ConvertError::new(
-            field,
-            format!(
-                "{}; fix the value to match the {} {} schema",
-                error.into_inner(),
-                resource.api_version,
-                resource.kind
-            ),
-        )
-    })
 }
 
 fn is_gone(error: &watcher::Error) -> bool {

@@ -3,12 +3,17 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
-use crate::model;
+use crate::convert;
+use crate::kinds::Object;
+use crate::kube::store::Store;
+use crate::model::Workload;
 use crate::policy::AuthorizationPolicy;
 
-fn pod_yaml(name: &str, extra_spec: &str, status: &str) -> Pod {
-    let yaml = format!(
-        "metadata: {{name: {name}, namespace: shop, uid: u-{name}, labels: {{app: web}}, annotations: {{big: '{big}'}}}}
+fn pod_text(name: &str, extra_spec: &str, status: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: shop, uid: u-{name}, labels: {{app: web}}, annotations: {{big: '{big}'}}}}
 spec:
   serviceAccountName: web
   containers: [{{name: c, image: web, ports: [{{name: http, containerPort: 8080}}]}}]
@@ -16,22 +21,41 @@ spec:
 status:
 {status}",
         big = "x".repeat(64)
-    );
-    serde_yaml::from_str(&yaml).unwrap()
+    )
 }
 
-fn scheduled(name: &str) -> Pod {
+/// A Pod as a watch event delivers it.
+fn pod_yaml(name: &str, extra_spec: &str, status: &str) -> DynamicObject {
+    serde_yaml::from_str(&pod_text(name, extra_spec, status)).unwrap()
+}
+
+fn scheduled(name: &str) -> DynamicObject {
     pod_yaml(name, "  nodeName: node-a", "  podIP: 10.0.0.1")
 }
 
-fn names(store: &KindStore<Workload>) -> Vec<String> {
-    let mut names: Vec<String> = store.values().into_iter().map(|w| w.name).collect();
-    names.sort();
-    names
+fn workloads(store: &KindStore<Object>) -> Vec<Workload> {
+    let mut workloads: Vec<Workload> = store
+        .values()
+        .into_iter()
+        .filter_map(|object| match object {
+            Object::Workload(workload) => Some(workload),
+            _ => None,
+        })
+        .collect();
+    workloads.sort_by(|a, b| a.name.cmp(&b.name));
+    workloads
 }
 
-fn apply(store: &mut KindStore<Workload>, event: Event<Pod>) -> Outcome {
-    apply_event(Kind::Pod, store, event, &pod)
+fn names(store: &KindStore<Object>) -> Vec<String> {
+    workloads(store).into_iter().map(|w| w.name).collect()
+}
+
+/// Applies an event the way the Pod watch does: through the Pod's table entry.
+fn apply(store: &mut KindStore<Object>, event: Event<DynamicObject>) -> Outcome {
+    let pods = resource("", "v1", "Pod", "pods");
+    let convert =
+        |object: &DynamicObject| convert_object(Kind::Pod.info(), object, &pods, "ambit-system");
+    apply_event(Kind::Pod, store, event, &convert)
 }
 
 #[test]
@@ -40,10 +64,16 @@ fn pods_are_converted_with_the_shared_conversion() {
     apply(&mut store, Event::Init);
     apply(&mut store, Event::InitApply(scheduled("web-0")));
     assert!(apply(&mut store, Event::InitDone).changed);
-    let workloads = store.values();
+    let workloads = workloads(&store);
     let web = &workloads[0];
     // The same model the manifest loader produces, and nothing more is kept.
-    assert_eq!(web, &convert::workload(&scheduled("web-0")).unwrap());
+    let typed: Pod = serde_yaml::from_str(&pod_text(
+        "web-0",
+        "  nodeName: node-a",
+        "  podIP: 10.0.0.1",
+    ))
+    .unwrap();
+    assert_eq!(web, &convert::workload(&typed).unwrap());
     assert_eq!(web.node, "node-a");
     assert_eq!(web.service_account, "web");
     assert_eq!(web.uid, "u-web-0");
@@ -97,7 +127,7 @@ fn a_pod_the_mesh_cannot_use_is_left_out_with_its_field() {
     let outcome = apply(&mut store, Event::Apply(bad));
     assert!(outcome.new_problem);
     let mut shared = Store::default();
-    shared.workloads = store;
+    *shared.kind_mut(Kind::Pod) = store;
     let problems = shared.problems();
     assert_eq!(problems.len(), 1);
     assert!(
@@ -137,9 +167,15 @@ endpoints:
         "EndpointSlice",
         "endpointslices",
     );
-    let typed: discovery::EndpointSlice =
-        decode(&object, &resource, Some("discovery.k8s.io/v1")).unwrap();
-    let slice: model::EndpointSlice = convert::endpoint_slice(&typed).unwrap().unwrap();
+    let converted = convert_object(
+        Kind::EndpointSlice.info(),
+        &object,
+        &resource,
+        "ambit-system",
+    );
+    let Ok(Some(Object::EndpointSlice(slice))) = converted else {
+        panic!("{converted:?}")
+    };
     assert_eq!(slice.service, "web");
     assert_eq!(slice.ports[0].port, 8080);
     assert_eq!(
@@ -164,18 +200,23 @@ spec:
   rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]}]
 ",
     );
-    let typed: AuthorizationPolicyResource = decode(&object, &resource, None).unwrap();
-    assert_eq!(typed.api_version, "security.istio.io/v1beta1");
-    let policy: AuthorizationPolicy = convert::authorization_policy(&typed).unwrap();
+    let policy = authorization_policy(&object, &resource, "ambit-system")
+        .unwrap()
+        .unwrap();
     assert_eq!(policy.name, "allow-web");
+    assert_eq!(policy.invalid, None);
 
+    // Misspelt: kept in its fail-closed form, the field and the schema named.
     let misspelt = dynamic("metadata: {name: p, namespace: shop}\nspec: {rulez: []}");
-    let error = decode::<AuthorizationPolicyResource>(&misspelt, &resource, None).unwrap_err();
-    assert_eq!(error.field, "spec.rulez");
-    assert!(error.problem.contains("rulez"), "{error}");
+    let policy = authorization_policy(&misspelt, &resource, "ambit-system")
+        .unwrap()
+        .unwrap();
+    let invalid = policy.invalid.unwrap();
+    assert_eq!(invalid.field, "spec.rulez");
+    assert!(invalid.problem.contains("rulez"), "{invalid:?}");
     assert!(
-        error.problem.contains("security.istio.io/v1beta1"),
-        "{error}"
+        invalid.problem.contains("security.istio.io/v1beta1"),
+        "{invalid:?}"
     );
 }
 
@@ -217,13 +258,28 @@ fn policy_object(spec: &str) -> DynamicObject {
     ))
 }
 
-fn apply_policy(
-    store: &mut KindStore<AuthorizationPolicy>,
-    event: Event<DynamicObject>,
-) -> Outcome {
+fn apply_policy(store: &mut KindStore<Object>, event: Event<DynamicObject>) -> Outcome {
     let resource = policy_resource();
-    let convert = |object: &DynamicObject| authorization_policy(object, &resource, "ambit-system");
+    let convert = |object: &DynamicObject| {
+        convert_object(
+            Kind::AuthorizationPolicy.info(),
+            object,
+            &resource,
+            "ambit-system",
+        )
+    };
     apply_event(Kind::AuthorizationPolicy, store, event, &convert)
+}
+
+fn policies(store: &KindStore<Object>) -> Vec<AuthorizationPolicy> {
+    store
+        .values()
+        .into_iter()
+        .filter_map(|object| match object {
+            Object::Policy(policy) => Some(policy),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Lets `shop/sa/web` from 10.0.0.5 reach `app: db` on 5432.
@@ -235,9 +291,9 @@ const ALLOW_DB: &str = "  selector: {matchLabels: {app: db}}
 
 /// How `shop/sa/web` from 10.0.0.5 on 5432 fares against the store's policies, for a pod
 /// labelled `app`.
-fn web_to(store: &KindStore<AuthorizationPolicy>, app: &str) -> crate::policy::Decision {
+fn web_to(store: &KindStore<Object>, app: &str) -> crate::policy::Decision {
     let web = identity::SpiffeId::new("cluster.local", "shop", "web").unwrap();
-    let policies = store.values();
+    let policies = policies(store);
     let applying = policies.iter().filter(|p| {
         p.target_refs.is_empty() && p.selector.as_ref().is_none_or(|s| s["app"] == app)
     });
@@ -330,7 +386,7 @@ fn broken_policies_are_kept_fail_closed_and_reported_once() {
         );
         assert!(!apply_policy(&mut store, Event::InitDone).changed, "{case}");
         let mut shared = Store::default();
-        shared.policies = store;
+        *shared.kind_mut(Kind::AuthorizationPolicy) = store;
         let problems = shared.problems();
         assert!(
             problems[0].starts_with(&format!("AuthorizationPolicy shop/db: field {field}: ")),
@@ -342,7 +398,7 @@ fn broken_policies_are_kept_fail_closed_and_reported_once() {
         );
 
         // Fixed with kubectl edit: the intended form, the problem gone.
-        let mut store = shared.policies;
+        let mut store = std::mem::take(shared.kind_mut(Kind::AuthorizationPolicy));
         let fixed = apply_policy(&mut store, Event::Apply(policy_object(ALLOW_DB)));
         assert!(fixed.changed && !fixed.new_problem);
         assert_eq!(web_to(&store, "db"), Decision::Allow, "{case}");
@@ -356,7 +412,7 @@ fn a_broken_waypoint_policy_stays_with_its_waypoint_and_audit_is_left_out() {
   rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]
 ";
     assert!(apply_policy(&mut store, Event::Apply(policy_object(waypoint))).new_problem);
-    let kept = store.values();
+    let kept = policies(&store);
     assert_eq!(
         kept[0].target_refs,
         ["Gateway/wp"],
