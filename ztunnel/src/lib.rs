@@ -21,6 +21,7 @@ pub mod dns;
 pub mod dump;
 pub mod enrolled;
 pub mod error;
+pub mod fuzzing;
 pub mod inbound;
 mod keyed_lock;
 pub mod metrics;

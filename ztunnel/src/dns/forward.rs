@@ -30,7 +30,7 @@ pub(crate) struct Forwarder {
 
 /// The transport of a query; replies use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
+pub enum Transport {
     Udp,
     Tcp,
 }

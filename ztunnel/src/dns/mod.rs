@@ -32,6 +32,7 @@ use std::time::Duration;
 use capture::socket::{listen_in, udp_listen_in, ListenOptions, SocketError};
 use capture::NetNs;
 
+pub use forward::Transport;
 pub use metrics::DnsMetrics;
 pub use server::NodeDnsLimits;
 
@@ -39,7 +40,7 @@ use crate::enrolled::EnrolledPod;
 use crate::proxy::Snapshots;
 use forward::Forwarder;
 use names::SearchPath;
-use query::PodResolver;
+pub(crate) use query::PodResolver;
 
 /// The proxy's port in every enrolled pod.
 pub const DNS_PORT: u16 = crate::ports::DNS;
@@ -155,4 +156,20 @@ fn bind_pair(netns: &NetNs, ip: IpAddr) -> Result<Sockets, DnsError> {
         tokio::net::UdpSocket::from_std(udp).map_err(|e| register("UDP", e))?,
         tokio::net::TcpListener::from_std(tcp).map_err(|e| register("TCP", e))?,
     ))
+}
+
+/// A pod's resolver over a fixed cluster view and without upstreams, as `shop/frontend-0` in
+/// `cluster.local`: what the fuzz targets reach (`crate::fuzzing`).
+pub(crate) fn resolver_without_upstreams(
+    snapshot: Arc<discovery::Snapshot>,
+    metrics: DnsMetrics,
+) -> PodResolver {
+    PodResolver {
+        pod_name: "frontend-0".into(),
+        pod_namespace: "shop".into(),
+        search: SearchPath::new("shop", "cluster.local"),
+        snapshot: crate::proxy::fixed_snapshot(snapshot),
+        forwarder: Forwarder::new(Vec::new(), Duration::from_millis(10)),
+        metrics,
+    }
 }
