@@ -559,3 +559,109 @@ async fn watches_recover_after_api_server_restarts_without_stale_or_lost_objects
     // Nothing left over once events flowed again.
     assert!(source.problems().is_empty(), "{:?}", source.problems());
 }
+
+/// Minimal stand-ins for two Gateway API CRDs, as served at v1 (the source checks the schema
+/// itself: an API server older than 1.25 does not evaluate the CRDs' CEL rules anyway).
+fn gateway_api_crd(kind: &str, plural: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.gateway.networking.k8s.io
+  # Required for *.k8s.io groups; the real CRDs carry the same.
+  annotations: {{api-approved.kubernetes.io: 'https://github.com/kubernetes-sigs/gateway-api/pull/4530'}}
+spec:
+  group: gateway.networking.k8s.io
+  scope: Namespaced
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+",
+        singular = kind.to_lowercase()
+    )
+}
+
+const GATEWAY_API_OBJECTS: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: shop}
+spec:
+  gatewayClassName: ambit
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart, namespace: shop}
+spec:
+  parentRefs: [{name: ingress}]
+  rules: [{backendRefs: [{name: cart, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{name: ingress}]
+  rules: [{matches: [{path: {value: cart}}], backendRefs: [{name: cart, port: 8080}]}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_kinds_appear_once_their_crds_are_installed_and_broken_ones_are_rejected() {
+    let server = start_server();
+    let mut kinds = Kind::MESH.to_vec();
+    kinds.extend(Kind::GATEWAY_API);
+    let config = KubeSourceConfig {
+        kinds,
+        recheck_absent: Duration::from_secs(1),
+        ..KubeSourceConfig::default()
+    };
+    // No Gateway API CRDs yet: the source starts, with none of those objects.
+    let source = KubeSource::start(client(&server).await, config)
+        .await
+        .unwrap();
+    assert!(source.current().gateway_api().gateways().is_empty());
+
+    for (kind, plural) in [("Gateway", "gateways"), ("HTTPRoute", "httproutes")] {
+        server
+            .kubectl_apply(&gateway_api_crd(kind, plural))
+            .unwrap();
+        server
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{plural}.gateway.networking.k8s.io"),
+            ])
+            .unwrap();
+    }
+    server.kubectl_apply(GATEWAY_API_OBJECTS).unwrap();
+    let snapshot = wait_for(&source, "the Gateway and both HTTPRoutes", |s| {
+        s.gateway_api().gateways().len() == 1 && s.gateway_api().http_routes().len() == 2
+    })
+    .await;
+    let view = snapshot.gateway_api();
+    assert_eq!(view.http_routes()[1].name, "cart");
+    assert_eq!(view.http_routes()[1].rules[0].backends[0].backend.weight, 1);
+    let rejected: Vec<String> = view.rejected().iter().map(ToString::to_string).collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0].starts_with("HTTPRoute shop/broken: spec.rules[0].matches[0].path.value: "),
+        "{rejected:?}"
+    );
+    let problems = source.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .starts_with("HTTPRoute shop/broken: field spec.rules[0].matches[0].path.value: ")),
+        "{problems:?}"
+    );
+}

@@ -442,3 +442,39 @@ fn a_failed_watch_is_retried_within_seconds_however_long_the_outage() {
         "a node must not wait up to a minute after the API server is back: {delays:?}"
     );
 }
+
+#[test]
+fn a_broken_route_from_the_api_server_is_kept_rejected_and_reported_once() {
+    let routes = resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
+    let apply = |store: &mut KindStore<Object>, event| {
+        let convert = |object: &DynamicObject| {
+            convert_object(Kind::HttpRoute.info(), object, &routes, "ambit-system")
+        };
+        apply_event(Kind::HttpRoute, store, event, &convert)
+    };
+    let broken = dynamic(
+        "metadata: {name: cart, namespace: shop}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{matches: [{path: {value: cart}}], backendRefs: [{name: cart, port: 8080}]}]
+",
+    );
+    let mut store = KindStore::default();
+    let outcome = apply(&mut store, Event::Apply(broken.clone()));
+    assert!(outcome.changed && outcome.new_problem, "{outcome:?}");
+    assert!(!apply(&mut store, Event::Apply(broken)).new_problem, "once");
+    let Some(Object::HttpRoute(route)) = store.values().pop() else {
+        panic!("the rejected route is kept")
+    };
+    assert!(route.rules.is_empty() && route.rejected.is_some());
+    let mut shared = Store::default();
+    *shared.kind_mut(Kind::HttpRoute) = store;
+    let problems = shared.problems();
+    assert!(
+        problems[0].starts_with(
+            "HTTPRoute shop/cart: field spec.rules[0].matches[0].path.value: \"cart\" must be an absolute path"
+        ),
+        "{problems:?}"
+    );
+    assert!(problems[0].contains("kept as rejected"), "{problems:?}");
+}

@@ -387,18 +387,19 @@ pub(crate) fn reference_grant(
     )
 }
 
-/// The problems of a rejection as one [`ConvertError`] (first field, every problem), for the
-/// sources' problem lists.
+/// The problems of a rejection as one [`ConvertError`] (the first field; every problem, the
+/// others with their fields), for the sources' problem lists.
 pub(crate) fn rejection_error(rejection: &Rejection) -> ConvertError {
-    let field = rejection
-        .problems
-        .first()
-        .map(|p: &FieldProblem| p.field.clone())
-        .unwrap_or_default();
-    ConvertError::new(
-        field,
-        format!("{rejection}; the object is kept as rejected (not accepted) until fixed"),
-    )
+    let mut problems = rejection.problems.iter();
+    let (field, mut text) = match problems.next() {
+        Some(first) => (first.field.clone(), first.problem.clone()),
+        None => (String::new(), "rejected".to_owned()),
+    };
+    for FieldProblem { field, problem } in problems {
+        text.push_str(&format!("; {field}: {problem}"));
+    }
+    text.push_str("; the object is kept as rejected (not accepted) until fixed");
+    ConvertError::new(field, text)
 }
 
 #[cfg(test)]
