@@ -4,10 +4,10 @@
 //!
 //! Contract: never panics; a refused load names at least one problem, each pointing into the
 //! file (document ≥ 1, for conflicts and duplicates both places); a load that goes through
-//! reports only policies enforced fail-closed (or left out) as problems; and the snapshot's
-//! indexes agree with its contents — every workload is found by name and by each of its IPs,
-//! every service by name and by each VIP and TCP port, and evaluating the policies for any workload
-//! works.
+//! reports only policies enforced fail-closed (or left out) and rejected Gateway API objects as
+//! problems, each rejected object once; and the snapshot's indexes agree with its contents —
+//! every workload is found by name and by each of its IPs, every service by name and by each VIP
+//! and TCP port, and evaluating the policies for any workload works.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,7 +27,8 @@ fn check_error(error: &ManifestError) {
         ManifestError::Read { .. } => panic!("no file is read here: {error}"),
         ManifestError::Yaml { location, .. }
         | ManifestError::Field { location, .. }
-        | ManifestError::Policy { location, .. } => check_location(location),
+        | ManifestError::Policy { location, .. }
+        | ManifestError::Rejected { location, .. } => check_location(location),
         ManifestError::Duplicate {
             location, first, ..
         } => {
@@ -60,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
     for problem in &problems {
         check_error(problem);
         assert!(
-            matches!(problem, ManifestError::Policy { .. }),
+            matches!(
+                problem,
+                ManifestError::Policy { .. } | ManifestError::Rejected { .. }
+            ),
             "a blocking problem did not block the load: {problem}"
         );
     }
@@ -115,4 +119,10 @@ fuzz_target!(|data: &[u8]| {
         .filter(|p| matches!(p, ManifestError::Policy { .. }))
         .count();
     assert!(snapshot.invalid_policies().count() <= reported);
+    // Every Gateway API object kept as rejected was reported, once.
+    let rejected = problems
+        .iter()
+        .filter(|p| matches!(p, ManifestError::Rejected { .. }))
+        .count();
+    assert_eq!(snapshot.gateway_api().rejected().len(), rejected);
 });
