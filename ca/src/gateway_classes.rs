@@ -1,11 +1,17 @@
 //! The mesh's two GatewayClasses, `ambit` (ingress) and `ambit-waypoint`, created by the CA at
 //! start-up as istiod creates its own classes.
 //!
+//! This is the gateway controller's job, and moves to it: the controller that serves these
+//! classes (accepts Gateways of them, writes their status) will live in `waypoint/` (DESIGN §2),
+//! which does not exist yet. Until then the CA creates them, because it is the one mesh
+//! component that already runs with its own RBAC against the API server in Kubernetes mode;
+//! only `main` starts it, as a background task that issuance never waits for.
+//!
 //! They are not in `manifests/`: kubectl maps the kind of every object before it applies any,
 //! so a GatewayClass in the same `kubectl apply -k` as the GatewayClass CRD fails with "no
-//! matches for kind" on a fresh cluster. The CA already runs with its own RBAC in Kubernetes
-//! mode, so it creates whichever class is missing. It never changes an existing class:
-//! `spec.controllerName` is immutable, and an operator may have edited the rest.
+//! matches for kind" on a fresh cluster. So the CA creates whichever class is missing. It never
+//! changes an existing class: `spec.controllerName` is immutable, and an operator may have
+//! edited the rest.
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! The Ambit mesh CA: its on-disk store, the authorisation of node agents, and the CSR API.
 
-pub mod admission;
 pub mod authz;
 pub mod gateway_classes;
 pub mod handler;

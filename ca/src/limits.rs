@@ -1,11 +1,15 @@
 //! How much the CA takes on at once, and how long each phase of a connection may last
 //! (DESIGN §7). Anyone who can reach the port can open connections, so every resource a
 //! connection holds is bounded before it has proven anything: by count (globally and per source
-//! address), by time (each phase has a deadline) and by size (HTTP/2 settings).
+//! address, with a rate per source: runtime's [`ConnectionLimiter`], configured by
+//! [`Limits::connection_limiter`]), by time (each phase has a deadline) and by size (HTTP/2
+//! settings).
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use certs::api::MAX_MESSAGE_BYTES;
+use runtime::limits::{ConnectionLimiter, Policy, SourceGrouping, WhenFull};
 
 /// The limits flags of `ambit-ca serve`; every flag has an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +67,35 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_token_reviews: usize,
+}
+
+impl Limits {
+    /// The admission of new connections, decided right after `accept` and before any TLS
+    /// work: per source (an IPv4 address, an IPv6 /64) a rate of new connections and a cap on
+    /// open ones; globally a cap, at which a connection with no request in flight — still
+    /// handshaking, or idle — is closed to make room (the longest-idle one of the source
+    /// holding the most), so a flood displaces its own connections first and a node that opens
+    /// one connection per certificate still gets in.
+    pub fn connection_limiter(&self) -> ConnectionLimiter {
+        ConnectionLimiter::with_policy(
+            "ambit-ca",
+            runtime::Limits {
+                max_connections: self.max_connections,
+                max_connections_per_source: self.max_connections_per_ip,
+            },
+            Policy {
+                // The flags refuse 0; should one get through anyway, 1 a second is the
+                // closest rate that still lets a node in.
+                new_connections_per_source_per_second: Some(
+                    NonZeroUsize::new(self.connections_per_ip_per_second)
+                        .unwrap_or(NonZeroUsize::MIN),
+                ),
+                sources: SourceGrouping::Ipv6Prefix64,
+                when_full: WhenFull::DisplaceIdle,
+                operator_hint: "if these are node agents and not a flood, raise --max-connections, --max-connections-per-ip or --connections-per-ip-per-second",
+            },
+        )
+    }
 }
 
 impl Default for Limits {
@@ -207,6 +240,35 @@ mod tests {
             let args = ["ambit-ca", bad[0], bad[1]];
             assert!(Flags::try_parse_from(args).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_connection_limiter_follows_the_flags() {
+        let flags = Flags::try_parse_from([
+            "ambit-ca",
+            "--max-connections",
+            "10",
+            "--max-connections-per-ip",
+            "3",
+            "--connections-per-ip-per-second",
+            "7",
+        ])
+        .unwrap();
+        let limiter = flags.limits.limits().connection_limiter();
+        assert_eq!(
+            limiter.limits(),
+            runtime::Limits {
+                max_connections: 10,
+                max_connections_per_source: 3
+            }
+        );
+        let policy = limiter.policy();
+        assert_eq!(
+            policy.new_connections_per_source_per_second,
+            NonZeroUsize::new(7)
+        );
+        assert_eq!(policy.sources, SourceGrouping::Ipv6Prefix64);
+        assert_eq!(policy.when_full, WhenFull::DisplaceIdle);
     }
 
     #[test]

@@ -115,7 +115,11 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(options) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(serve_ca(cli.trust_domain, *options))
+            let served = runtime.block_on(serve_ca(cli.trust_domain, *options));
+            // Drained (or failed): what still runs — the cluster watchers, a blocking file
+            // read — is not waited for.
+            runtime.shutdown_background();
+            served
         }
     }
 }
@@ -195,6 +199,8 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     tracing::info!(address = %options.listen, trust_domain = %trust_domain, limits = ?limits, "ambit-ca serving");
+    // A request in flight is over within --request-timeout; a little more lets its answer out.
+    let deadline = limits.request_timeout + DRAIN_GRACE;
     let service = Arc::new(CaService {
         ca,
         authenticator,
@@ -203,11 +209,31 @@ async fn serve_ca(trust_domain: String, options: ServeArgs) -> anyhow::Result<()
         max_ttl: options.max_ttl,
         limits,
     });
-    tokio::select! {
-        result = serve(listener, service) => result.context("the CA server stopped"),
-        _ = tokio::signal::ctrl_c() => { tracing::info!("ambit-ca stopping"); Ok(()) }
+    let (trigger, drain) = runtime::drain::channel();
+    let mut server = tokio::spawn(serve(listener, service, drain));
+    let signal = tokio::select! {
+        result = &mut server => {
+            return match result {
+                Ok(result) => result.context("the CA server stopped"),
+                Err(error) => Err(anyhow::anyhow!("the CA server task failed: {error}")),
+            };
+        }
+        signal = runtime::signal::termination_requested() => signal,
+    };
+    tracing::info!(%signal, ?deadline, "ambit-ca stopping: no new connections; answering the requests in flight");
+    match trigger.start_drain_and_wait(deadline).await {
+        runtime::DrainOutcome::Drained => tracing::info!("ambit-ca stopped: every connection closed"),
+        runtime::DrainOutcome::DeadlineReached { still_held } => tracing::warn!(
+            connections = still_held,
+            ?deadline,
+            "ambit-ca stopping with connections still open at the drain deadline; their clients retry"
+        ),
     }
+    Ok(())
 }
+
+/// Beyond --request-timeout, for the last answers to be written.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Descriptors beyond the connections: listener, log, the API server's connections, runtime.
 const FD_RESERVE: u64 = 256;

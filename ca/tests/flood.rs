@@ -38,7 +38,7 @@ fn limits_env() -> Vec<(&'static str, &'static str)> {
         ("AMBIT_CA_IDLE_TIMEOUT", "3s"),
         (
             "RUST_LOG",
-            "info,ambit_ca::server=debug,ambit_ca::admission=debug",
+            "info,ambit_ca::server=debug,runtime::limits=debug",
         ),
     ]
 }

@@ -1,28 +1,25 @@
-//! Logs go to `logFile` (appended) or stderr, which the container runtime
-//! records. Never stdout: that carries the CNI result.
+//! Logging of one plugin invocation: to `logFile` (appended) or stderr, which the container
+//! runtime records. Never stdout: that carries the CNI result (runtime's log set-up has no
+//! stdout output at all).
 
 use std::fs::OpenOptions;
-use std::sync::Mutex;
+
+use runtime::logging::{LogOutput, LogSetup};
 
 use crate::cni::NetConf;
 
-/// Installs the subscriber for this invocation. Logging problems never fail
-/// the CNI call: an unwritable `logFile` falls back to stderr, with a note.
+/// Installs the subscriber for this invocation. Logging problems never fail the CNI call: an
+/// unwritable `logFile` falls back to stderr, with a note.
 pub fn init(config: &NetConf) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(config.log_level)
-        .with_ansi(false)
-        .with_target(false);
+    let setup = LogSetup::at_level(config.log_level).without_targets();
     let Some(path) = &config.log_file else {
-        let _ = builder.with_writer(std::io::stderr).try_init();
+        setup.init();
         return;
     };
     match OpenOptions::new().create(true).append(true).open(path) {
-        Ok(file) => {
-            let _ = builder.with_writer(Mutex::new(file)).try_init();
-        }
+        Ok(file) => setup.output(LogOutput::File(file)).init(),
         Err(error) => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+            setup.init();
             tracing::warn!(path = %path.display(), %error, "cannot open logFile; logging to stderr");
         }
     }

@@ -1,14 +1,20 @@
-//! What every Ambit binary shares, so that each server is bounded the same way (DESIGN §7):
-//! connection limits (total and per source) and an accept loop that sheds load instead of
-//! failing, and the small HTTP/1.1 server behind admin, metrics and readiness endpoints, with
-//! header deadlines and a connection cap.
+//! What every Ambit binary shares, so that each server is bounded and stopped the same way
+//! (DESIGN §7): connection limits (total, per source, a per-source rate, making room when full)
+//! and an accept loop that sheds load instead of failing; the drain signal that stops a server
+//! gracefully; the small HTTP/1.1 server behind admin, metrics and readiness endpoints, with
+//! header deadlines and a connection cap; logging set-up; the open-file limit.
 
 pub mod accept;
+pub mod drain;
 pub mod fd_limit;
 pub mod http_server;
 pub mod limits;
 pub mod logging;
+pub mod signal;
 
-pub use accept::{accept_loop, AcceptedConnection};
+pub use accept::{accept_loop, accept_until_drained, AcceptedConnection};
+pub use drain::{DrainOutcome, DrainTrigger, DrainWatcher};
 pub use http_server::{bind_shared, HttpServerConfig, Reply, Routes};
-pub use limits::{ConnectionLimiter, ConnectionPermit, Limits, Shed};
+pub use limits::{
+    ConnectionLimiter, ConnectionPermit, Limits, Policy, Shed, SourceGrouping, SourceKey, WhenFull,
+};

@@ -134,7 +134,7 @@ impl InstallArgs {
     }
 }
 
-/// Runs the installer with the process arguments; logs go to stderr.
+/// Runs the installer with the process arguments; logs go to stderr (runtime's set-up).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -147,7 +147,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
-    init_logging();
+    // As the servers log (RUST_LOG, LOG_FORMAT=json, colour only on a terminal), on stderr.
+    runtime::logging::LogSetup::from_env()
+        .without_targets()
+        .init();
     let result = match cli.command {
         Command::Install(args) => install(&args),
         Command::Uninstall(dirs) => uninstall(&installer(&dirs, Map::new())).map(drop),
@@ -159,17 +162,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
 }
 
 fn installer(dirs: &Dirs, entry: Map<String, Value>) -> Installer {
