@@ -13,7 +13,9 @@
 //!
 //! So an accept loop stops accepting when the drain starts and drops its watcher; each
 //! connection it spawned holds a clone until it is done (finishing its request, answering with
-//! `connection: close` or GOAWAY, …). [`crate::accept::accept_until_drained`] is that loop.
+//! `connection: close` or GOAWAY, …). The accept module's `accept_until_drained` is that loop.
+//! - Work that starts later, in a place that must not itself hold the drain open (a table of
+//!   pods, a shared proxy context), takes its watchers from a [`WatcherSource`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -66,6 +68,7 @@
 //! Built on one `tokio::sync::watch` channel: the value says whether the drain started, and the
 //! receivers are the holders (the sender knows how many are left and when the last is gone).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -73,13 +76,30 @@ use tokio::sync::watch;
 /// A new drain: the trigger, and the first watcher (clone it for each piece of work).
 pub fn channel() -> (DrainTrigger, DrainWatcher) {
     let (started, watching) = watch::channel(false);
+    let started = Arc::new(started);
     (DrainTrigger { started }, DrainWatcher { started: watching })
 }
 
 /// Starts the drain. Dropping it without starting one counts as a drain that started (nobody
 /// could ever start it any more, so the work should wind down), with nobody waiting for it.
 pub struct DrainTrigger {
-    started: watch::Sender<bool>,
+    started: Arc<watch::Sender<bool>>,
+}
+
+/// Hands out watchers without being one: a watcher kept only to clone from would hold the
+/// drain open forever. Cheap to clone.
+#[derive(Clone)]
+pub struct WatcherSource {
+    started: Arc<watch::Sender<bool>>,
+}
+
+impl WatcherSource {
+    /// A watcher for work starting now; it sees a drain that already started at once.
+    pub fn watcher(&self) -> DrainWatcher {
+        DrainWatcher {
+            started: self.started.subscribe(),
+        }
+    }
 }
 
 /// Sees the drain start; held (or a clone of it held) by everything the drain waits for.
@@ -115,8 +135,13 @@ impl DrainTrigger {
 
     /// A new watcher, for work started after the first watcher was handed out.
     pub fn watcher(&self) -> DrainWatcher {
-        DrainWatcher {
-            started: self.started.subscribe(),
+        self.source().watcher()
+    }
+
+    /// Where work started later gets its watchers (see [`WatcherSource`]).
+    pub fn source(&self) -> WatcherSource {
+        WatcherSource {
+            started: self.started.clone(),
         }
     }
 
@@ -137,7 +162,7 @@ impl DrainWatcher {
         let _ = started.wait_for(|started| *started).await;
     }
 
-    /// Whether the drain has started (or the trigger was dropped).
+    /// Whether the drain has started (or the trigger and every [`WatcherSource`] were dropped).
     pub fn is_draining(&self) -> bool {
         *self.started.borrow() || self.started.has_changed().is_err()
     }
@@ -169,6 +194,26 @@ mod tests {
     /// Whether `future` is ready without time moving on.
     async fn ready_now(future: impl std::future::Future<Output = ()>) -> bool {
         tokio::time::timeout(Duration::ZERO, future).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_source_is_no_holder_but_its_watchers_are() {
+        let (trigger, first) = channel();
+        drop(first);
+        let source = trigger.source();
+        let late = source.watcher();
+        assert_eq!(trigger.holders(), 1, "only the watcher, not the source");
+        let finishing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(late);
+        });
+        let outcome = trigger.start_drain_and_wait(Duration::from_secs(30)).await;
+        assert_eq!(outcome, DrainOutcome::Drained);
+        finishing.await.unwrap();
+        assert!(
+            source.watcher().is_draining(),
+            "work started after the drain sees it"
+        );
     }
 
     #[tokio::test(start_paused = true)]

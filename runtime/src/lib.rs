@@ -13,7 +13,7 @@ pub mod logging;
 pub mod signal;
 
 pub use accept::{accept_loop, accept_until_drained, AcceptedConnection};
-pub use drain::{DrainOutcome, DrainTrigger, DrainWatcher};
+pub use drain::{DrainOutcome, DrainTrigger, DrainWatcher, WatcherSource};
 pub use http_server::{bind_shared, HttpServerConfig, Reply, Routes};
 pub use limits::{
     ConnectionLimiter, ConnectionPermit, Limits, Policy, Shed, SourceGrouping, SourceKey, WhenFull,
