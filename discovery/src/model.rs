@@ -190,6 +190,15 @@ impl Service {
             .as_ref()
             .is_some_and(|selector| labels_match(selector, labels))
     }
+
+    /// Whether the Service opts out of its namespace's waypoint (`istio.io/use-waypoint:
+    /// none`): [`WaypointBinding::from_labels`] reads that value as "no binding", which alone
+    /// would let the namespace's binding apply.
+    pub fn opts_out_of_waypoint(&self) -> bool {
+        self.labels
+            .get(USE_WAYPOINT_LABEL)
+            .is_some_and(|value| value == "none")
+    }
 }
 
 /// One entry of `spec.ports`.

@@ -44,6 +44,8 @@ pub struct Peer {
 /// meaning (DESIGN §3), so Istio's log parsers read them right.
 pub struct ConnectionRecord {
     metrics: Arc<ConnectionMetrics>,
+    /// Held until the line is written: a stopping ztunnel drains until no record is left.
+    _in_flight: runtime::DrainWatcher,
     direction: Direction,
     started: Instant,
     pub src_addr: SocketAddr,
@@ -63,6 +65,7 @@ pub struct ConnectionRecord {
 impl ConnectionRecord {
     pub fn new(
         metrics: Arc<ConnectionMetrics>,
+        in_flight: runtime::DrainWatcher,
         direction: Direction,
         src_addr: SocketAddr,
         dst_addr: SocketAddr,
@@ -70,6 +73,7 @@ impl ConnectionRecord {
         metrics.active_connections.inc();
         ConnectionRecord {
             metrics,
+            _in_flight: in_flight,
             direction,
             started: Instant::now(),
             src_addr,

@@ -117,6 +117,7 @@ impl Agent {
         bundle: SharedTrustBundle,
         certificates: CertificateManager,
         rules: Option<capture::rules::Backend>,
+        in_flight: runtime::WatcherSource,
         registry: &mut Registry,
     ) -> Self {
         let snapshots: crate::proxy::Snapshots = {
@@ -128,6 +129,7 @@ impl Agent {
             trust_domain: config.trust_domain.clone(),
             metrics: Arc::new(ConnectionMetrics::register(registry)),
             connections: ConnectionTable::default(),
+            in_flight,
         });
         let dns_metrics = DnsMetrics::default();
         dns_metrics.register(registry);

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use capture::enroll::{EnrollListener, EnrollRequest, Reply};
 use certs::api::{CaClient, NodeToken};
@@ -52,6 +51,8 @@ pub struct App {
     agent: Arc<Agent>,
     admin: admin::Addresses,
     enrollment: JoinHandle<()>,
+    /// Started on shutdown; waits for every connection's record (see `ProxyContext::record`).
+    drain: runtime::DrainTrigger,
 }
 
 /// Starts a node agent for `config`. Returns once every listener is bound and the enrollment
@@ -115,12 +116,15 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         }
     };
     let mut registry = Registry::default();
+    // Watchers come from the agent's source as connections open; the first one is not needed.
+    let (drain, _) = runtime::drain::channel();
     let agent = Arc::new(Agent::new(
         config.clone(),
         source,
         trust,
         certificates,
         rules,
+        drain.source(),
         &mut registry,
     ));
 
@@ -150,6 +154,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         agent,
         admin,
         enrollment,
+        drain,
     })
 }
 
@@ -181,40 +186,15 @@ impl App {
         tracing::info!(drain = ?drain, "ztunnel stopping: no new connections, draining existing ones");
         self.enrollment.abort();
         self.agent.shutdown.cancel();
-        let left = wait_for_connections(&self.agent, drain).await;
-        if left > 0 {
-            tracing::warn!(
-                connections = left,
-                "drain timeout reached; closing the remaining connections"
-            );
-        }
-    }
-}
-
-/// Waits until no connection is proxied or `drain` has passed; returns how many are left.
-async fn wait_for_connections(agent: &Agent, drain: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + drain;
-    let active = &agent.proxy.metrics.active_connections;
-    while active.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    active.get()
-}
-
-/// SIGTERM or Ctrl-C: how the kubelet (or a user) stops ztunnel.
-pub async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM; only Ctrl-C stops ztunnel");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        match self.drain.start_drain_and_wait(drain).await {
+            runtime::DrainOutcome::Drained => {
+                tracing::info!("ztunnel stopped: every connection finished")
             }
-        };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+            runtime::DrainOutcome::DeadlineReached { still_held } => tracing::warn!(
+                connections = still_held,
+                "drain timeout reached; closing the remaining connections"
+            ),
+        }
     }
 }
 

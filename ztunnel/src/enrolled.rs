@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -76,6 +76,17 @@ impl EnrolledPod {
     /// Opens a TCP connection on the pod's behalf (see [`SocketFactory`]).
     pub async fn dial(&self, destination: SocketAddr) -> io::Result<TcpStream> {
         self.sockets.connect(destination).await
+    }
+
+    /// The pod's own addresses: as the cluster knows them, plus `seen` — the one a connection
+    /// actually used — since the cluster view may lag behind the pod. The self-call guard
+    /// refuses ztunnel's ports on all of them.
+    pub fn addresses(&self, snapshot: &discovery::Snapshot, seen: IpAddr) -> Vec<IpAddr> {
+        let mut ips = snapshot
+            .workload(&self.namespace, &self.name)
+            .map_or(Vec::new(), |w| w.ips.clone());
+        ips.push(seen);
+        ips
     }
 
     /// `namespace/name`, for logs.

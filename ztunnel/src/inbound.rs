@@ -7,10 +7,10 @@
 //! The source of a connection is its TCP peer and its verified certificate, never the
 //! client-supplied `forwarded` header (DESIGN §3): that header only informs the logs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use discovery::{ConnectionAttrs, Snapshot};
+use discovery::ConnectionAttrs;
 use hbone::{CopyReport, InboundRequest, Refusal};
 use tokio::net::TcpStream;
 
@@ -39,16 +39,6 @@ fn register(
     )
 }
 
-/// The destination pod's addresses: as the cluster knows them, plus the one the client reached
-/// (the listener's local address), in case the cluster view lags behind the pod.
-fn own_ips(snapshot: &Snapshot, pod: &EnrolledPod, local: IpAddr) -> Vec<IpAddr> {
-    let mut ips = snapshot
-        .workload(&pod.namespace, &pod.name)
-        .map_or(Vec::new(), |w| w.ips.clone());
-    ips.push(local);
-    ips
-}
-
 /// The HBONE server's handler for one pod.
 pub struct HboneInbound {
     pub context: Arc<ProxyContext>,
@@ -72,12 +62,7 @@ impl hbone::Handler for HboneInbound {
         }
         // Istio's meaning: dst.addr is where the tunnel arrived (<pod>:15008), dst.hbone_addr
         // the target inside it.
-        let mut record = ConnectionRecord::new(
-            context.metrics.clone(),
-            Direction::Inbound,
-            source_addr,
-            request.local_addr,
-        );
+        let mut record = context.record(Direction::Inbound, source_addr, request.local_addr);
         record.hbone_target = Some(request.authority);
         let snapshot = context.snapshot();
         record.src = peer_of(
@@ -93,7 +78,7 @@ impl hbone::Handler for HboneInbound {
             Some(pod.identity.to_string()),
         );
         record.mutual_tls = true;
-        let ips = own_ips(&snapshot, pod, request.local_addr.ip());
+        let ips = pod.addresses(&snapshot, request.local_addr.ip());
         let facts = InboundFacts {
             destination: PodFacts {
                 namespace: &pod.namespace,
@@ -187,8 +172,7 @@ pub async fn proxy_plaintext(
     original: SocketAddr,
 ) {
     let snapshot = context.snapshot();
-    let mut record =
-        ConnectionRecord::new(context.metrics.clone(), Direction::Inbound, peer, original);
+    let mut record = context.record(Direction::Inbound, peer, original);
     record.src = peer_of(snapshot.workload_by_ip(peer.ip()).map(|w| w.as_ref()), None);
     record.dst = peer_of(
         snapshot
@@ -197,7 +181,7 @@ pub async fn proxy_plaintext(
         Some(pod.identity.to_string()),
     );
     let local = downstream.local_addr().map_or(original.ip(), |a| a.ip());
-    let ips = own_ips(&snapshot, pod, local);
+    let ips = pod.addresses(&snapshot, local);
     let facts = InboundFacts {
         destination: PodFacts {
             namespace: &pod.namespace,

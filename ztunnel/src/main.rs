@@ -14,7 +14,11 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let app = ztunnel::app::build(config).await?;
-        app.run_until(ztunnel::app::shutdown_signal()).await;
+        app.run_until(async {
+            let signal = runtime::signal::termination_requested().await;
+            tracing::info!(%signal, "ztunnel asked to stop");
+        })
+        .await;
         Ok(())
     })
 }

@@ -2,7 +2,7 @@
 //! says where it goes — through an HBONE tunnel to an ambient workload, in plain TCP to a
 //! destination outside the mesh, or nowhere — and this module carries it out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,13 +49,9 @@ pub async fn proxy(
 ) {
     let snapshot = context.snapshot();
     let source = snapshot.workload(&pod.namespace, &pod.name).cloned();
-    let mut record =
-        ConnectionRecord::new(context.metrics.clone(), Direction::Outbound, peer, original);
+    let mut record = context.record(Direction::Outbound, peer, original);
     record.src = peer_of(source.as_deref(), Some(pod.identity.to_string()));
-    // The pod's addresses as the cluster knows them, and the one it connected from (the cluster
-    // view may lag behind the pod).
-    let mut own_ips: Vec<IpAddr> = source.as_deref().map_or(Vec::new(), |w| w.ips.clone());
-    own_ips.push(peer.ip());
+    let own_ips = pod.addresses(&snapshot, peer.ip());
     let facts = PodFacts {
         namespace: &pod.namespace,
         name: &pod.name,

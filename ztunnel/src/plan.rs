@@ -236,11 +236,7 @@ fn service_waypoint(snapshot: &Snapshot, service: &Service) -> Option<WaypointBi
     if service.use_waypoint.is_some() {
         return service.use_waypoint.clone();
     }
-    let opted_out = service
-        .labels
-        .get("istio.io/use-waypoint")
-        .is_some_and(|value| value == "none");
-    if opted_out {
+    if service.opts_out_of_waypoint() {
         return None;
     }
     snapshot.namespace(&service.namespace)?.use_waypoint.clone()

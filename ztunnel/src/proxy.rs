@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use discovery::Snapshot;
 
+use crate::access_log::{ConnectionRecord, Direction};
 use crate::connections::ConnectionTable;
 use crate::metrics::ConnectionMetrics;
 
@@ -25,10 +28,30 @@ pub struct ProxyContext {
     pub metrics: Arc<ConnectionMetrics>,
     /// Live inbound connections, re-authorised when policies change.
     pub connections: ConnectionTable,
+    /// Every connection's record holds a watcher from here, so a stopping ztunnel knows when
+    /// the last one is done.
+    pub in_flight: runtime::WatcherSource,
 }
 
 impl ProxyContext {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         (self.snapshots)()
+    }
+
+    /// The record of a new connection from `src` to `dst`: its access line and metrics, and
+    /// its place in the drain.
+    pub fn record(
+        &self,
+        direction: Direction,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> ConnectionRecord {
+        ConnectionRecord::new(
+            self.metrics.clone(),
+            self.in_flight.watcher(),
+            direction,
+            src,
+            dst,
+        )
     }
 }

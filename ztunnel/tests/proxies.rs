@@ -143,6 +143,8 @@ struct Node {
     context: Arc<ProxyContext>,
     registry: Registry,
     current: Arc<Mutex<Arc<Snapshot>>>,
+    /// What a stopping ztunnel starts: it waits for every connection's record.
+    drain: runtime::DrainTrigger,
 }
 
 impl Node {
@@ -150,16 +152,19 @@ impl Node {
         let current = Arc::new(Mutex::new(snapshot));
         let reader = current.clone();
         let mut registry = Registry::default();
+        let (drain, _) = runtime::drain::channel();
         let context = Arc::new(ProxyContext {
             snapshots: Arc::new(move || reader.lock().unwrap().clone()),
             trust_domain: TRUST_DOMAIN.into(),
             metrics: Arc::new(ConnectionMetrics::register(&mut registry)),
             connections: ConnectionTable::default(),
+            in_flight: drain.source(),
         });
         Node {
             context,
             registry,
             current,
+            drain,
         }
     }
 
@@ -271,36 +276,102 @@ fn logging() -> (Logs, tracing::subscriber::DefaultGuard) {
     (logs, tracing::subscriber::set_default(subscriber))
 }
 
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
+/// One scenario's world on `127.0.<subnet>.0/24`: the client pod `frontend` at .1, the server
+/// pod `cart` at .2, the outside pod `db` at .3, one node's proxies over that cluster plus
+/// `policy`, and the logs they write.
+struct Scenario {
+    logs: Logs,
+    _logging: tracing::subscriber::DefaultGuard,
+    pki: TestPki,
+    node: Node,
+    frontend: Arc<EnrolledPod>,
+    cart: Arc<EnrolledPod>,
+    client_ip: IpAddr,
+    server_ip: IpAddr,
+    outside_ip: IpAddr,
+}
+
+impl Scenario {
+    fn new(subnet: u8, policy: &str) -> Self {
+        let (logs, _logging) = logging();
+        let address = |host: u8| IpAddr::from([127, 0, subnet, host]);
+        let (client_ip, server_ip, outside_ip) = (address(1), address(2), address(3));
+        let pki = TestPki::new(TRUST_DOMAIN).unwrap();
+        let node = Node::new(load(&cluster(client_ip, server_ip, outside_ip, policy)));
+        let frontend = pod(&pki, "shop", "frontend-0", "frontend");
+        let cart = pod(&pki, "shop", "cart-0", "cart");
+        Scenario {
+            logs,
+            _logging,
+            pki,
+            node,
+            frontend,
+            cart,
+            client_ip,
+            server_ip,
+            outside_ip,
+        }
+    }
+
+    /// cart's HBONE listener, and its app (an echo server on 8080) when `with_app`.
+    async fn serve_cart(&self, with_app: bool) {
+        serve_hbone(&self.node, &self.pki, &self.cart, self.server_ip).await;
+        if with_app {
+            echo(SocketAddr::new(self.server_ip, 8080)).await;
+        }
+    }
+
+    /// `frontend` calls `original`.
+    async fn call(&self, original: SocketAddr) -> TcpStream {
+        call(&self.node, &self.frontend, self.client_ip, original).await
+    }
+
+    /// `frontend` calls cart's app by pod IP.
+    async fn call_cart(&self) -> TcpStream {
+        self.call(SocketAddr::new(self.server_ip, 8080)).await
+    }
+
+    /// The cluster of this scenario with another `policy`.
+    fn cluster_with(&self, policy: &str) -> Arc<Snapshot> {
+        load(&cluster(
+            self.client_ip,
+            self.server_ip,
+            self.outside_ip,
+            policy,
+        ))
+    }
+}
+
+/// Whether the peer ends `client`'s connection (EOF or reset) within `within`, whatever it
+/// sends before.
+async fn ends(client: &mut TcpStream, within: Duration) -> bool {
+    let mut buffer = [0u8; 64];
+    tokio::time::timeout(within, async {
+        loop {
+            match client.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn error_of(line: &Value) -> &str {
+    line["error"].as_str().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_tunnelled_connection_carries_the_bytes_and_logs_both_identities_on_both_sides() {
-    let (logs, _guard) = logging();
-    let (client_ip, server_ip) = (ip("127.0.10.1"), ip("127.0.10.2"));
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(
-        client_ip,
-        server_ip,
-        ip("127.0.10.3"),
-        ALLOW_FRONTEND,
-    )));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    let cart = pod(&pki, "shop", "cart-0", "cart");
-    serve_hbone(&node, &pki, &cart, server_ip).await;
-    echo(SocketAddr::new(server_ip, 8080)).await;
+    let scenario = Scenario::new(10, ALLOW_FRONTEND);
+    scenario.serve_cart(true).await;
 
-    let mut client = call(
-        &node,
-        &frontend,
-        client_ip,
-        SocketAddr::new(server_ip, 8080),
-    )
-    .await;
+    let mut client = scenario.call_cart().await;
     assert_eq!(exchange(&mut client, b"hello, cart").await, b"hello, cart");
     drop(client);
 
+    let logs = &scenario.logs;
     let lines = logs.wait_for_access(2).await;
     assert_eq!(lines.len(), 2, "one line per side: {lines:?}");
     let outbound = logs.line("outbound");
@@ -326,7 +397,7 @@ async fn a_tunnelled_connection_carries_the_bytes_and_logs_both_identities_on_bo
     assert_eq!(inbound["dst.workload"], "cart-0");
     assert!(inbound.get("error").is_none(), "{inbound}");
 
-    let metrics = node.metrics();
+    let metrics = scenario.node.metrics();
     for reporter in ["source", "destination"] {
         let opened = format!("istio_tcp_connections_opened_total{{reporter=\"{reporter}\"");
         assert!(metrics.contains(&opened), "{metrics}");
@@ -340,43 +411,24 @@ async fn a_tunnelled_connection_carries_the_bytes_and_logs_both_identities_on_bo
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_the_policy_denies_is_refused_on_both_sides_with_the_policy_named() {
-    let (logs, _guard) = logging();
-    let (client_ip, server_ip) = (ip("127.0.11.1"), ip("127.0.11.2"));
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(
-        client_ip,
-        server_ip,
-        ip("127.0.11.3"),
-        DENY_FRONTEND,
-    )));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    let cart = pod(&pki, "shop", "cart-0", "cart");
-    serve_hbone(&node, &pki, &cart, server_ip).await;
-    echo(SocketAddr::new(server_ip, 8080)).await;
+    let scenario = Scenario::new(11, DENY_FRONTEND);
+    scenario.serve_cart(true).await;
 
-    let mut client = call(
-        &node,
-        &frontend,
-        client_ip,
-        SocketAddr::new(server_ip, 8080),
-    )
-    .await;
-    let mut buffer = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buffer)).await;
+    let mut client = scenario.call_cart().await;
     assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the client's connection must end: {read:?}"
+        ends(&mut client, Duration::from_secs(10)).await,
+        "the client's connection must end"
     );
+    let logs = &scenario.logs;
     logs.wait_for_access(2).await;
     let inbound = logs.line("inbound");
-    let error = inbound["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("denied by AuthorizationPolicy shop/cart-deny"),
+        error_of(&inbound).contains("denied by AuthorizationPolicy shop/cart-deny"),
         "{inbound}"
     );
     let outbound = logs.line("outbound");
     assert!(outbound["error"].as_str().is_some(), "{outbound}");
-    let metrics = node.metrics();
+    let metrics = scenario.node.metrics();
     assert!(
         metrics.contains("response_flags=\"DENY\""),
         "the refusal is counted as DENY: {metrics}"
@@ -385,27 +437,11 @@ async fn a_connection_the_policy_denies_is_refused_on_both_sides_with_the_policy
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_policy_change_revokes_a_live_connection_and_says_why() {
-    let (logs, _guard) = logging();
-    let (client_ip, server_ip, outside) = (ip("127.0.12.1"), ip("127.0.12.2"), ip("127.0.12.3"));
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(
-        client_ip,
-        server_ip,
-        outside,
-        ALLOW_FRONTEND,
-    )));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    let cart = pod(&pki, "shop", "cart-0", "cart");
-    serve_hbone(&node, &pki, &cart, server_ip).await;
-    echo(SocketAddr::new(server_ip, 8080)).await;
+    let scenario = Scenario::new(12, ALLOW_FRONTEND);
+    scenario.serve_cart(true).await;
+    let node = &scenario.node;
 
-    let mut client = call(
-        &node,
-        &frontend,
-        client_ip,
-        SocketAddr::new(server_ip, 8080),
-    )
-    .await;
+    let mut client = scenario.call_cart().await;
     assert_eq!(exchange(&mut client, b"before").await, b"before");
     assert_eq!(
         node.context.connections.len(),
@@ -413,24 +449,16 @@ async fn a_policy_change_revokes_a_live_connection_and_says_why() {
         "the tunnel is registered"
     );
 
-    let revoked = node.update(load(&cluster(client_ip, server_ip, outside, DENY_FRONTEND)));
+    let revoked = node.update(scenario.cluster_with(DENY_FRONTEND));
     assert_eq!(revoked, 1);
-    let mut buffer = [0u8; 16];
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match client.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the revoked connection must end");
-    logs.wait_for_access(2).await;
-    let inbound = logs.line("inbound");
-    let error = inbound["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains(
+        ends(&mut client, Duration::from_secs(10)).await,
+        "the revoked connection must end"
+    );
+    scenario.logs.wait_for_access(2).await;
+    let inbound = scenario.logs.line("inbound");
+    assert!(
+        error_of(&inbound).contains(
             "connection revoked: policy change, now denied by AuthorizationPolicy shop/cart-deny"
         ),
         "{inbound}"
@@ -444,98 +472,94 @@ async fn a_policy_change_revokes_a_live_connection_and_says_why() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_destination_outside_the_mesh_is_passed_through_in_plain_tcp() {
-    let (logs, _guard) = logging();
-    let (client_ip, outside) = (ip("127.0.13.1"), ip("127.0.13.3"));
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(client_ip, ip("127.0.13.2"), outside, "")));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    echo(SocketAddr::new(outside, 5432)).await;
+    let scenario = Scenario::new(13, "");
+    let db = SocketAddr::new(scenario.outside_ip, 5432);
+    echo(db).await;
 
-    let mut client = call(&node, &frontend, client_ip, SocketAddr::new(outside, 5432)).await;
+    let mut client = scenario.call(db).await;
     assert_eq!(exchange(&mut client, b"select 1").await, b"select 1");
     drop(client);
-    logs.wait_for_access(1).await;
-    let line = logs.line("outbound");
+    scenario.logs.wait_for_access(1).await;
+    let line = scenario.logs.line("outbound");
     assert_eq!(line["dst.addr"], "127.0.13.3:5432", "{line}");
     assert_eq!(line["dst.hbone_addr"], "-", "not tunnelled: {line}");
     assert_eq!(line["dst.workload"], "db-0");
     assert_eq!(line["dst.identity"], "\"-\"", "{line}");
+    let metrics = scenario.node.metrics();
     assert!(
-        node.metrics()
-            .contains("connection_security_policy=\"none\""),
-        "{}",
-        node.metrics()
+        metrics.contains("connection_security_policy=\"none\""),
+        "{metrics}"
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_call_to_the_pods_own_capture_port_is_refused_without_dialling() {
-    let (logs, _guard) = logging();
-    let client_ip = ip("127.0.14.1");
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(
-        client_ip,
-        ip("127.0.14.2"),
-        ip("127.0.14.3"),
-        "",
-    )));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    let mut client = call(
-        &node,
-        &frontend,
-        client_ip,
-        SocketAddr::new(client_ip, 15001),
-    )
-    .await;
-    let mut buffer = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer)).await;
+    let scenario = Scenario::new(14, "");
+    let mut client = scenario
+        .call(SocketAddr::new(scenario.client_ip, 15001))
+        .await;
     assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "closed at once: {read:?}"
+        ends(&mut client, Duration::from_secs(5)).await,
+        "closed at once"
     );
-    logs.wait_for_access(1).await;
-    let line = logs.line("outbound");
-    let error = line["error"].as_str().unwrap_or_default();
+    scenario.logs.wait_for_access(1).await;
+    let line = scenario.logs.line("outbound");
     assert!(
         // The pods here live on loopback addresses, so that is what the refusal names.
-        error.contains("refused: 127.0.14.1:15001 is ztunnel's own port 15001 on loopback"),
+        error_of(&line)
+            .contains("refused: 127.0.14.1:15001 is ztunnel's own port 15001 on loopback"),
         "{line}"
     );
-    assert!(node.metrics().contains("response_flags=\"NR\""));
+    assert!(scenario.node.metrics().contains("response_flags=\"NR\""));
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_unreachable_app_gets_a_503_and_an_upstream_failure_on_both_sides() {
-    let (logs, _guard) = logging();
-    let (client_ip, server_ip) = (ip("127.0.15.1"), ip("127.0.15.2"));
-    let pki = TestPki::new(TRUST_DOMAIN).unwrap();
-    let node = Node::new(load(&cluster(client_ip, server_ip, ip("127.0.15.3"), "")));
-    let frontend = pod(&pki, "shop", "frontend-0", "frontend");
-    let cart = pod(&pki, "shop", "cart-0", "cart");
-    serve_hbone(&node, &pki, &cart, server_ip).await;
+    let scenario = Scenario::new(15, "");
     // Nothing listens on 8080.
-    let mut client = call(
-        &node,
-        &frontend,
-        client_ip,
-        SocketAddr::new(server_ip, 8080),
-    )
-    .await;
-    let mut buffer = [0u8; 1];
-    let _ = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buffer)).await;
+    scenario.serve_cart(false).await;
+    let mut client = scenario.call_cart().await;
+    let _ = ends(&mut client, Duration::from_secs(10)).await;
+    let logs = &scenario.logs;
     logs.wait_for_access(2).await;
     let inbound = logs.line("inbound");
-    let error = inbound["error"].as_str().unwrap_or_default();
+    let error = error_of(&inbound);
     assert!(
         error.contains("cannot connect to 127.0.15.2:8080 (the workload)")
             && error.contains("is the app listening on that port?"),
         "{inbound}"
     );
     let outbound = logs.line("outbound");
-    let error = outbound["error"].as_str().unwrap_or_default();
+    let error = error_of(&outbound);
     assert!(
         error.contains("HBONE to 127.0.15.2:15008 failed") && error.contains("503"),
         "{outbound}"
     );
-    assert!(node.metrics().contains("response_flags=\"UF\""));
+    assert!(scenario.node.metrics().contains("response_flags=\"UF\""));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stopping_node_waits_for_its_live_connections() {
+    let scenario = Scenario::new(16, ALLOW_FRONTEND);
+    scenario.serve_cart(true).await;
+    let mut client = scenario.call_cart().await;
+    assert_eq!(exchange(&mut client, b"live").await, b"live");
+
+    // Both sides' records are open, one watcher each.
+    assert_eq!(scenario.node.drain.holders(), 2);
+    let Scenario { node, logs, .. } = scenario;
+    let waiting = tokio::spawn(node.drain.start_drain_and_wait(Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the drain waits for the open connection"
+    );
+    // The client finishes: both records are written, nothing is left in flight.
+    drop(client);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the drain ends once the connection is done")
+        .unwrap();
+    assert_eq!(outcome, runtime::DrainOutcome::Drained);
+    assert_eq!(logs.wait_for_access(2).await.len(), 2);
 }
