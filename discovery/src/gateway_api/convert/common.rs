@@ -18,6 +18,27 @@ use crate::gateway_api::resource::{
 
 /// Most parents one route may name (the CRDs' maxItems).
 const MAX_PARENT_REFS: usize = 32;
+/// Most matches over all the rules of an HTTPRoute or GRPCRoute (the CRDs' rule).
+const MAX_MATCHES_PER_ROUTE: usize = 128;
+
+/// What the HTTPRoute and GRPCRoute schemas require of a rule list as a whole, given each
+/// rule's name and number of matches: at most 128 matches in all, and unique rule names.
+pub(crate) fn check_rule_list<'a>(
+    problems: &mut Problems,
+    field: &Field,
+    rules: impl Iterator<Item = (Option<&'a str>, usize)>,
+) {
+    let mut total = 0;
+    let mut names = Vec::new();
+    for (index, (name, matches)) in rules.enumerate() {
+        total += matches;
+        names.extend(name.map(|name| (index, name)));
+    }
+    if total > MAX_MATCHES_PER_ROUTE {
+        problems.add(field, format!("{total} matches in all; a route may have at most {MAX_MATCHES_PER_ROUTE} (split it into several routes)"));
+    }
+    problems.unique(field, names, "rule name");
+}
 
 pub(crate) fn group(
     problems: &mut Problems,

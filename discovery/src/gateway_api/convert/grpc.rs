@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::check::{Field, Problems};
-use super::common::{backend_ref, header_matches};
+use super::common::{backend_ref, check_rule_list, header_matches};
 use super::filters::{filters, GRPC_FILTER_TYPES};
 use crate::gateway_api::model::{
     GrpcBackend, GrpcFilter, GrpcMatch, GrpcMethodMatch, GrpcRule, HttpFilter,
@@ -14,7 +14,6 @@ use crate::gateway_api::resource::{GrpcMatchSpec, GrpcRuleSpec, HttpFilterSpec};
 
 const MAX_RULES: usize = 16;
 const MAX_MATCHES: usize = 64;
-const MAX_MATCHES_PER_ROUTE: usize = 128;
 
 // The CRD's patterns for Exact service and method names.
 #[allow(clippy::expect_used)]
@@ -32,20 +31,12 @@ pub(crate) fn rules(
     own: &str,
 ) -> Vec<GrpcRule> {
     let specs = problems.list(field, specs, MAX_RULES);
-    let total: usize = specs
-        .iter()
-        .map(|r| r.matches.as_ref().map_or(0, Vec::len))
-        .sum();
-    if total > MAX_MATCHES_PER_ROUTE {
-        problems.add(field, format!("{total} matches in all; a route may have at most {MAX_MATCHES_PER_ROUTE} (split it into several routes)"));
-    }
-    problems.unique(
+    check_rule_list(
+        problems,
         field,
         specs
             .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Some((i, r.name.as_deref()?))),
-        "rule name",
+            .map(|r| (r.name.as_deref(), r.matches.as_ref().map_or(0, Vec::len))),
     );
     specs
         .iter()

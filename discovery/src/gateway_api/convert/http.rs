@@ -1,17 +1,16 @@
 //! HTTPRoute spec → [`HttpRoute`] rules, with the CRD defaults and rules applied.
 
 use super::check::{Field, Problems, HEADER_VALUE, PATH};
-use super::common::{backend_ref, header_matches, query_matches};
+use super::common::{backend_ref, check_rule_list, header_matches, query_matches};
 use super::filters::{filters, http_method, HTTP_FILTER_TYPES};
 use crate::gateway_api::model::{
     HttpBackend, HttpFilter, HttpMatch, HttpRule, PathMatch, PathModifier, Retry, Timeout, Timeouts,
 };
 use crate::gateway_api::resource::{HttpMatchSpec, HttpRuleSpec, RetrySpec, TimeoutsSpec};
 
-/// The schema's limits: 16 rules, 64 matches per rule, 128 matches in all.
+/// The schema's limits: 16 rules, 64 matches per rule (128 in all: `check_rule_list`).
 const MAX_RULES: usize = 16;
 const MAX_MATCHES: usize = 64;
-const MAX_MATCHES_PER_ROUTE: usize = 128;
 
 /// `spec.rules`; absent means one rule matching every request (the CRD default).
 pub(crate) fn rules(
@@ -25,20 +24,12 @@ pub(crate) fn rules(
         None => &default,
         Some(_) => problems.list(field, specs, MAX_RULES),
     };
-    let total: usize = specs
-        .iter()
-        .map(|r| r.matches.as_ref().map_or(0, Vec::len))
-        .sum();
-    if total > MAX_MATCHES_PER_ROUTE {
-        problems.add(field, format!("{total} matches in all; a route may have at most {MAX_MATCHES_PER_ROUTE} (split it into several routes)"));
-    }
-    problems.unique(
+    check_rule_list(
+        problems,
         field,
         specs
             .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Some((i, r.name.as_deref()?))),
-        "rule name",
+            .map(|r| (r.name.as_deref(), r.matches.as_ref().map_or(0, Vec::len))),
     );
     specs
         .iter()
