@@ -1,13 +1,21 @@
 //! The embedded-mode demo: a two-node mesh in network namespaces, real traffic across nodes,
 //! and the access-log lines that show both SPIFFE identities. Run by `scripts/demo.sh` (root).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ambit_tests::{Labels, Mesh, MeshUnderTest, PodSpec, ServiceSpec, TestApp};
 
+/// A heading, bold on a terminal only (the same rule as the logs: `demo.sh > file` or a pipe
+/// gets no escape codes, nor does `NO_COLOR`).
 fn step(text: &str) {
-    println!("\n\x1b[1m==> {text}\x1b[0m");
+    let no_color = std::env::var("NO_COLOR").ok();
+    if runtime::logging::use_colour(std::io::stdout().is_terminal(), no_color.as_deref()) {
+        println!("\n\x1b[1m==> {text}\x1b[0m");
+    } else {
+        println!("\n==> {text}");
+    }
 }
 
 fn main() {
