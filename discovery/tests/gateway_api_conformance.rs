@@ -1,5 +1,6 @@
-//! The Gateway API conformance suite's manifests (v1.6.1, transcribed in `../shared/gateway-api`)
-//! loaded as `--manifests` files, each test's manifests over its base.
+//! The Gateway API conformance suite's manifests (v1.6.1, transcribed; the repository's copy is
+//! in `conformance/gateway-api`) loaded as `--manifests` files, each test's manifests over its
+//! base.
 //!
 //! The suite applies every one of these objects to a real API server, which accepts them, so
 //! none may be rejected here: a rejection would be Ambit refusing what the schema allows (the
@@ -11,13 +12,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn suite() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/gateway-api")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conformance/gateway-api")
 }
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|error| {
         panic!(
-            "cannot read {} ({error}): the conformance data lives in ../shared/gateway-api beside the repository",
+            "cannot read {} ({error}): the conformance data lives in conformance/gateway-api (see conformance/README.md)",
             path.display()
         )
     })
@@ -30,8 +31,14 @@ fn every_conformance_manifest_loads_and_none_is_rejected() {
     let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
     let mut cases = 0;
     for dir in ["cases", "status_only"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-            .unwrap()
+        let listed = root.join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&listed)
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot list {} ({error}): see conformance/README.md",
+                    listed.display()
+                )
+            })
             .map(|entry| entry.unwrap().path())
             .collect();
         files.sort();
