@@ -13,6 +13,7 @@
 //! ambit-testapp connrate --connect ADDR [--count N] [--seconds S] [--concurrency C]
 //! ambit-testapp soak-server --listen ADDR [--report FILE] [--expect N]
 //! ambit-testapp soak-client --connect ADDR... --connections N [--seconds S] [--message-bytes B] …
+//! ambit-testapp mesh-echo|mesh-client …   (Istio echo app stand-ins for mesh conformance, testapp/mesh.rs)
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
@@ -44,6 +45,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+#[path = "testapp/mesh.rs"]
+mod mesh;
 #[path = "testapp/soak.rs"]
 mod soak;
 
@@ -63,8 +66,10 @@ fn main() -> ExitCode {
         Some("connrate") => connrate(&args[1..]),
         Some("soak-client") => soak::soak_client(&args[1..]),
         Some("soak-server") => soak::soak_server(&args[1..]),
+        Some("mesh-echo") => mesh::mesh_echo(&args[1..]),
+        Some("mesh-client") => mesh::mesh_client(&args[1..]),
         _ => Err(
-            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate|soak-client|soak-server [options] (see source)"
+            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate|soak-client|soak-server|mesh-echo|mesh-client [options] (see source)"
                 .into(),
         ),
     };
