@@ -1,6 +1,10 @@
-//! Who may obtain which certificate. A caller is a node agent: it proves which node it runs on
-//! (a bearer token), and it may only obtain identities of service accounts that have a pod
-//! scheduled on that node — so a compromised node cannot mint identities of workloads elsewhere.
+//! Who may obtain which certificate. A caller proves who it is with a bearer token:
+//! - a node agent proves which node it runs on, and may only obtain identities of service
+//!   accounts that have a pod scheduled on that node — so a compromised node cannot mint
+//!   identities of workloads elsewhere;
+//! - a workload that holds its own certificate (a waypoint) proves its service account, named
+//!   as Kubernetes names it (`system:serviceaccount:<namespace>:<name>`), and may only obtain
+//!   that one identity.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +28,8 @@ pub enum Refusal {
     TokensUnavailable(String),
     #[error("node {node:?} has no pod running as {identity}; a node may only obtain identities of pods scheduled on it")]
     NoPodOnNode { node: String, identity: String },
+    #[error("{caller} may only obtain its own identity, not {identity}")]
+    NotOwnIdentity { caller: String, identity: String },
     #[error("identity {identity} is not in this CA's trust domain {trust_domain:?}")]
     ForeignTrustDomain {
         identity: String,
@@ -67,7 +73,38 @@ pub trait NodeWorkloads: Send + Sync {
     ) -> Result<bool, Refusal>;
 }
 
-/// Local mode: a file of `<node-name> <token>` lines (`#` starts a comment). Re-read on every
+/// Who an authenticated principal is: Kubernetes usernames of service accounts
+/// (`system:serviceaccount:<namespace>:<name>`) are workloads; any other name is a node (node
+/// names never contain `:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    Node(&'a str),
+    ServiceAccount { namespace: &'a str, name: &'a str },
+}
+
+const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+
+impl<'a> Caller<'a> {
+    /// Reads a principal; `Err` says why a `system:serviceaccount:` name is malformed.
+    pub fn of(principal: &'a str) -> Result<Caller<'a>, String> {
+        let Some(rest) = principal.strip_prefix(SERVICE_ACCOUNT_PREFIX) else {
+            return Ok(Caller::Node(principal));
+        };
+        match rest.split_once(':') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains(':') =>
+            {
+                Ok(Caller::ServiceAccount { namespace, name })
+            }
+            _ => Err(format!(
+                "{principal:?} is not system:serviceaccount:<namespace>:<name>"
+            )),
+        }
+    }
+}
+
+/// Local mode: a file of `<principal> <token>` lines (`#` starts a comment), where a principal
+/// is a node name or `system:serviceaccount:<namespace>:<name>` (a waypoint). Re-read on every
 /// request so that adding a node or rotating a token needs no CA restart.
 pub struct TokensFile {
     path: PathBuf,
@@ -89,17 +126,18 @@ impl TokensFile {
             }
             let mut fields = line.split_whitespace();
             match (fields.next(), fields.next(), fields.next()) {
-                (Some(node), Some(token), None) => {
-                    if tokens.insert(token.to_owned(), node.to_owned()).is_some() {
+                (Some(principal), Some(token), None) => {
+                    Caller::of(principal).map_err(|e| format!("line {}: {e}", index + 1))?;
+                    if tokens.insert(token.to_owned(), principal.to_owned()).is_some() {
                         return Err(format!(
-                            "line {}: the same token is given to two nodes",
+                            "line {}: the same token is given to two callers",
                             index + 1
                         ));
                     }
                 }
                 _ => {
                     return Err(format!(
-                        "line {}: expected `<node-name> <token>`, found {line:?}",
+                        "line {}: expected `<node-name> <token>` or `system:serviceaccount:<namespace>:<name> <token>`, found {line:?}",
                         index + 1
                     ))
                 }
@@ -162,6 +200,31 @@ pub async fn authorise(
             },
         ));
     }
+    let service_account = match Caller::of(&node) {
+        Ok(Caller::Node(_)) => None,
+        Ok(Caller::ServiceAccount { namespace, name }) => Some((namespace, name)),
+        Err(_) => {
+            return Err((
+                Some(node.clone()),
+                Refusal::NotOwnIdentity {
+                    caller: node,
+                    identity: identity.to_string(),
+                },
+            ))
+        }
+    };
+    if let Some((namespace, name)) = service_account {
+        if identity.namespace() == namespace && identity.service_account() == name {
+            return Ok(node);
+        }
+        return Err((
+            Some(node.clone()),
+            Refusal::NotOwnIdentity {
+                caller: node,
+                identity: identity.to_string(),
+            },
+        ));
+    }
     match workloads.runs_service_account(&node, identity.namespace(), identity.service_account()) {
         Ok(true) => Ok(node),
         Ok(false) => Err((
@@ -191,7 +254,64 @@ mod tests {
         assert!(TokensFile::parse("a b c").unwrap_err().contains("expected"));
         assert!(TokensFile::parse("a t\nb t")
             .unwrap_err()
-            .contains("two nodes"));
+            .contains("two callers"));
+        let waypoint = TokensFile::parse("system:serviceaccount:shop:waypoint wp-token").unwrap();
+        assert_eq!(
+            waypoint.get("wp-token").map(String::as_str),
+            Some("system:serviceaccount:shop:waypoint")
+        );
+        assert!(TokensFile::parse("system:serviceaccount:shop t")
+            .unwrap_err()
+            .contains("line 1"));
+    }
+
+    /// The node runs `shop/cart` only.
+    struct OneWorkload;
+
+    impl NodeWorkloads for OneWorkload {
+        fn runs_service_account(&self, node: &str, ns: &str, sa: &str) -> Result<bool, Refusal> {
+            Ok(node == "node-a" && ns == "shop" && sa == "cart")
+        }
+    }
+
+    struct Principal(&'static str);
+
+    impl NodeAuthenticator for Principal {
+        fn authenticate<'a>(&'a self, _token: &'a str) -> Authentication<'a> {
+            Box::pin(std::future::ready(Ok(self.0.to_owned())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_gets_its_pods_identities_and_a_waypoint_only_its_own() {
+        let id = |ns: &str, sa: &str| SpiffeId::new("cluster.local", ns, sa).unwrap();
+        let ask = |principal, identity: SpiffeId| async move {
+            authorise(
+                &Principal(principal),
+                &OneWorkload,
+                "cluster.local",
+                Some("t"),
+                &identity,
+            )
+            .await
+            .map_err(|(_, refusal)| refusal)
+        };
+        assert!(ask("node-a", id("shop", "cart")).await.is_ok());
+        assert!(matches!(
+            ask("node-a", id("shop", "waypoint")).await,
+            Err(Refusal::NoPodOnNode { .. })
+        ));
+        let waypoint = "system:serviceaccount:shop:waypoint";
+        assert!(ask(waypoint, id("shop", "waypoint")).await.is_ok());
+        for other in [id("shop", "cart"), id("mall", "waypoint")] {
+            let refusal = ask(waypoint, other).await.unwrap_err();
+            assert!(
+                refusal
+                    .to_string()
+                    .contains("may only obtain its own identity"),
+                "{refusal}"
+            );
+        }
     }
 
     #[test]

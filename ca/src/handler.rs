@@ -159,6 +159,7 @@ pub async fn handle(
                 | Refusal::TokensUnavailable(_)
                 | Refusal::ReviewUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Refusal::NoPodOnNode { .. }
+                | Refusal::NotOwnIdentity { .. }
                 | Refusal::ForeignTrustDomain { .. }
                 | Refusal::NotZtunnel(_) => StatusCode::FORBIDDEN,
             };

@@ -50,6 +50,7 @@ fn is_verdict(refusal: &Refusal) -> bool {
         | Refusal::NotReady
         | Refusal::ReviewUnavailable(_)
         | Refusal::NoPodOnNode { .. }
+        | Refusal::NotOwnIdentity { .. }
         | Refusal::ForeignTrustDomain { .. } => false,
     }
 }

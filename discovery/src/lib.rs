@@ -59,6 +59,6 @@ pub use policy::{
     authorize, Action, AuthorizationPolicy, ConnectionAttrs, Decision, Invalid, PolicyRef,
 };
 pub use snapshot::{
-    Conflict, Endpoint, Objects, Snapshot, SnapshotOptions, DEFAULT_ROOT_NAMESPACE,
+    Conflict, Endpoint, Objects, Snapshot, SnapshotOptions, WaypointRef, DEFAULT_ROOT_NAMESPACE,
 };
 pub use source::{RunningLocal, Source, SourceArgs, SourceConfig, SourceError};

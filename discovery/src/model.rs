@@ -210,6 +210,9 @@ pub struct ServicePort {
     /// Defaults to `port`, as in Kubernetes.
     pub target_port: TargetPort,
     pub protocol: Protocol,
+    /// `appProtocol` as written (`http`, `grpc`, `kubernetes.io/h2c`, …): how the waypoint
+    /// speaks to the port; `None` leaves it to the port's name.
+    pub app_protocol: Option<String>,
 }
 
 /// `targetPort`: a number, or the name of a container port resolved per pod.

@@ -15,7 +15,7 @@ use crate::gateway_api::{
 };
 use crate::model::{
     ambient_enrolled, labels_match, EndpointSlice, Namespace, Protocol, Secret, Service,
-    ServicePort, Workload,
+    ServicePort, WaypointBinding, Workload,
 };
 use crate::policy::AuthorizationPolicy;
 
@@ -51,6 +51,34 @@ impl Default for SnapshotOptions {
         SnapshotOptions {
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
         }
+    }
+}
+
+/// A waypoint as a binding names it, resolved to a namespace: its Gateway (and Service) is
+/// `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WaypointRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WaypointRef {
+    /// `binding` on an object in `bound_namespace`: the waypoint lives there unless the binding
+    /// names another namespace (`istio.io/use-waypoint-namespace`).
+    pub fn of(binding: &WaypointBinding, bound_namespace: &str) -> WaypointRef {
+        WaypointRef {
+            namespace: binding
+                .namespace
+                .clone()
+                .unwrap_or_else(|| bound_namespace.to_owned()),
+            name: binding.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for WaypointRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 
@@ -376,6 +404,25 @@ impl Snapshot {
             .iter()
             .position(|p| p.port == port.port && p.protocol == port.protocol)
             .map_or(&[], |p| entry.endpoints[p].as_slice())
+    }
+
+    /// The waypoint that handles traffic sent to `service` (`istio.io/use-waypoint`): the
+    /// Service's own label, else its namespace's — unless the Service opts out with `none`.
+    /// ztunnel sends such traffic to the waypoint; the waypoint serves only what is bound to it.
+    pub fn service_waypoint(&self, service: &Service) -> Option<WaypointRef> {
+        let binding = match &service.use_waypoint {
+            Some(binding) => binding,
+            None if service.opts_out_of_waypoint() => return None,
+            None => self.namespace(&service.namespace)?.use_waypoint.as_ref()?,
+        };
+        Some(WaypointRef::of(binding, &service.namespace))
+    }
+
+    /// The waypoint that handles traffic sent to a pod by its address (the pod's own label;
+    /// a namespace binding applies to its Services).
+    pub fn workload_waypoint(&self, workload: &Workload) -> Option<WaypointRef> {
+        let binding = workload.use_waypoint.as_ref()?;
+        Some(WaypointRef::of(binding, &workload.namespace))
     }
 
     /// Policies that apply to a workload, for ztunnel's inbound L4 check: those of its own

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use certs::SpiffeId;
-use discovery::{ConnectionAttrs, Decision, Service, Snapshot, WaypointBinding, Workload};
+use discovery::{ConnectionAttrs, Decision, Snapshot, WaypointRef, Workload};
 
 use crate::ports;
 use crate::response::ResponseFlag;
@@ -148,11 +148,10 @@ pub fn plan_outbound(
     {
         Some((service, port)) => {
             let name = format!("{}.{}", service.name, service.namespace);
-            if let Some(binding) = service_waypoint(snapshot, service) {
+            if let Some(waypoint) = snapshot.service_waypoint(service) {
                 let bound = format!("service {}/{}", service.namespace, service.name);
                 let context = WaypointContext {
-                    binding: &binding,
-                    bound_namespace: &service.namespace,
+                    waypoint,
                     bound,
                     service: Some(name.clone()),
                 };
@@ -178,11 +177,10 @@ pub fn plan_outbound(
         None => {
             let workload = snapshot.workload_by_ip(original.ip()).cloned();
             if let Some(pod) = workload.as_deref().filter(|w| w.ambient) {
-                if let Some(binding) = &pod.use_waypoint {
+                if let Some(waypoint) = snapshot.workload_waypoint(pod) {
                     let bound = format!("pod {}/{}", pod.namespace, pod.name);
                     let context = WaypointContext {
-                        binding,
-                        bound_namespace: &pod.namespace,
+                        waypoint,
                         bound,
                         service: None,
                     };
@@ -230,23 +228,9 @@ pub fn plan_outbound(
     }
 }
 
-/// The waypoint a Service's traffic goes through: its own `istio.io/use-waypoint` label, else
-/// its namespace's — unless the Service opts out with the value `none`.
-fn service_waypoint(snapshot: &Snapshot, service: &Service) -> Option<WaypointBinding> {
-    if service.use_waypoint.is_some() {
-        return service.use_waypoint.clone();
-    }
-    if service.opts_out_of_waypoint() {
-        return None;
-    }
-    snapshot.namespace(&service.namespace)?.use_waypoint.clone()
-}
-
 /// What a waypoint binding applies to.
-struct WaypointContext<'a> {
-    binding: &'a WaypointBinding,
-    /// The namespace of the bound object: the waypoint's, unless the binding names another.
-    bound_namespace: &'a str,
+struct WaypointContext {
+    waypoint: WaypointRef,
     /// The bound object, for messages: `service shop/cart`, `pod shop/cart-0`.
     bound: String,
     service: Option<String>,
@@ -260,23 +244,20 @@ fn via_waypoint(
     snapshot: &Snapshot,
     source: PodFacts<'_>,
     original: SocketAddr,
-    context: WaypointContext<'_>,
+    context: WaypointContext,
     trust_domain: &str,
     pick: &mut impl FnMut(&[&discovery::Endpoint]) -> usize,
 ) -> Option<OutboundPlan> {
-    let binding = context.binding;
-    let namespace = binding
-        .namespace
-        .as_deref()
-        .unwrap_or(context.bound_namespace);
-    let waypoint = format!("{namespace}/{}", binding.name);
+    let waypoint = context.waypoint.to_string();
     let unavailable = || {
         Some(OutboundPlan::Refuse(Refusal::WaypointUnavailable {
             bound: context.bound.clone(),
             waypoint: waypoint.clone(),
         }))
     };
-    let Some(waypoint_service) = snapshot.service(namespace, &binding.name) else {
+    let Some(waypoint_service) =
+        snapshot.service(&context.waypoint.namespace, &context.waypoint.name)
+    else {
         return unavailable();
     };
     let ready: Vec<&discovery::Endpoint> = waypoint_service

@@ -82,6 +82,7 @@ pub fn service(svc: &core::Service) -> Result<model::Service, ConvertError> {
             port: number,
             target_port,
             protocol: protocol(format!("{field}.protocol"), port.protocol.as_deref())?,
+            app_protocol: port.app_protocol.clone().filter(|p| !p.is_empty()),
         });
     }
 
