@@ -21,6 +21,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod conformance;
 pub mod dns;
 pub mod error;
 pub mod faults;
