@@ -418,11 +418,28 @@ impl Snapshot {
         Some(WaypointRef::of(binding, &service.namespace))
     }
 
-    /// The waypoint that handles traffic sent to a pod by its address (the pod's own label;
-    /// a namespace binding applies to its Services).
-    pub fn workload_waypoint(&self, workload: &Workload) -> Option<WaypointRef> {
-        let binding = workload.use_waypoint.as_ref()?;
-        Some(WaypointRef::of(binding, &workload.namespace))
+    /// The waypoints that carry every path to `workload`, in order of preference; empty when
+    /// some path reaches it directly. A pod is guarded by its own `istio.io/use-waypoint`, or
+    /// — when every Service selecting it (at least one) is bound to a waypoint — by those
+    /// waypoints: then no legitimate client reaches the pod except through one of them, so
+    /// ztunnel refuses anything else at the destination, and sends traffic addressed to the
+    /// pod itself through the first.
+    pub fn workload_waypoints(&self, workload: &Workload) -> Vec<WaypointRef> {
+        if let Some(binding) = &workload.use_waypoint {
+            return vec![WaypointRef::of(binding, &workload.namespace)];
+        }
+        let mut waypoints = Vec::new();
+        for service in self
+            .services()
+            .filter(|s| s.namespace == workload.namespace && s.selects(&workload.labels))
+        {
+            match self.service_waypoint(service) {
+                Some(waypoint) if !waypoints.contains(&waypoint) => waypoints.push(waypoint),
+                Some(_) => {}
+                None => return Vec::new(),
+            }
+        }
+        waypoints
     }
 
     /// Policies that apply to a workload, for ztunnel's inbound L4 check: those of its own

@@ -38,6 +38,7 @@ pub mod process;
 pub mod scenario;
 pub mod sweep;
 pub mod testapp;
+pub mod waypoint;
 
 pub use access_log::AccessLine;
 pub use capture::{Capture, Packets};

@@ -25,11 +25,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct MeshBinaries {
     pub ztunnel: PathBuf,
     pub ambit_ca: PathBuf,
+    /// The L7 proxy, run as a waypoint pod ([`crate::waypoint`]).
+    pub waypoint: PathBuf,
     /// Directory holding `ambit-cni`, for CNI_PATH.
     pub cni_dir: PathBuf,
 }
 
-/// A directory that already holds `ztunnel`, `ambit-ca` and `ambit-cni`, from the build the
+/// A directory that already holds `ztunnel`, `ambit-ca`, `ambit-cni` and `waypoint`, from the build the
 /// caller just ran (`scripts/demo.sh` sets it to `target/release`): the harness then builds
 /// nothing. Its own build selects other packages than the caller's, so cargo would unify other
 /// dependency features and compile most of the mesh a second time, silently.
@@ -64,7 +66,7 @@ fn build_binaries() -> Result<MeshBinaries> {
         Some(dir) => locate_binaries(
             Path::new(&dir),
             &format!(
-                "{PREBUILT_DIR_ENV} names this directory: build ztunnel, ambit-ca and ambit-cni into it, or unset {PREBUILT_DIR_ENV} to let the harness build them"
+                "{PREBUILT_DIR_ENV} names this directory: build ztunnel, ambit-ca, ambit-cni and waypoint into it, or unset {PREBUILT_DIR_ENV} to let the harness build them"
             ),
         ),
         None => locate_binaries(&cargo_build_mesh()?, "cargo build did not produce it"),
@@ -80,6 +82,7 @@ fn locate_binaries(profile_dir: &Path, hint: &str) -> Result<MeshBinaries> {
             .map(PathBuf::from)
             .unwrap_or_else(|| profile_dir.join("ztunnel")),
         ambit_ca: profile_dir.join("ambit-ca"),
+        waypoint: profile_dir.join("waypoint"),
         // Likewise AMBIT_TEST_CNI_DIR: a directory holding another build's `ambit-cni`.
         cni_dir: std::env::var_os("AMBIT_TEST_CNI_DIR")
             .map(PathBuf::from)
@@ -88,6 +91,7 @@ fn locate_binaries(profile_dir: &Path, hint: &str) -> Result<MeshBinaries> {
     for path in [
         &binaries.ztunnel,
         &binaries.ambit_ca,
+        &binaries.waypoint,
         &binaries.cni_dir.join("ambit-cni"),
     ] {
         if !path.is_file() {
@@ -143,6 +147,8 @@ fn cargo_build_mesh() -> Result<PathBuf> {
         "ambit-ca",
         "-p",
         "ambit-cni",
+        "-p",
+        "waypoint",
     ]);
     if release {
         build.arg("--release");

@@ -29,6 +29,14 @@ pub enum Refusal {
     /// refused (Istio fails closed the same way).
     #[error("{bound} is bound to waypoint {waypoint} (istio.io/use-waypoint), which has no ready endpoints; check that the waypoint's Service {waypoint} exists and its pods are ready")]
     WaypointUnavailable { bound: String, waypoint: String },
+    /// The destination is reachable only through a waypoint, and this connection did not come
+    /// from it: serving it would let clients skip the waypoint's L7 policy.
+    #[error("refused: {destination} is bound to waypoint {waypoints} (istio.io/use-waypoint) and {client} did not come through it; send the traffic to the Service (ztunnel routes it via the waypoint), or remove the binding")]
+    BypassedWaypoint {
+        destination: String,
+        waypoints: String,
+        client: String,
+    },
     #[error("pod {namespace}/{name} is no longer in the cluster view")]
     UnknownDestination { namespace: String, name: String },
     #[error("{0}")]
@@ -41,7 +49,9 @@ impl Refusal {
             Refusal::SelfCall { .. }
             | Refusal::NoReadyEndpoints { .. }
             | Refusal::WaypointUnavailable { .. } => ResponseFlag::NoRoute,
-            Refusal::UnknownDestination { .. } | Refusal::Denied(_) => ResponseFlag::Denied,
+            Refusal::UnknownDestination { .. }
+            | Refusal::Denied(_)
+            | Refusal::BypassedWaypoint { .. } => ResponseFlag::Denied,
         }
     }
 
@@ -52,9 +62,9 @@ impl Refusal {
             Refusal::NoReadyEndpoints { .. } | Refusal::WaypointUnavailable { .. } => {
                 hbone::RefusalStatus::Unavailable
             }
-            Refusal::UnknownDestination { .. } | Refusal::Denied(_) => {
-                hbone::RefusalStatus::Unauthorized
-            }
+            Refusal::UnknownDestination { .. }
+            | Refusal::Denied(_)
+            | Refusal::BypassedWaypoint { .. } => hbone::RefusalStatus::Unauthorized,
         }
     }
 }
@@ -177,7 +187,7 @@ pub fn plan_outbound(
         None => {
             let workload = snapshot.workload_by_ip(original.ip()).cloned();
             if let Some(pod) = workload.as_deref().filter(|w| w.ambient) {
-                if let Some(waypoint) = snapshot.workload_waypoint(pod) {
+                if let Some(waypoint) = snapshot.workload_waypoints(pod).into_iter().next() {
                     let bound = format!("pod {}/{}", pod.namespace, pod.name);
                     let context = WaypointContext {
                         waypoint,
@@ -331,6 +341,9 @@ pub fn plan_inbound(snapshot: &Snapshot, facts: &InboundFacts<'_>) -> InboundPla
             name: destination.name.to_owned(),
         });
     };
+    if let Some(refusal) = bypassed_waypoint(snapshot, workload, facts) {
+        return InboundPlan::Refuse(refusal);
+    }
     let attrs = ConnectionAttrs {
         src_ip: facts.peer_ip,
         src_identity: facts.peer_identity,
@@ -353,6 +366,49 @@ pub fn plan_inbound(snapshot: &Snapshot, facts: &InboundFacts<'_>) -> InboundPla
             destination.namespace, destination.name, attrs.dst_port
         ))),
     }
+}
+
+/// Refuses a connection to a waypoint-guarded workload ([`Snapshot::workload_waypoints`])
+/// unless its verified peer is a pod of one of those waypoints.
+fn bypassed_waypoint(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    facts: &InboundFacts<'_>,
+) -> Option<Refusal> {
+    let guards = snapshot.workload_waypoints(workload);
+    if guards.is_empty() {
+        return None;
+    }
+    let from_guard = facts.peer_identity.is_some_and(|peer| {
+        guards.iter().any(|guard| {
+            let Some(service) = snapshot.service(&guard.namespace, &guard.name) else {
+                return false;
+            };
+            service
+                .ports
+                .iter()
+                .flat_map(|port| snapshot.endpoints_for(service, port))
+                .filter_map(|endpoint| endpoint.workload.as_ref())
+                .any(|pod| {
+                    pod.ips.contains(&facts.peer_ip)
+                        && pod
+                            .identity(peer.trust_domain())
+                            .is_ok_and(|id| &id == peer)
+                })
+        })
+    });
+    if from_guard {
+        return None;
+    }
+    let waypoints: Vec<String> = guards.iter().map(ToString::to_string).collect();
+    Some(Refusal::BypassedWaypoint {
+        destination: format!("pod {}/{}", workload.namespace, workload.name),
+        waypoints: waypoints.join(" or "),
+        client: facts
+            .peer_identity
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| format!("plaintext client {}", facts.peer_ip)),
+    })
 }
 
 #[cfg(test)]

@@ -404,6 +404,49 @@ fn inbound_plans() {
     }
 }
 
+/// An inbound plan for the waypoint-bound pod `pay-0` (10.1.2.5) from `peer_ip`.
+fn inbound_to_pay(peer_ip: &str, peer_identity: Option<&SpiffeId>) -> String {
+    let own = ips(&["10.1.2.5"]);
+    let facts = InboundFacts {
+        destination: PodFacts {
+            namespace: "shop",
+            name: "pay-0",
+            ips: &own,
+        },
+        target: addr("10.1.2.5:8080"),
+        peer_ip: peer_ip.parse().unwrap(),
+        peer_identity,
+    };
+    match plan_inbound(&snapshot(), &facts) {
+        InboundPlan::Forward { target } => format!("forward {target}"),
+        InboundPlan::Refuse(refusal) => format!("refuse {}: {refusal}", refusal.flag()),
+    }
+}
+
+#[test]
+fn a_waypoint_bound_pod_accepts_only_its_waypoint() {
+    let waypoint = id("shop-waypoint");
+    let frontend = id("frontend");
+    assert_eq!(
+        inbound_to_pay("10.1.1.9", Some(&waypoint)),
+        "forward 10.1.2.5:8080"
+    );
+    let bypass = inbound_to_pay("10.1.1.2", Some(&frontend));
+    assert!(
+        bypass.starts_with("refuse DENY: refused: pod shop/pay-0 is bound to waypoint shop/shop-waypoint (istio.io/use-waypoint) and spiffe://cluster.local/ns/shop/sa/frontend did not come through it"),
+        "{bypass}"
+    );
+    // The waypoint's identity from another address is not the waypoint pod.
+    assert!(inbound_to_pay("10.1.1.2", Some(&waypoint)).starts_with("refuse DENY"));
+    assert!(inbound_to_pay("10.1.2.3", None)
+        .contains("plaintext client 10.1.2.3 did not come through it"));
+    // cart-0 is also behind the unbound Service `cart`: reaching it directly is legitimate.
+    assert_eq!(
+        inbound("10.1.2.2:8080", "10.1.1.2", Some(&frontend)),
+        "forward 10.1.2.2:8080"
+    );
+}
+
 #[test]
 fn an_unknown_destination_pod_is_refused() {
     let own = ips(&["10.1.9.9"]);

@@ -1,0 +1,226 @@
+//! L7 through a waypoint on the cluster-in-a-box: ztunnel sends traffic for Services bound to
+//! the waypoint (`istio.io/use-waypoint`) there over HBONE; the waypoint applies the
+//! HTTPRoutes whose parent is the Service and tunnels each request to the chosen pod.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ambit_tests::scenario::testapp as app;
+use ambit_tests::waypoint::Waypoint;
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec, ServiceSpec};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `shop` bound to its waypoint (node 0): the client `frontend-0` (node 0) and two versions
+/// of `reviews` (node 1), each running the mesh echo app on 8080, behind the Services
+/// `reviews`, `reviews-v1` and `reviews-v2` (port 80).
+struct Bookshop {
+    mesh: Mesh,
+    waypoint: Waypoint,
+    frontend: Pod,
+    reviews_vip: SocketAddr,
+    _echoes: Vec<ambit_tests::Process>,
+}
+
+fn bookshop() -> Bookshop {
+    let mut mesh = Mesh::start(2).unwrap();
+    mesh.bind_namespace_to_waypoint("shop", "waypoint").unwrap();
+    let waypoint = mesh.add_waypoint("shop", "waypoint", 0).unwrap();
+    let frontend = mesh
+        .add_pod(
+            PodSpec::new("shop", "frontend-0")
+                .on_node(0)
+                .service_account("frontend"),
+        )
+        .unwrap();
+    let mut echoes = Vec::new();
+    for version in ["v1", "v2"] {
+        let name = format!("reviews-{version}-0");
+        let pod = mesh
+            .add_pod(
+                PodSpec::new("shop", &name)
+                    .on_node(1)
+                    .label("app", "reviews")
+                    .label("version", version)
+                    .service_account(&format!("reviews-{version}")),
+            )
+            .unwrap();
+        let mut echo = pod
+            .spawn(
+                ambit_tests::ProcessSpec::new(app().path())
+                    .name(format!("echo-{name}"))
+                    .args(["mesh-echo", "--pod", &name, "--namespace", "shop"])
+                    .args(["--version", version, "--http", "8080"]),
+            )
+            .unwrap();
+        echo.wait_for_log("mesh-echo ready", WAIT).unwrap();
+        echoes.push(echo);
+        mesh.cluster
+            .add_service(
+                ServiceSpec::new("shop", &format!("reviews-{version}"))
+                    .selector("app", "reviews")
+                    .selector("version", version)
+                    .port("http", 80, 8080),
+            )
+            .unwrap();
+    }
+    let reviews = mesh
+        .cluster
+        .add_service(
+            ServiceSpec::new("shop", "reviews")
+                .selector("app", "reviews")
+                .port("http", 80, 8080),
+        )
+        .unwrap();
+    Bookshop {
+        mesh,
+        waypoint,
+        frontend,
+        reviews_vip: SocketAddr::new(reviews.vip.into(), 80),
+        _echoes: echoes,
+    }
+}
+
+fn http_route(name: &str, rules: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"namespace": "shop", "name": name},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": 80}],
+            "rules": rules,
+        }
+    })
+}
+
+/// What `mesh-client` printed, as `Key=value` pairs in order.
+struct Answer(Vec<(String, String)>);
+
+impl Answer {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn status(&self) -> &str {
+        self.get("StatusCode").unwrap_or("none")
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == "ResponseHeader")
+            .filter_map(|(_, v)| v.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    }
+}
+
+fn request(from: &Pod, to: SocketAddr, host: &str, path: &str, headers: &[&str]) -> Answer {
+    let mut args = vec![
+        "mesh-client".to_owned(),
+        "--connect".to_owned(),
+        to.to_string(),
+        "--host".to_owned(),
+        host.to_owned(),
+        "--path".to_owned(),
+        path.to_owned(),
+    ];
+    for header in headers {
+        args.push("--header".into());
+        args.push((*header).into());
+    }
+    let out = from
+        .exec(app().path(), &args)
+        .unwrap_or_else(|e| e.to_string());
+    Answer(
+        out.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// Retries `check` until it holds (route changes reach the waypoint within a poll interval).
+fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() > deadline => panic!("{what}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn header_routing_sends_beta_users_to_v2_and_the_waypoint_logs_both_identities() {
+    let mut shop = bookshop();
+    shop.mesh
+        .cluster
+        .put_manifest(
+            "route-reviews.yaml",
+            vec![http_route(
+                "reviews",
+                json!([
+                    {
+                        "matches": [{"headers": [{"name": "end-user", "value": "beta"}]}],
+                        "backendRefs": [{"name": "reviews-v2", "port": 80}]
+                    },
+                    {
+                        "filters": [{"type": "ResponseHeaderModifier",
+                                     "responseHeaderModifier": {"set": [{"name": "X-Route", "value": "stable"}]}}],
+                        "backendRefs": [{"name": "reviews-v1", "port": 80}]
+                    }
+                ]),
+            )],
+        )
+        .unwrap();
+
+    eventually(
+        "an ordinary user reaches v1 through the stable rule",
+        || {
+            let answer = request(&shop.frontend, shop.reviews_vip, "reviews", "/", &[]);
+            match (
+                answer.status(),
+                answer.get("Hostname"),
+                answer.response_header("X-Route"),
+            ) {
+                ("200", Some("reviews-v1-0"), Some(route)) if route == "stable" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    eventually("a beta user reaches v2", || {
+        let answer = request(
+            &shop.frontend,
+            shop.reviews_vip,
+            "reviews",
+            "/",
+            &["end-user: beta"],
+        );
+        match (answer.status(), answer.get("Hostname")) {
+            ("200", Some("reviews-v2-0")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // The waypoint's access line names the route, the client and the endpoint's identity.
+    let log = shop.waypoint.process.log().unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("request complete") && l.contains("reviews-v2"))
+        .unwrap_or_else(|| panic!("no access line for the beta request:\n{log}"));
+    for expected in [
+        "src.identity=spiffe://cluster.local/ns/shop/sa/frontend",
+        "dst.identity=spiffe://cluster.local/ns/shop/sa/reviews-v2",
+        "route=HTTPRoute shop/reviews",
+        "status=200",
+    ] {
+        assert!(line.contains(expected), "{expected} missing in {line}");
+    }
+}

@@ -1,0 +1,118 @@
+//! One access-log line per request (target `access`), written when the response has been
+//! sent in full: method, authority, path, status, route, upstream, duration, both identities,
+//! and on failure the response flag and the cause.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+
+use crate::error::{ProxyError, ResponseFlag};
+use crate::proxy::forward_target_name;
+use crate::proxy::Downstream;
+
+/// What is known about a request, filled in by the phases as they run.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog {
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub grpc: bool,
+    pub src_addr: Option<SocketAddr>,
+    pub src_identity: String,
+    /// `namespace/name` of the Service (or pod) the request was routed to.
+    pub upstream_service: Option<String>,
+    /// The endpoint of the last attempt.
+    pub upstream: Option<SocketAddr>,
+    /// `HTTPRoute ns/name` (and `rule=...`).
+    pub route: Option<String>,
+    pub rule: Option<String>,
+    pub attempts: u32,
+    pub status: u16,
+    pub grpc_status: Option<String>,
+    pub flag: Option<ResponseFlag>,
+    pub error: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration: Duration,
+}
+
+impl RequestLog {
+    pub fn start(downstream: &Downstream, request: &http::Request<Incoming>) -> RequestLog {
+        let authority = crate::proxy::authority_of(request.uri(), request.headers())
+            .unwrap_or_else(|| downstream.destination.authority.to_string());
+        RequestLog {
+            method: request.method().to_string(),
+            authority,
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            protocol: match request.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            grpc: crate::proxy::is_grpc(request.headers()),
+            src_addr: Some(downstream.peer_addr),
+            src_identity: downstream.peer_identity.to_string(),
+            attempts: 0,
+            ..RequestLog::default()
+        }
+    }
+
+    pub fn set_route(&mut self, route: &str, rule: Option<&str>) {
+        self.route = Some(route.to_owned());
+        self.rule = rule.map(str::to_owned);
+    }
+
+    pub fn set_upstream_service(&mut self, target: &crate::proxy::ForwardTarget) {
+        self.upstream_service = Some(forward_target_name(target));
+    }
+
+    pub fn set_upstream(&mut self, endpoint: SocketAddr) {
+        self.upstream = Some(endpoint);
+    }
+
+    pub fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+    }
+
+    pub fn fail(&mut self, error: &ProxyError) {
+        self.flag = Some(error.flag());
+        self.error = Some(error.to_string());
+    }
+
+    /// Writes the line; `dst_identity` is the identity the upstream endpoint proved.
+    pub fn emit(&self, dst_identity: Option<&str>, dst_workload: Option<&str>) {
+        let flag = self.flag.map_or("-", ResponseFlag::as_str);
+        let upstream = self.upstream.map(|u| u.to_string());
+        tracing::event!(
+            target: "access",
+            tracing::Level::INFO,
+            src.addr = self.src_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+            src.identity = %self.src_identity,
+            method = %self.method,
+            authority = %self.authority,
+            path = %self.path,
+            protocol = self.protocol,
+            status = self.status,
+            grpc_status = self.grpc_status.as_deref(),
+            route = self.route.as_deref().unwrap_or("-"),
+            rule = self.rule.as_deref(),
+            upstream_service = self.upstream_service.as_deref().unwrap_or("-"),
+            upstream = upstream.as_deref().unwrap_or("-"),
+            dst.workload = dst_workload.unwrap_or("-"),
+            dst.identity = dst_identity.unwrap_or("-"),
+            attempts = self.attempts,
+            request_bytes = self.request_bytes,
+            response_bytes = self.response_bytes,
+            duration = %format_args!("{:.3}ms", self.duration.as_secs_f64() * 1e3),
+            response_flags = flag,
+            error = self.error.as_deref(),
+            "request complete"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! A whole waypoint in the calling process: [`build`] loads the trust bundle and the cluster
+//! view, obtains the waypoint's certificate, compiles the first route table, binds the HBONE
+//! listener and the admin endpoints, and returns an [`App`] that serves until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use certs::api::{CaClient, NodeToken};
+use certs::{CertificateManager, ManagerConfig, SharedTrustBundle, TrustBundle};
+use discovery::Source;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Balancer;
+use crate::config::Config;
+use crate::metrics::RequestMetrics;
+use crate::proxy::{Proxy, ProxySettings};
+use crate::server::WaypointService;
+use crate::state::{Compiled, SharedState};
+use crate::upstream::Upstreams;
+use crate::{admin, state};
+
+/// Why the waypoint could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot read the mesh root from --ca-root {path}: {source}")]
+    ReadRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the --ca-root file {path} is not a usable trust bundle: {source}")]
+    Root {
+        path: PathBuf,
+        source: certs::MaterialError,
+    },
+    #[error("the waypoint's identity is not a valid SPIFFE ID: {0}; check --gateway, --service-account and --trust-domain")]
+    Identity(certs::IdentityError),
+    #[error("choose where the cluster view comes from: {0}")]
+    SourceChoice(discovery::SourceError),
+    #[error("cannot load the cluster view; fix the problems above and restart: {0}")]
+    Source(discovery::SourceError),
+    #[error("cannot configure the CA client: {0}")]
+    CaClient(certs::tls::TlsConfigError),
+    #[error("no certificate for {identity} yet: {source}; check --ca-address, --ca-token-file and that the CA's tokens file names this waypoint")]
+    Certificate {
+        identity: String,
+        source: certs::manager::ManagerError,
+    },
+    #[error("cannot build the HBONE server's TLS configuration: {0}")]
+    Tls(certs::tls::TlsConfigError),
+    #[error("cannot listen for HBONE on {address}: {source}; is another process bound to it?")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+}
+
+/// A running waypoint.
+pub struct App {
+    /// Renews the waypoint's certificate for as long as the app runs.
+    _certificates: CertificateManager,
+    proxy: Arc<Proxy>,
+    hbone_address: SocketAddr,
+    admin: admin::Endpoints,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub async fn build(config: Config) -> Result<App, AppError> {
+    let identity = config.identity().map_err(AppError::Identity)?;
+    let root_pem = std::fs::read(&config.ca_root).map_err(|source| AppError::ReadRoot {
+        path: config.ca_root.clone(),
+        source,
+    })?;
+    let bundle = TrustBundle::from_pem(
+        &config.trust_domain,
+        &root_pem,
+        &config.ca_root.display().to_string(),
+    )
+    .map_err(|source| AppError::Root {
+        path: config.ca_root.clone(),
+        source,
+    })?;
+    let source_config = config.source.config().map_err(AppError::SourceChoice)?;
+    let source = Arc::new(
+        Source::start(source_config)
+            .await
+            .map_err(AppError::Source)?,
+    );
+
+    // As on a node: one trust handle, updated from the CA's answers (root rotation without a
+    // restart); --ca-root stays pinned in the CA client.
+    let trust = SharedTrustBundle::new(bundle.clone());
+    let ca = CaClient::with_rotating_trust(
+        config.ca_address.clone(),
+        &bundle,
+        &trust,
+        NodeToken::File(config.ca_token_file.clone()),
+    )
+    .map_err(AppError::CaClient)?;
+    let certificates = CertificateManager::with_trust_bundle(
+        Arc::new(ca),
+        ManagerConfig::default(),
+        trust.clone(),
+    );
+    certificates.track(&identity);
+    let certificate = certificates
+        .certificate(&identity)
+        .await
+        .map_err(|source| AppError::Certificate {
+            identity: identity.to_string(),
+            source,
+        })?;
+
+    let state = SharedState::new(Compiled::compile(source.current()));
+    tokio::spawn(state::follow(source.clone(), state.clone()));
+
+    let pool = hbone::Pool::new(
+        hbone::ClientConfig::default(),
+        trust.clone(),
+        Arc::new(hbone::TcpDialer),
+    );
+    let mut registry = Registry::default();
+    let proxy = Arc::new(Proxy {
+        gateway: config.gateway.clone(),
+        identity: identity.clone(),
+        state,
+        upstreams: Upstreams::new(pool, identity.clone(), certificate.clone()),
+        balancer: Balancer::default(),
+        metrics: RequestMetrics::register(&mut registry),
+        settings: ProxySettings {
+            trust_domain: config.trust_domain.clone(),
+            default_request_timeout: config.default_request_timeout,
+            retry_body_limit: config.retry_body_limit,
+        },
+    });
+
+    let tls = certs::tls::server_config(certificate, trust).map_err(AppError::Tls)?;
+    let server_config = hbone::ServerConfig {
+        // The authority is a Service VIP (or a pod), never the waypoint's own address.
+        check_authority_ip: false,
+        drain_timeout: config.drain_timeout,
+        ..hbone::ServerConfig::default()
+    };
+    let address = SocketAddr::new(config.listen_address, config.hbone_port);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Listen { address, source })?;
+    let hbone_address = listener.local_addr().unwrap_or(address);
+    let shutdown = CancellationToken::new();
+    let server = hbone::Server::new(
+        server_config,
+        tls,
+        WaypointService {
+            proxy: proxy.clone(),
+        },
+    );
+    let token = shutdown.clone();
+    let server = tokio::spawn(async move { server.serve(listener, token).await });
+    let admin = admin::start(
+        &proxy,
+        Arc::new(registry),
+        (
+            config.admin_address,
+            config.metrics_address,
+            config.readiness_address,
+        ),
+        shutdown.clone(),
+    )?;
+    tracing::info!(
+        gateway = %config.gateway,
+        identity = %identity,
+        hbone = %hbone_address,
+        admin = %admin.admin,
+        "waypoint ready"
+    );
+    Ok(App {
+        _certificates: certificates,
+        proxy,
+        hbone_address,
+        admin,
+        shutdown,
+        server,
+    })
+}
+
+impl App {
+    pub fn hbone_address(&self) -> SocketAddr {
+        self.hbone_address
+    }
+
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin.admin
+    }
+
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.admin.metrics
+    }
+
+    pub fn readiness_address(&self) -> SocketAddr {
+        self.admin.readiness
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Serves until `stop` completes, then stops accepting and lets in-flight requests finish
+    /// (hbone's drain: GOAWAY, then up to --drain-timeout).
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        stop.await;
+        tracing::info!("waypoint stopping: no new connections, draining in-flight requests");
+        self.shutdown.cancel();
+        if let Err(error) = self.server.await {
+            tracing::warn!(%error, "HBONE server task ended abnormally");
+        }
+        tracing::info!("waypoint stopped");
+    }
+}
