@@ -216,9 +216,9 @@ fn header_routing_sends_beta_users_to_v2_and_the_waypoint_logs_both_identities()
         .find(|l| l.contains("request complete") && l.contains("reviews-v2"))
         .unwrap_or_else(|| panic!("no access line for the beta request:\n{log}"));
     for expected in [
-        "src.identity=spiffe://cluster.local/ns/shop/sa/frontend",
-        "dst.identity=spiffe://cluster.local/ns/shop/sa/reviews-v2",
-        "route=HTTPRoute shop/reviews",
+        r#"src.identity="spiffe://cluster.local/ns/shop/sa/frontend""#,
+        r#"dst.identity="spiffe://cluster.local/ns/shop/sa/reviews-v2""#,
+        r#"route="HTTPRoute shop/reviews""#,
         "status=200",
     ] {
         assert!(line.contains(expected), "{expected} missing in {line}");

@@ -93,7 +93,7 @@ impl RequestLog {
             target: "access",
             tracing::Level::INFO,
             src.addr = self.src_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
-            src.identity = %self.src_identity,
+            src.identity = self.src_identity.as_str(),
             method = %self.method,
             authority = %self.authority,
             path = %self.path,
