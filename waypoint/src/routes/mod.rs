@@ -41,4 +41,4 @@ pub struct RequestFacts<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,10 +1,11 @@
 //! The matching cases of the Gateway API conformance suite (v1.6.1, `conformance/gateway-api`),
 //! replayed against the route engine: which backend each request reaches, or 404.
 //!
-//! Mesh cases run as written (their routes have Service parents). Gateway cases run with their
-//! Gateway parent replaced by the Service `gateway-conformance-infra/infra-backend-v1`: the
-//! matching rules are the same for both parents, and hostnames are not used for Services (the
-//! cases whose expectation depends on the Host header are listed in `HOST_DEPENDENT`).
+//! Mesh cases run as written (their routes have Service parents). Gateway cases run with each
+//! Gateway parent replaced by a Service of `gateway-conformance-infra` (see [`gateway_service`]):
+//! the matching rules are the same for both parents, and hostnames are not used for Services
+//! (the cases whose expectation depends on the Host header are listed in `HOST_DEPENDENT`).
+//! The filter tests replay their cases through the same loader.
 
 use std::path::PathBuf;
 
@@ -12,11 +13,11 @@ use serde_yaml::Value;
 
 use super::*;
 
-fn suite() -> PathBuf {
+pub(crate) fn suite() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conformance/gateway-api")
 }
 
-fn read(path: &std::path::Path) -> String {
+pub(crate) fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|error| {
         panic!(
             "cannot read {} ({error}): the conformance data lives in conformance/gateway-api",
@@ -25,15 +26,24 @@ fn read(path: &std::path::Path) -> String {
     })
 }
 
-/// The Service gateway cases are re-parented to.
-const GATEWAY_AS_SERVICE: (&str, &str, u16) =
-    ("gateway-conformance-infra", "infra-backend-v1", 8080);
+/// The namespace of the Services that stand in for Gateways.
+const GATEWAY_NAMESPACE: &str = "gateway-conformance-infra";
+
+/// The Service (port 8080) that stands in for a Gateway: one per Gateway a test uses, so routes
+/// of different listeners stay apart (HTTPRouteRedirectPortAndScheme has three).
+fn gateway_service(gateway: &str) -> &'static str {
+    match gateway {
+        "same-namespace-with-http-listener-on-8080" => "infra-backend-v2",
+        "same-namespace-with-https-listener" => "infra-backend-v3",
+        _ => "infra-backend-v1",
+    }
+}
 
 /// `(file, request path)` whose expectation holds only with the route's hostnames applied.
 const HOST_DEPENDENT: &[(&str, &str)] = &[("HTTPRouteMatchingAcrossRoutes.yaml", "/v2")];
 
-/// Loads a case's base and manifests; Gateway parents become [`GATEWAY_AS_SERVICE`].
-fn case_table(case: &Value) -> RouteTable {
+/// Loads a case's base and manifests; Gateway parents become [`gateway_service`]s.
+pub(crate) fn case_table(case: &Value) -> RouteTable {
     let root = suite();
     let base = case["manifests"]["base"].as_str().unwrap();
     let mut text = read(&root.join(base))
@@ -54,9 +64,9 @@ fn case_table(case: &Value) -> RouteTable {
             for parent in parents.into_iter().flatten() {
                 let kind = parent["kind"].as_str().unwrap_or("Gateway");
                 if kind == "Gateway" {
-                    let (_, name, port) = GATEWAY_AS_SERVICE;
+                    let name = gateway_service(parent["name"].as_str().unwrap());
                     *parent = serde_yaml::from_str(&format!(
-                        "{{group: \"\", kind: Service, name: {name}, port: {port}}}"
+                        "{{group: \"\", kind: Service, name: {name}, port: 8080}}"
                     ))
                     .unwrap();
                 }
@@ -71,10 +81,11 @@ fn case_table(case: &Value) -> RouteTable {
 use serde::Deserialize as _;
 
 /// `(service, port, client namespace)` a case's request goes to.
-fn target(case: &Value) -> (String, u16, Option<String>) {
+pub(crate) fn target(case: &Value) -> (String, u16, Option<String>) {
     let Some(client) = case["target"]["mesh_client"]["namespace"].as_str() else {
-        let (namespace, name, port) = GATEWAY_AS_SERVICE;
-        return (format!("{namespace}/{name}"), port, None);
+        let gateway = case["target"]["gateway"].as_str().unwrap_or_default();
+        let name = gateway_service(gateway.rsplit('/').next().unwrap_or_default());
+        return (format!("{GATEWAY_NAMESPACE}/{name}"), 8080, None);
     };
     // Mesh: `echo`, `echo-v1:8080`, `echo-v1.gateway-conformance-mesh`.
     let host = case["request"]["host"].as_str().unwrap_or("echo");

@@ -4,7 +4,7 @@
 
 mod attach;
 mod backends;
-mod conformance;
+pub(crate) mod conformance;
 mod precedence;
 mod scale;
 
@@ -17,7 +17,7 @@ use super::*;
 
 /// Namespaces `shop` (the producer) and `client` (a consumer), Services `shop/cart` (ports 80
 /// `http`, 8080 `http-alt`), `shop/cart-v1`, `shop/cart-v2` (port 80) and `other/billing`.
-pub(super) const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 apiVersion: v1
 kind: Service
 metadata: {name: cart, namespace: shop}
@@ -48,7 +48,7 @@ spec:
 "#;
 
 /// Loads manifests the way `--manifests` does; rejected Gateway API objects are kept.
-pub(super) fn load(yaml: &str) -> Arc<Snapshot> {
+pub(crate) fn load(yaml: &str) -> Arc<Snapshot> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("manifests.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -58,7 +58,7 @@ pub(super) fn load(yaml: &str) -> Arc<Snapshot> {
 }
 
 /// [`load`], and every Gateway API object must be valid.
-pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
+pub(crate) fn snapshot(yaml: &str) -> Arc<Snapshot> {
     let snapshot = load(yaml);
     let rejected = snapshot.gateway_api().rejected();
     assert!(
@@ -74,17 +74,17 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
 }
 
 /// [`BASE`] plus `routes`, compiled.
-pub(super) fn table(routes: &str) -> RouteTable {
+pub(crate) fn table(routes: &str) -> RouteTable {
     compile(&snapshot(&format!("{BASE}\n---\n{routes}")))
 }
 
-pub(super) fn key(service: &str) -> ServiceKey {
+pub(crate) fn key(service: &str) -> ServiceKey {
     let (namespace, name) = service.split_once('/').unwrap();
     ServiceKey::new(namespace, name)
 }
 
 /// A request to look up: `target` is `METHOD /path?query`.
-pub(super) struct Request {
+pub(crate) struct Request {
     method: Method,
     path: String,
     query: Option<String>,
@@ -92,7 +92,7 @@ pub(super) struct Request {
     grpc: bool,
 }
 
-pub(super) fn request(target: &str, headers: &[(&str, &str)]) -> Request {
+pub(crate) fn request(target: &str, headers: &[(&str, &str)]) -> Request {
     let (method, uri) = target.split_once(' ').unwrap();
     let (path, query) = match uri.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
@@ -115,14 +115,14 @@ pub(super) fn request(target: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 /// A gRPC call of `service/method`.
-pub(super) fn grpc(method: &str, headers: &[(&str, &str)]) -> Request {
+pub(crate) fn grpc(method: &str, headers: &[(&str, &str)]) -> Request {
     let mut r = request(&format!("POST /{method}"), headers);
     r.grpc = true;
     r
 }
 
 impl Request {
-    pub(super) fn facts(&self) -> RequestFacts<'_> {
+    pub(crate) fn facts(&self) -> RequestFacts<'_> {
         RequestFacts {
             method: &self.method,
             path: &self.path,
@@ -135,7 +135,7 @@ impl Request {
 
 /// What a lookup found, in one word for tables: `no route` (forward to the Service), `404`,
 /// or the rule as `route#index` (or the rule's name when it has one).
-pub(super) fn outcome(
+pub(crate) fn outcome(
     table: &RouteTable,
     service: &str,
     port: u16,
@@ -151,14 +151,14 @@ pub(super) fn outcome(
     }
 }
 
-pub(super) fn rule_label(rule: &Rule) -> String {
+pub(crate) fn rule_label(rule: &Rule) -> String {
     rule.rule_name
         .clone()
         .unwrap_or_else(|| format!("{}#{}", rule.route.name, rule.rule_index))
 }
 
 /// The Service name of the first backend of the rule a request takes (`404`, `no route`).
-pub(super) fn backend_of(
+pub(crate) fn backend_of(
     table: &RouteTable,
     service: &str,
     port: u16,
