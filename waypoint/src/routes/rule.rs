@@ -29,9 +29,8 @@ pub struct Rule {
     pub filters: Vec<Filter>,
     pub backends: Vec<Backend>,
     /// HTTPRoute only; a GRPCRoute rule has none.
-    #[serde(skip)]
     pub timeouts: Timeouts,
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
     /// Matches of this rule that could not be compiled and so match nothing.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "display_all")]

@@ -97,6 +97,40 @@ fn backend_refs_resolve_or_say_why_not() {
 }
 
 #[test]
+fn a_route_may_send_to_its_own_parent_service_across_namespaces() {
+    let snapshot = snapshot(BASE);
+    let parent: discovery::gateway_api::ParentRef = discovery::gateway_api::ParentRef {
+        group: String::new(),
+        kind: "Service".into(),
+        namespace: "other".into(),
+        name: "billing".into(),
+        section_name: None,
+        port: None,
+    };
+    let billing = backend("", "Service", "other", "billing", Some(80));
+    let cart = backend("", "Service", "shop", "cart", Some(80));
+    let resolve = |b: &BackendRef| {
+        resolve_route_backend(
+            &snapshot,
+            RouteKind::Http,
+            "client",
+            std::slice::from_ref(&parent),
+            b,
+        )
+    };
+    assert!(
+        resolve(&billing).is_valid(),
+        "the parent itself needs no grant"
+    );
+    assert!(
+        matches!(resolve(&cart), BackendTarget::Invalid(p) if p.reason() == "RefNotPermitted"),
+        "any other Service still does"
+    );
+    let plain = resolve_backend(&snapshot, RouteKind::Http, "client", &billing);
+    assert!(!plain.is_valid(), "resolve_backend knows no parents");
+}
+
+#[test]
 fn problems_name_the_cause_and_the_fix() {
     let snapshot = snapshot(BASE);
     let message = |reference: BackendRef| match resolve_backend(
