@@ -25,7 +25,8 @@ pub struct TestResult {
     pub features: Vec<String>,
     pub profiles: Vec<String>,
     pub provisional: bool,
-    /// The test could not be set up (its manifests did not apply): no case ran.
+    /// The test could not be set up (its manifests did not apply): its cases did not run and
+    /// are listed as failed.
     pub setup_error: Option<String>,
     pub cases: Vec<CaseResult>,
 }
@@ -64,10 +65,7 @@ impl Counts {
     fn add(&mut self, test: &TestResult) {
         self.tests += 1;
         self.tests_passed += usize::from(test.passed());
-        self.cases += test
-            .cases
-            .len()
-            .max(usize::from(test.setup_error.is_some()));
+        self.cases += test.cases.len();
         self.cases_passed += test.cases_passed();
     }
 }

@@ -52,6 +52,18 @@ impl MeshConformance {
         let written = match self.apply_manifests(mesh, file) {
             Ok(written) => written,
             Err((written, error)) => {
+                // Every case counts as failed, so per-feature case counts stay comparable.
+                result.cases = file
+                    .cases
+                    .iter()
+                    .map(|case| CaseResult {
+                        label: case.label(),
+                        passed: false,
+                        reason: Some(format!("not run: {error}")),
+                        strict: Vec::new(),
+                        attempts: 0,
+                    })
+                    .collect();
                 result.setup_error = Some(error.to_string());
                 self.remove_manifests(mesh, &written);
                 return result;
