@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod tcp;
 pub mod upstream;
 

@@ -1,11 +1,33 @@
 //! `waypoint`: see the crate docs and `waypoint --help`.
+//!
+//! Two modes: `waypoint status --manifests DIR` prints Gateway API status and exits
+//! ([`waypoint::status::command`]); anything else serves (`waypoint --gateway NS/NAME …`, no
+//! subcommand, as the harness and the controller start it).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
 
 use clap::Parser;
+use waypoint::status::command;
+
+fn main() -> ExitCode {
+    runtime::logging::init();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if command::is_requested(&args) {
+        return command::main(args);
+    }
+    match serve(waypoint::Config::parse_from(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // What `main() -> anyhow::Result<()>` printed: the error with its causes.
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    runtime::logging::init();
-    let config = waypoint::Config::parse();
+async fn serve(config: waypoint::Config) -> anyhow::Result<()> {
     let app = waypoint::app::build(config).await?;
     app.run_until(async {
         let signal = runtime::signal::termination_requested().await;
