@@ -22,6 +22,12 @@
 //! [`authorize`] enforces such a policy by its `invalid` mark as well as by its rules, and names
 //! it in the [`Decision`], so that the access log says the connection was refused by a policy
 //! that could not be understood.
+//!
+//! The L7 fields (methods, paths, hosts, `when`) are kept too, parsed and validated, for the
+//! waypoint, which enforces the policies bound to it by `targetRefs` ([`TargetRef`],
+//! `Snapshot::waypoint_policies`). [`authorize`] never reads them.
+
+mod l7;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -30,6 +36,8 @@ use identity::SpiffeId;
 use ipnet::IpNet;
 
 use crate::model::Labels;
+
+pub use l7::{Condition, TargetRef, Values, GATEWAY_GROUP};
 
 /// What a matching policy does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +55,8 @@ pub struct AuthorizationPolicy {
     /// `spec.selector.matchLabels`; `None` selects every workload in scope.
     pub selector: Option<Labels>,
     /// `spec.targetRef(s)`: the policy then binds to a waypoint or gateway, not to workloads, and
-    /// ztunnel ignores it. Kept as `kind/name` for the waypoint.
-    pub target_refs: Vec<String>,
+    /// ztunnel ignores it.
+    pub target_refs: Vec<TargetRef>,
     pub rules: Vec<Rule>,
     /// Set when the resource could not be understood: the policy is then in its fail-closed
     /// form (see the module docs) and this says why and what to fix.
@@ -88,9 +96,18 @@ pub struct Rule {
     /// those fields are kept so that ztunnel can say why a rule never matched.
     pub has_l7_fields: bool,
     pub l7_fields: Vec<String>,
+    /// `when`: every condition must hold (L7; ztunnel goes by `has_l7_fields`).
+    pub when: Vec<Condition>,
+    /// Fields no Ambit proxy can check, by path from the object's root (e.g.
+    /// `spec.rules[0].from[0].source.requestPrincipals`: Ambit has no JWT authentication).
+    /// Istio's rule for fields a proxy cannot check: a rule with such a field matches nothing
+    /// in an ALLOW policy, and in a DENY policy it is evaluated without them, so it denies
+    /// whatever it would deny ignoring them. They are not kept as matchers.
+    pub unsupported: Vec<String>,
 }
 
-/// `rules[].from[].source`, L4 fields only.
+/// `rules[].from[].source`: the fields both proxies check (the ones no proxy can check are
+/// listed in [`Rule::unsupported`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Source {
     pub principals: Vec<StringMatch>,
@@ -101,11 +118,21 @@ pub struct Source {
     pub not_ip_blocks: Vec<IpNet>,
 }
 
-/// `rules[].to[].operation`, L4 fields only.
+/// `rules[].to[].operation`. ztunnel checks only the ports; the rest is for the waypoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Operation {
     pub ports: Vec<u16>,
     pub not_ports: Vec<u16>,
+    /// Matched case-insensitively against the request's host without its port; patterns are
+    /// kept lower-cased.
+    pub hosts: Vec<StringMatch>,
+    pub not_hosts: Vec<StringMatch>,
+    /// Case-sensitive, as in Istio (`GET`, not `get`).
+    pub methods: Vec<StringMatch>,
+    pub not_methods: Vec<StringMatch>,
+    /// Matched against the path without its query string.
+    pub paths: Vec<StringMatch>,
+    pub not_paths: Vec<StringMatch>,
 }
 
 /// Istio string matching: exact, `prefix*`, `*suffix`, or `*` (any non-empty value).

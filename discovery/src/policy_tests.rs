@@ -28,7 +28,7 @@ fn to_port(port: u16) -> Rule {
     Rule {
         to: Some(vec![Operation {
             ports: vec![port],
-            not_ports: vec![],
+            ..Operation::default()
         }]),
         ..Rule::default()
     }

@@ -465,6 +465,47 @@ impl Snapshot {
             })
     }
 
+    /// Policies the waypoint `gateway` (namespace, name) enforces on a request it serves for
+    /// `service` (namespace, name; `None` for a pod addressed directly). Istio's attachment
+    /// rules: a policy in the Gateway's namespace whose targetRefs name that Gateway; one in
+    /// the root namespace naming the Gateway's GatewayClass; one in the Service's namespace
+    /// naming that Service. A policy without targetRefs is ztunnel's ([`Self::policies_for`]),
+    /// never the waypoint's. Fail-closed forms are included (their `invalid` is set).
+    pub fn waypoint_policies<'a>(
+        &'a self,
+        gateway: (&'a str, &'a str),
+        service: Option<(&'a str, &'a str)>,
+    ) -> impl Iterator<Item = &'a AuthorizationPolicy> + 'a {
+        let (gateway_ns, gateway_name) = gateway;
+        let class = self
+            .gateway_api
+            .gateway(gateway_ns, gateway_name)
+            .map(|g| g.class_name.as_str());
+        let root = self.root_namespace.as_str();
+        let service_ns = service.map(|(ns, _)| ns);
+        // Each namespace once, so each policy is yielded once.
+        let namespaces = [
+            Some(gateway_ns),
+            Some(root).filter(|ns| *ns != gateway_ns),
+            service_ns.filter(|ns| *ns != gateway_ns && *ns != root),
+        ];
+        namespaces
+            .into_iter()
+            .flatten()
+            .filter_map(|ns| self.policies_by_namespace.get(ns))
+            .flatten()
+            .map(|&i| &self.policies[i])
+            .filter(move |p| {
+                p.target_refs.iter().any(|target| {
+                    (p.namespace == gateway_ns && target.is_gateway(gateway_name))
+                        || (p.namespace == root
+                            && class.is_some_and(|class| target.is_gateway_class(class)))
+                        || service
+                            .is_some_and(|(ns, name)| p.namespace == ns && target.is_service(name))
+                })
+            })
+    }
+
     pub fn policies(&self) -> impl Iterator<Item = &AuthorizationPolicy> {
         self.policies.iter()
     }

@@ -13,7 +13,7 @@
 //! | action AUDIT | left out: an AUDIT policy never changes access, so ignoring it is exact |
 //! | selector unreadable | every workload in its namespace (every namespace from the root namespace) |
 //! | namespace unreadable | the root namespace: the widest scope it could have had |
-//! | targetRefs readable and no selector | still bound to them, so ztunnel leaves it to the waypoint |
+//! | targetRefs readable and no selector | still bound to them, so ztunnel leaves it to the waypoint (a Gateway, GatewayClass or Service target gets its canonical group, so a wrong group does not unbind it) |
 //!
 //! The broken policy carries [`Invalid`] with the field, the problem and what the policy does
 //! until it is fixed, so logs, `/config_dump` and the access log can say so.
@@ -23,7 +23,7 @@ use serde_yaml::{Mapping, Value};
 use super::policy::{authorization_policy, AuthorizationPolicyResource};
 use super::ConvertError;
 use crate::model::{Labels, DEFAULT_NAMESPACE};
-use crate::policy::{Action, AuthorizationPolicy, Invalid, Rule};
+use crate::policy::{Action, AuthorizationPolicy, Invalid, Rule, TargetRef, GATEWAY_GROUP};
 
 /// What the fail-closed form needs beyond the object itself.
 #[derive(Debug, Clone, Copy)]
@@ -47,9 +47,33 @@ pub fn authorization_policy_or_fail_closed(
     raw: impl FnOnce() -> Value,
     scope: &FailClosedScope<'_>,
 ) -> Result<AuthorizationPolicy, ConvertError> {
-    match decoded.and_then(|resource| authorization_policy(&resource)) {
+    let converted = decoded
+        .and_then(|resource| authorization_policy(&resource))
+        .and_then(|policy| gateway_classes_from_root(policy, scope));
+    match converted {
         Ok(policy) => Ok(policy),
         Err(error) => fail_closed(&raw(), error, scope),
+    }
+}
+
+/// Istio attaches a GatewayClass policy from the root namespace only: from any other, one
+/// namespace's policy would govern every Gateway of the class.
+fn gateway_classes_from_root(
+    policy: AuthorizationPolicy,
+    scope: &FailClosedScope<'_>,
+) -> Result<AuthorizationPolicy, ConvertError> {
+    if policy.namespace == scope.root_namespace {
+        return Ok(policy);
+    }
+    match policy.target_refs.iter().find(|r| r.kind == "GatewayClass") {
+        None => Ok(policy),
+        Some(class) => Err(ConvertError::new(
+            "spec.targetRefs",
+            format!(
+                "targets GatewayClass {}, which only a policy in the root namespace {} may do; target this namespace's Gateway instead, or move the policy there",
+                class.name, scope.root_namespace
+            ),
+        )),
     }
 }
 
@@ -217,8 +241,8 @@ fn read_selector(spec: &Mapping) -> Result<Option<Labels>, ()> {
     Ok((!out.is_empty()).then_some(out))
 }
 
-/// `spec.targetRef` and `spec.targetRefs` as `kind/name`; `None` if any is unreadable.
-fn read_target_refs(spec: &Mapping) -> Option<Vec<String>> {
+/// `spec.targetRef` and `spec.targetRefs`; `None` if any is unreadable.
+fn read_target_refs(spec: &Mapping) -> Option<Vec<TargetRef>> {
     let mut refs = Vec::new();
     match spec.get("targetRef") {
         None | Some(Value::Null) => {}
@@ -236,7 +260,7 @@ fn read_target_refs(spec: &Mapping) -> Option<Vec<String>> {
     Some(refs)
 }
 
-fn read_target_ref(value: &Value) -> Option<String> {
+fn read_target_ref(value: &Value) -> Option<TargetRef> {
     let map = value.as_mapping()?;
     for (key, value) in map {
         let known = matches!(key.as_str()?, "group" | "kind" | "name" | "namespace");
@@ -249,7 +273,20 @@ fn read_target_ref(value: &Value) -> Option<String> {
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
     };
-    Some(format!("{}/{}", field("kind")?, field("name")?))
+    let kind = field("kind")?;
+    // A missing or misspelt group must not unbind the policy from the object its author
+    // named: the waypoint looks targets up by canonical group, so the kinds it serves get
+    // theirs. Other kinds keep what was written and bind to nothing.
+    let group = match kind {
+        "Gateway" | "GatewayClass" => GATEWAY_GROUP,
+        "Service" => "",
+        _ => field("group").unwrap_or(""),
+    };
+    Some(TargetRef {
+        group: group.to_owned(),
+        kind: kind.to_owned(),
+        name: field("name")?.to_owned(),
+    })
 }
 
 /// What the fail-closed form does, for [`Invalid::enforced_as`].
@@ -257,7 +294,7 @@ fn describe(
     action: Action,
     namespace: &str,
     selector: Option<&Labels>,
-    target_refs: &[String],
+    target_refs: &[TargetRef],
     notes: &[&str],
     scope: &FailClosedScope<'_>,
 ) -> String {
@@ -282,7 +319,11 @@ fn describe(
     } else {
         format!(
             "{effect} its targets {} (ztunnel leaves a targetRefs policy to the waypoint)",
-            target_refs.join(", ")
+            target_refs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     if action == Action::Allow {

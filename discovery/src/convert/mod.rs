@@ -7,6 +7,7 @@
 
 mod fail_closed;
 mod policy;
+mod policy_l7;
 mod service;
 mod workload;
 

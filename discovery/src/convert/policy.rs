@@ -2,8 +2,9 @@
 //! compact L4 form in [`crate::policy`].
 //!
 //! The spec types reject unknown fields: a misspelt field in a security policy that was silently
-//! ignored could widen access, so the operator hears about it instead. L7 fields are recognised
-//! (a waypoint enforces them) and recorded on the rule; see `crate::policy` for their L4 meaning.
+//! ignored could widen access, so the operator hears about it instead. L7 fields are parsed and
+//! validated for the waypoint ([`super::policy_l7`]) and recorded on the rule for ztunnel; see
+//! `crate::policy` for their L4 meaning.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use super::policy_l7 as l7;
 use super::{name, namespace_of, ConvertError};
 use crate::policy::{Action, AuthorizationPolicy, Operation, Rule, Source, StringMatch};
 
@@ -61,7 +63,7 @@ pub struct TargetRefSpec {
 pub struct RuleSpec {
     pub from: Option<Vec<FromSpec>>,
     pub to: Option<Vec<ToSpec>>,
-    /// Conditions: L7 for ztunnel whatever their key.
+    /// Conditions: L7 for ztunnel whatever their key; see `policy_l7::conditions`.
     pub when: Option<Vec<ConditionSpec>>,
 }
 
@@ -153,12 +155,8 @@ pub fn authorization_policy(
             ))
         }
     };
-    let target_refs: Vec<String> = spec
-        .target_ref
-        .iter()
-        .chain(spec.target_refs.iter().flatten())
-        .map(|r| format!("{}/{}", r.kind, r.name))
-        .collect();
+    let namespace = namespace_of(&resource.metadata);
+    let target_refs = l7::target_refs(spec, &namespace)?;
     let selector = spec
         .selector
         .as_ref()
@@ -179,7 +177,7 @@ pub fn authorization_policy(
         .collect::<Result<_, _>>()?;
     Ok(AuthorizationPolicy {
         name: name(&resource.metadata)?.to_owned(),
-        namespace: namespace_of(&resource.metadata),
+        namespace,
         action,
         selector,
         target_refs,
@@ -188,10 +186,19 @@ pub fn authorization_policy(
     })
 }
 
+/// What converting a rule's entries notes about the rule as a whole.
+#[derive(Default)]
+struct RuleNotes {
+    /// Fields only an L7 proxy checks ([`Rule::l7_fields`], for ztunnel).
+    l7_fields: Vec<String>,
+    /// Fields no Ambit proxy checks ([`Rule::unsupported`]).
+    unsupported: Vec<String>,
+}
+
 fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
-    let mut l7_fields = Vec::new();
+    let mut notes = RuleNotes::default();
     if rule.when.is_some() {
-        l7_fields.push("when".to_owned());
+        notes.l7_fields.push("when".to_owned());
     }
     // An empty `from` or `to` list constrains nothing, as in Istio (it builds the rule from the
     // entries present): reading it as "matches nothing" would make a DENY rule deny nothing.
@@ -203,11 +210,7 @@ fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
                 .enumerate()
                 .map(|(j, entry)| {
                     let source = entry.source.clone().unwrap_or_default();
-                    convert_source(
-                        &format!("{field}.from[{j}].source"),
-                        &source,
-                        &mut l7_fields,
-                    )
+                    convert_source(&format!("{field}.from[{j}].source"), &source, &mut notes)
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
@@ -220,36 +223,46 @@ fn convert_rule(field: &str, rule: &RuleSpec) -> Result<Rule, ConvertError> {
                 .enumerate()
                 .map(|(j, entry)| {
                     let op = entry.operation.clone().unwrap_or_default();
-                    convert_operation(&format!("{field}.to[{j}].operation"), &op, &mut l7_fields)
+                    convert_operation(&format!("{field}.to[{j}].operation"), &op, &mut notes)
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
+    let when = l7::conditions(field, rule.when.as_deref(), &mut notes.unsupported)?;
+    let RuleNotes {
+        mut l7_fields,
+        unsupported,
+    } = notes;
     l7_fields.dedup();
     Ok(Rule {
         from,
         to,
         has_l7_fields: !l7_fields.is_empty(),
         l7_fields,
+        when,
+        unsupported,
     })
 }
 
 fn convert_source(
     field: &str,
     source: &SourceSpec,
-    l7_fields: &mut Vec<String>,
+    notes: &mut RuleNotes,
 ) -> Result<Source, ConvertError> {
-    for (name, present) in [
-        ("requestPrincipals", source.request_principals.is_some()),
-        (
-            "notRequestPrincipals",
-            source.not_request_principals.is_some(),
-        ),
-        ("remoteIpBlocks", source.remote_ip_blocks.is_some()),
-        ("notRemoteIpBlocks", source.not_remote_ip_blocks.is_some()),
+    // JWT principals need RequestAuthentication, and remote IPs a trusted X-Forwarded-For:
+    // Ambit has neither, so these are recognised and never matched (see `Rule::unsupported`).
+    for (name, list) in [
+        ("requestPrincipals", &source.request_principals),
+        ("notRequestPrincipals", &source.not_request_principals),
+        ("remoteIpBlocks", &source.remote_ip_blocks),
+        ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
     ] {
-        if present {
-            l7_fields.push(name.to_owned());
+        if let Some(list) = list {
+            notes.l7_fields.push(name.to_owned());
+            // An empty list is an unset field in Istio: it constrains nothing.
+            if !list.is_empty() {
+                notes.unsupported.push(format!("{field}.{name}"));
+            }
         }
     }
     if source.principals.is_some() && source.service_accounts.is_some() {
@@ -258,13 +271,6 @@ fn convert_source(
             "cannot be combined with principals in one source; use separate from entries",
         ));
     }
-    let principals = |list: &Option<Vec<String>>| -> Vec<StringMatch> {
-        // Istio principals omit the scheme; accept it anyway since it is a common slip.
-        list.iter()
-            .flatten()
-            .map(|p| StringMatch::parse(p.strip_prefix("spiffe://").unwrap_or(p)))
-            .collect()
-    };
     let service_accounts = |name: &str, list: &Option<Vec<String>>| {
         list.iter()
             .flatten()
@@ -281,12 +287,12 @@ fn convert_source(
             })
             .collect::<Result<Vec<_>, _>>()
     };
-    let mut principal_matches = principals(&source.principals);
+    let mut principal_matches = principals(source.principals.as_deref());
     principal_matches.extend(service_accounts(
         "serviceAccounts",
         &source.service_accounts,
     )?);
-    let mut not_principal_matches = principals(&source.not_principals);
+    let mut not_principal_matches = principals(source.not_principals.as_deref());
     not_principal_matches.extend(service_accounts(
         "notServiceAccounts",
         &source.not_service_accounts,
@@ -302,15 +308,27 @@ fn convert_source(
         not_principals: not_principal_matches,
         namespaces: patterns(&source.namespaces),
         not_namespaces: patterns(&source.not_namespaces),
-        ip_blocks: ip_blocks(&format!("{field}.ipBlocks"), &source.ip_blocks)?,
-        not_ip_blocks: ip_blocks(&format!("{field}.notIpBlocks"), &source.not_ip_blocks)?,
+        ip_blocks: ip_blocks(&format!("{field}.ipBlocks"), source.ip_blocks.as_deref())?,
+        not_ip_blocks: ip_blocks(
+            &format!("{field}.notIpBlocks"),
+            source.not_ip_blocks.as_deref(),
+        )?,
     })
+}
+
+/// Principal patterns. Istio principals omit the scheme; accept it anyway since it is a common
+/// slip.
+pub(super) fn principals(list: Option<&[String]>) -> Vec<StringMatch> {
+    list.into_iter()
+        .flatten()
+        .map(|p| StringMatch::parse(p.strip_prefix("spiffe://").unwrap_or(p)))
+        .collect()
 }
 
 fn convert_operation(
     field: &str,
     op: &OperationSpec,
-    l7_fields: &mut Vec<String>,
+    notes: &mut RuleNotes,
 ) -> Result<Operation, ConvertError> {
     for (name, present) in [
         ("hosts", op.hosts.is_some()),
@@ -321,17 +339,26 @@ fn convert_operation(
         ("notPaths", op.not_paths.is_some()),
     ] {
         if present {
-            l7_fields.push(name.to_owned());
+            notes.l7_fields.push(name.to_owned());
         }
     }
+    let list = |name: &str, list: &Option<Vec<String>>, parse: l7::PatternParser| {
+        l7::patterns(&format!("{field}.{name}"), list.as_deref(), parse)
+    };
     Ok(Operation {
-        ports: ports(&format!("{field}.ports"), &op.ports)?,
-        not_ports: ports(&format!("{field}.notPorts"), &op.not_ports)?,
+        ports: ports(&format!("{field}.ports"), op.ports.as_deref())?,
+        not_ports: ports(&format!("{field}.notPorts"), op.not_ports.as_deref())?,
+        hosts: list("hosts", &op.hosts, l7::host)?,
+        not_hosts: list("notHosts", &op.not_hosts, l7::host)?,
+        methods: list("methods", &op.methods, l7::method)?,
+        not_methods: list("notMethods", &op.not_methods, l7::method)?,
+        paths: list("paths", &op.paths, l7::path)?,
+        not_paths: list("notPaths", &op.not_paths, l7::path)?,
     })
 }
 
-fn ports(field: &str, list: &Option<Vec<PortSpec>>) -> Result<Vec<u16>, ConvertError> {
-    list.iter()
+fn ports(field: &str, list: Option<&[PortSpec]>) -> Result<Vec<u16>, ConvertError> {
+    list.into_iter()
         .flatten()
         .enumerate()
         .map(|(k, port)| {
@@ -349,8 +376,8 @@ fn ports(field: &str, list: &Option<Vec<PortSpec>>) -> Result<Vec<u16>, ConvertE
         .collect()
 }
 
-fn ip_blocks(field: &str, list: &Option<Vec<String>>) -> Result<Vec<IpNet>, ConvertError> {
-    list.iter()
+pub(super) fn ip_blocks(field: &str, list: Option<&[String]>) -> Result<Vec<IpNet>, ConvertError> {
+    list.into_iter()
         .flatten()
         .enumerate()
         .map(|(k, block)| {
@@ -369,93 +396,5 @@ fn ip_blocks(field: &str, list: &Option<Vec<String>>) -> Result<Vec<IpNet>, Conv
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::super::test_support::from_yaml;
-    use super::*;
-
-    const BASE: &str = "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: allow-web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: db}}
-  rules:
-  - from:
-    - source: {principals: ['cluster.local/ns/shop/sa/web', 'spiffe://x/ns/a/sa/b'], ipBlocks: [10.0.0.0/8, 192.168.1.1]}
-    - source: {serviceAccounts: [shop/api], notNamespaces: [test*]}
-    to:
-    - operation: {ports: ['5432', 5433]}
-";
-
-    #[test]
-    fn converts_an_l4_policy() {
-        let p = authorization_policy(&from_yaml(BASE)).unwrap();
-        assert_eq!(p.action, Action::Allow);
-        assert_eq!(p.selector.unwrap()["app"], "db");
-        let rule = &p.rules[0];
-        assert!(!rule.has_l7_fields);
-        let from = rule.from.as_ref().unwrap();
-        assert_eq!(
-            from[0].principals[1],
-            StringMatch::Exact("x/ns/a/sa/b".into())
-        );
-        assert_eq!(
-            from[0].ip_blocks[1],
-            "192.168.1.1/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            from[1].principals[0],
-            StringMatch::Suffix("/ns/shop/sa/api".into())
-        );
-        assert_eq!(
-            from[1].not_namespaces[0],
-            StringMatch::Prefix("test".into())
-        );
-        assert_eq!(rule.to.as_ref().unwrap()[0].ports, vec![5432, 5433]);
-    }
-
-    #[test]
-    fn policy_table() {
-        type Check = fn(&AuthorizationPolicy) -> bool;
-        let cases: &[(&str, &str, &str, Result<Check, &str>)] = &[
-            ("deny", "spec:\n", "spec:\n  action: DENY\n", Ok(|p| p.action == Action::Deny)),
-            ("l7 methods", "ports: ['5432', 5433]", "ports: ['5432'], methods: [GET]", Ok(|p| p.rules[0].has_l7_fields && p.rules[0].l7_fields == ["methods"])),
-            ("l7 when", "  rules:\n", "  rules:\n  - when: [{key: 'request.headers[x]', values: [y]}]\n", Ok(|p| p.rules[0].l7_fields == ["when"] && !p.rules[1].has_l7_fields)),
-            ("l7 request principals", "notNamespaces: [test*]", "requestPrincipals: ['*']", Ok(|p| p.rules[0].l7_fields == ["requestPrincipals"])),
-            ("unknown field", "  rules:\n", "  rulez:\n", Err("<decode>")),
-            ("audit rejected", "spec:\n", "spec:\n  action: AUDIT\n", Err("spec.action")),
-            ("typo action", "spec:\n", "spec:\n  action: allow\n", Err("spec.action")),
-            ("bad port", "5433]", "70000]", Err("spec.rules[0].to[0].operation.ports[1]")),
-            ("bad ip block", "192.168.1.1", "192.168.1.300", Err("spec.rules[0].from[0].source.ipBlocks[1]")),
-            ("bad service account", "[shop/api]", "[shop]", Err("spec.rules[0].from[1].source.serviceAccounts[0]")),
-            ("selector with target", "spec:\n", "spec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]\n", Err("spec.selector")),
-        ];
-        for (case, from, to, want) in cases {
-            assert!(BASE.contains(from), "{case}: edit does not apply");
-            let edited = BASE.replacen(from, to, 1);
-            // Unknown fields fail at decode time, the others in conversion.
-            let resource: Result<AuthorizationPolicyResource, _> = serde_yaml::from_str(&edited);
-            let got = match resource {
-                Ok(resource) => authorization_policy(&resource),
-                Err(err) => Err(ConvertError::new("<decode>", err.to_string())),
-            };
-            match (got, want) {
-                (Ok(p), Ok(check)) => assert!(check(&p), "{case}: {p:?}"),
-                (Err(err), Err(field)) => assert_eq!(err.field, *field, "{case}: {err}"),
-                (got, _) => panic!("{case}: unexpected {got:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn empty_spec_is_allow_nothing() {
-        let p = authorization_policy(&from_yaml(
-            "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {}",
-        ))
-        .unwrap();
-        assert_eq!(
-            (p.action, p.rules.len(), p.namespace.as_str()),
-            (Action::Allow, 0, "default")
-        );
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

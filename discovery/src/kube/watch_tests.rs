@@ -414,8 +414,8 @@ fn a_broken_waypoint_policy_stays_with_its_waypoint_and_audit_is_left_out() {
     assert!(apply_policy(&mut store, Event::Apply(policy_object(waypoint))).new_problem);
     let kept = policies(&store);
     assert_eq!(
-        kept[0].target_refs,
-        ["Gateway/wp"],
+        kept[0].target_refs[0].to_string(),
+        "Gateway/wp",
         "not ztunnel's to enforce"
     );
     assert!(kept[0].invalid.is_some());
