@@ -32,7 +32,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("cannot load the manifests: {0}\nfix the file and document named above, then run `waypoint status` again")]
+    /// Each error names its file, document and field, and what to change.
+    #[error("cannot load the manifests: {0}")]
     Manifests(#[from] ManifestErrors),
     #[error("cannot render the status as YAML: {0} (a bug: please report it)")]
     Render(#[from] serde_yaml::Error),
