@@ -60,7 +60,8 @@ fn names<'a>(
 #[test]
 fn a_waypoint_enforces_what_targets_it_its_class_or_the_service() {
     let s = snapshot();
-    let cases: &[(&str, (&str, &str), Option<(&str, &str)>, &[&str])] = &[
+    type Name<'a> = (&'a str, &'a str);
+    let cases: &[(&str, Name, Option<Name>, &[&str])] = &[
         (
             "a Service of its own namespace",
             ("shop", "wp"),

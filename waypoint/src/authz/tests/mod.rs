@@ -39,6 +39,7 @@ fn policies(yaml: &str) -> Vec<AuthorizationPolicy> {
         unnamed: "(unnamed)",
     };
     yaml.split("\n---\n")
+        .filter(|doc| !doc.trim().is_empty())
         .filter_map(|doc| {
             let value: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
             let decoded = serde_yaml::from_value::<AuthorizationPolicyResource>(value.clone())
