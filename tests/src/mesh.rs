@@ -25,7 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct MeshBinaries {
     pub ztunnel: PathBuf,
     pub ambit_ca: PathBuf,
-    /// The L7 proxy, run as a waypoint pod ([`crate::waypoint`]).
+    /// The L7 proxy, run as a waypoint pod (see the `waypoint` module).
     pub waypoint: PathBuf,
     /// Directory holding `ambit-cni`, for CNI_PATH.
     pub cni_dir: PathBuf,

@@ -78,9 +78,9 @@ fn bookshop() -> Bookshop {
     for node in 0..2 {
         mesh.wait_for_dump(node, "ztunnel knows the reviews Services", |dump| {
             ["reviews", "reviews-v1", "reviews-v2"].iter().all(|name| {
-                dump.services.iter().any(|s| {
-                    s.name == *name && s.ports.iter().all(|p| !p.endpoints.is_empty())
-                })
+                dump.services
+                    .iter()
+                    .any(|s| s.name == *name && s.ports.iter().all(|p| !p.endpoints.is_empty()))
             })
         })
         .unwrap();
@@ -397,3 +397,248 @@ fn shifting_weights_live_under_load_fails_no_request() {
     wait_for_split(&shop, "reviews-v2-0");
 }
 
+fn request_as(from: &Pod, to: SocketAddr, method: &str, path: &str) -> Answer {
+    let out = from
+        .exec(
+            app().path(),
+            [
+                "mesh-client",
+                "--connect",
+                &to.to_string(),
+                "--host",
+                "reviews",
+                "--method",
+                method,
+                "--path",
+                path,
+            ],
+        )
+        .unwrap_or_else(|e| e.to_string());
+    Answer(
+        out.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+#[test]
+fn l7_policy_denies_a_method_and_path_for_one_principal_and_a_bypass_is_refused() {
+    let mut shop = bookshop();
+    let ops = shop
+        .mesh
+        .add_pod(
+            PodSpec::new("shop", "ops-0")
+                .on_node(0)
+                .service_account("ops"),
+        )
+        .unwrap();
+    shop.mesh
+        .cluster
+        .put_manifest(
+            "policy-deny-ops-delete.yaml",
+            vec![json!({
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"namespace": "shop", "name": "deny-ops-delete"},
+                "spec": {
+                    "targetRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+                    "action": "DENY",
+                    "rules": [{
+                        "from": [{"source": {"principals": ["cluster.local/ns/shop/sa/ops"]}}],
+                        "to": [{"operation": {"methods": ["DELETE"], "paths": ["/admin*"]}}]
+                    }]
+                }
+            })],
+        )
+        .unwrap();
+    eventually("ops may not DELETE /admin", || {
+        let answer = request_as(&ops, shop.reviews_vip, "DELETE", "/admin/cache");
+        match (answer.status(), answer.get("Hostname")) {
+            ("403", None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let get = request_as(&ops, shop.reviews_vip, "GET", "/admin/cache");
+    assert_eq!(get.status(), "200", "ops may still GET");
+    let other = request_as(&shop.frontend, shop.reviews_vip, "DELETE", "/admin/cache");
+    assert_eq!(other.status(), "200", "the policy names ops only");
+    let log = shop.waypoint.process.log().unwrap();
+    let denial = log
+        .lines()
+        .find(|l| l.contains("status=403"))
+        .unwrap_or_else(|| panic!("no access line for the denial:\n{log}"));
+    assert!(
+        denial.contains("shop/deny-ops-delete") && denial.contains("response_flags=\"RBAC\""),
+        "the denial names its policy: {denial}"
+    );
+
+    // A client outside the mesh that dials a pod behind the waypoint directly skips the
+    // waypoint's policy: the pod's ztunnel refuses it and says which waypoint was expected.
+    shop.mesh
+        .cluster
+        .set_namespace_labels("legacy", Default::default())
+        .unwrap();
+    let outsider = shop
+        .mesh
+        .add_pod(PodSpec::new("legacy", "batch-0").on_node(0))
+        .unwrap();
+    let reviews_pod = shop
+        .mesh
+        .cluster
+        .pods()
+        .iter()
+        .find(|p| p.name() == "reviews-v1-0")
+        .unwrap()
+        .addr(8080);
+    let bypass = request(&outsider, reviews_pod, "reviews", "/", &[]);
+    assert_ne!(
+        bypass.status(),
+        "200",
+        "the bypass must not be served: {:?}",
+        bypass.0
+    );
+    let node1 = shop.mesh.ztunnels[1].log().unwrap();
+    assert!(
+        node1.contains(
+            "is bound to waypoint shop/waypoint (istio.io/use-waypoint) and plaintext client"
+        ),
+        "ztunnel says which waypoint was expected:\n{}",
+        node1
+            .lines()
+            .filter(|l| l.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// `name` (label app=`app`) on node 1 running the mesh echo app, optionally failing every
+/// request with `status`.
+fn echo_pod(
+    shop: &mut Bookshop,
+    app_label: &str,
+    name: &str,
+    status: Option<u16>,
+) -> ambit_tests::Process {
+    let pod = shop
+        .mesh
+        .add_pod(
+            PodSpec::new("shop", name)
+                .on_node(1)
+                .label("app", app_label),
+        )
+        .unwrap();
+    let mut spec = ambit_tests::ProcessSpec::new(app().path())
+        .name(format!("echo-{name}"))
+        .args([
+            "mesh-echo",
+            "--pod",
+            name,
+            "--namespace",
+            "shop",
+            "--http",
+            "8080",
+        ]);
+    if let Some(status) = status {
+        spec = spec.args(["--status", &status.to_string()]);
+    }
+    let mut echo = pod.spawn(spec).unwrap();
+    echo.wait_for_log("mesh-echo ready", WAIT).unwrap();
+    echo
+}
+
+#[test]
+fn retries_hide_a_failing_endpoint_and_a_request_timeout_answers_504() {
+    let mut shop = bookshop();
+    let _flaky = echo_pod(&mut shop, "ratings", "ratings-0", Some(503));
+    let _healthy = echo_pod(&mut shop, "ratings", "ratings-1", None);
+    let ratings = shop
+        .mesh
+        .cluster
+        .add_service(
+            ServiceSpec::new("shop", "ratings")
+                .selector("app", "ratings")
+                .port("http", 80, 8080),
+        )
+        .unwrap();
+    let ratings_vip = SocketAddr::new(ratings.vip.into(), 80);
+    shop.mesh
+        .cluster
+        .put_manifest(
+            "route-ratings.yaml",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"namespace": "shop", "name": "ratings"},
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": "ratings", "port": 80}],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": "/slow"}}],
+                            "timeouts": {"request": "300ms"},
+                            "backendRefs": [{"name": "reviews-v1", "port": 80}]
+                        },
+                        {
+                            "retry": {"codes": [503], "attempts": 2, "backoff": "10ms"},
+                            "backendRefs": [{"name": "ratings", "port": 80}]
+                        }
+                    ]
+                }
+            })],
+        )
+        .unwrap();
+    let load = |path: &str| {
+        let out = shop
+            .frontend
+            .exec(
+                app().path(),
+                [
+                    "mesh-client",
+                    "--connect",
+                    &ratings_vip.to_string(),
+                    "--host",
+                    "ratings",
+                    "--path",
+                    path,
+                    "--count",
+                    "100",
+                    "--concurrency",
+                    "4",
+                ],
+            )
+            .unwrap();
+        Summary::parse(&out)
+    };
+    eventually(
+        "every request succeeds although one endpoint always answers 503",
+        || {
+            let summary = load("/");
+            if summary.all_ok() && summary.count("ratings-1") == 100 {
+                Ok(())
+            } else {
+                Err(format!("{summary:?}"))
+            }
+        },
+    );
+    let log = shop.waypoint.process.log().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ratings-0") || l.contains("attempts=2")),
+        "some requests were retried away from ratings-0"
+    );
+
+    let started = Instant::now();
+    let slow = request(
+        &shop.frontend,
+        ratings_vip,
+        "ratings",
+        "/slow?delay=3000",
+        &[],
+    );
+    let took = started.elapsed();
+    assert_eq!(slow.status(), "504", "{:?}", slow.0);
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}, not at the 300ms timeout"
+    );
+}

@@ -5,11 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-
 use crate::error::{ProxyError, ResponseFlag};
-use crate::proxy::forward_target_name;
-use crate::proxy::Downstream;
 
 /// What is known about a request, filled in by the phases as they run.
 #[derive(Debug, Clone, Default)]
@@ -39,26 +35,30 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    pub fn start(downstream: &Downstream, request: &http::Request<Incoming>) -> RequestLog {
-        let authority = crate::proxy::authority_of(request.uri(), request.headers())
-            .unwrap_or_else(|| downstream.destination.authority.to_string());
+    /// A log for a request from `src_addr` (`src_identity`) about to be served.
+    pub fn start(
+        src_addr: SocketAddr,
+        src_identity: String,
+        authority: String,
+        request: &http::request::Parts,
+        grpc: bool,
+    ) -> RequestLog {
         RequestLog {
-            method: request.method().to_string(),
+            method: request.method.to_string(),
             authority,
             path: request
-                .uri()
+                .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
-            protocol: match request.version() {
+            protocol: match request.version {
                 http::Version::HTTP_2 => "HTTP/2",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            grpc: crate::proxy::is_grpc(request.headers()),
-            src_addr: Some(downstream.peer_addr),
-            src_identity: downstream.peer_identity.to_string(),
-            attempts: 0,
+            grpc,
+            src_addr: Some(src_addr),
+            src_identity,
             ..RequestLog::default()
         }
     }
@@ -68,8 +68,9 @@ impl RequestLog {
         self.rule = rule.map(str::to_owned);
     }
 
-    pub fn set_upstream_service(&mut self, target: &crate::proxy::ForwardTarget) {
-        self.upstream_service = Some(forward_target_name(target));
+    /// `namespace/name` of the Service (or pod) the request was routed to.
+    pub fn set_upstream_service(&mut self, name: String) {
+        self.upstream_service = Some(name);
     }
 
     pub fn set_upstream(&mut self, endpoint: SocketAddr) {

@@ -29,9 +29,10 @@ struct ConfigDump<'a> {
     identity: String,
     snapshot_generation: u64,
     route_compile_ms: f64,
-    /// Who enforces which L7 policy: the waypoint enforces AuthorizationPolicies whose
-    /// targetRefs name it or a Service bound to it; ztunnel never enforces those at L4.
     routes: &'a crate::routes::RouteTable,
+    /// The AuthorizationPolicies this waypoint enforces (targetRefs to its Gateway, its class
+    /// or a Service bound to it); ztunnel never enforces those at L4.
+    authorization: crate::authz::AuthzDump,
 }
 
 pub struct Endpoints {
@@ -111,6 +112,13 @@ fn config_dump(proxy: &Proxy) -> Reply {
         snapshot_generation: compiled.snapshot.generation(),
         route_compile_ms: compiled.compile_time.as_secs_f64() * 1e3,
         routes: &compiled.routes,
+        authorization: crate::authz::dump(
+            &compiled.snapshot,
+            (
+                proxy.gateway.namespace.as_str(),
+                proxy.gateway.name.as_str(),
+            ),
+        ),
     };
     match serde_json::to_string(&dump) {
         Ok(json) => Reply::json(json),

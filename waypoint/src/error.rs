@@ -72,8 +72,9 @@ pub enum ProxyError {
         timeout: String,
         which: &'static str,
     },
-    #[error("denied by {policy}")]
-    Denied { policy: String },
+    /// `reason` names the deciding AuthorizationPolicy (or why none allowed the request).
+    #[error("{reason}")]
+    Denied { reason: String },
     #[error("bad request: {0}")]
     BadRequest(String),
 }
@@ -167,7 +168,7 @@ mod tests {
         assert_eq!(connect.flag().as_str(), "UF");
         assert!(connect.is_retryable());
         let denied = ProxyError::Denied {
-            policy: "shop/deny-delete".into(),
+            reason: "denied by AuthorizationPolicy shop/deny-delete".into(),
         };
         assert_eq!(denied.status(), StatusCode::FORBIDDEN);
         assert_eq!(denied.body(), "RBAC: access denied");

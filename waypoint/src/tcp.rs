@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::authz;
 use crate::destination::Target;
 use crate::endpoints::{endpoints, ForwardTarget};
 use crate::proxy::{Downstream, Proxy};
@@ -41,6 +42,40 @@ pub async fn serve(
         );
         responder_refuse(reason)
     };
+    let (service, destination_port) = match &downstream.destination.target {
+        Target::Service { key, port } => (Some((key.namespace.as_str(), key.name.as_str())), *port),
+        Target::Workload(_) => (None, downstream.destination.authority.port()),
+    };
+    let policies = compiled.snapshot.waypoint_policies(
+        (
+            proxy.gateway.namespace.as_str(),
+            proxy.gateway.name.as_str(),
+        ),
+        service,
+    );
+    let decision = authz::authorize_tcp(
+        policies,
+        &authz::TcpConnection {
+            source_identity: Some(&request.peer_identity),
+            source_ip: request.peer_addr.ip(),
+            destination_port,
+        },
+    );
+    if !decision.is_allowed() {
+        let reason = decision.to_string();
+        tracing::event!(
+            target: "access",
+            tracing::Level::WARN,
+            src.addr = %request.peer_addr,
+            src.identity = %request.peer_identity,
+            authority = %request.authority,
+            error = %reason,
+            response_flags = "RBAC",
+            "tcp stream refused"
+        );
+        responder.refuse(&hbone::Refusal::denied(reason));
+        return;
+    }
     let candidates = match endpoints(compiled, &target, &proxy.settings.trust_domain) {
         Ok(candidates) => candidates,
         Err(error) => {

@@ -70,8 +70,18 @@ impl Proxy {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let started = Instant::now();
         let compiled = self.state.current();
-        let mut log = RequestLog::start(&downstream, &request);
-        let grpc = log.grpc;
+        let (parts, body) = request.into_parts();
+        let grpc = headers::is_grpc(&parts.headers);
+        let authority = headers::authority(&parts.uri, &parts.headers)
+            .unwrap_or_else(|| downstream.destination.authority.to_string());
+        let mut log = RequestLog::start(
+            downstream.peer_addr,
+            downstream.peer_identity.to_string(),
+            authority,
+            &parts,
+            grpc,
+        );
+        let request = Request::from_parts(parts, body);
         let response = match phases::serve(&self, &compiled, &downstream, request, &mut log).await {
             Ok(response) => response,
             Err(error) => {

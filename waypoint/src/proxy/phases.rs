@@ -15,6 +15,7 @@ use super::forward;
 use super::headers;
 use super::{Downstream, Proxy};
 use crate::access_log::RequestLog;
+use crate::authz;
 use crate::destination::Target;
 use crate::endpoints::ForwardTarget;
 use crate::error::ProxyError;
@@ -40,6 +41,9 @@ pub(super) async fn serve(
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let grpc = headers::is_grpc(&parts.headers);
+
+    // Authorize first: a denial wins over a 404, and no filter can change what was checked.
+    authorize(proxy, compiled, downstream, &parts)?;
 
     // Match.
     let matched = match_route(compiled, downstream, &parts, grpc)?;
@@ -100,7 +104,7 @@ pub(super) async fn serve(
             target
         }
     };
-    log.set_upstream_service(&target);
+    log.set_upstream_service(super::forward_target_name(&target));
 
     // Forward.
     let cors_request_headers = deferred.cors.map(|_| parts.headers.clone());
@@ -126,6 +130,47 @@ pub(super) async fn serve(
         cors.decorate(&request_headers, response.headers_mut());
     }
     Ok(response)
+}
+
+/// The waypoint's L7 AuthorizationPolicies (`targetRefs` to its Gateway, its class, or the
+/// Service) for this request.
+fn authorize(
+    proxy: &Proxy,
+    compiled: &Compiled,
+    downstream: &Downstream,
+    parts: &Parts,
+) -> Result<(), ProxyError> {
+    let (service, destination_port) = match &downstream.destination.target {
+        Target::Service { key, port } => (Some((key.namespace.as_str(), key.name.as_str())), *port),
+        Target::Workload(_) => (None, downstream.destination.authority.port()),
+    };
+    let authority = headers::authority(&parts.uri, &parts.headers).unwrap_or_default();
+    let (host, _) = headers::split_host_port(&authority);
+    let policies = compiled.snapshot.waypoint_policies(
+        (
+            proxy.gateway.namespace.as_str(),
+            proxy.gateway.name.as_str(),
+        ),
+        service,
+    );
+    let decision = authz::authorize(
+        policies,
+        &authz::L7Request {
+            source_identity: Some(&downstream.peer_identity),
+            source_ip: downstream.peer_addr.ip(),
+            method: &parts.method,
+            path: parts.uri.path(),
+            host,
+            destination_port,
+            headers: &parts.headers,
+        },
+    );
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    Err(ProxyError::Denied {
+        reason: decision.to_string(),
+    })
 }
 
 /// The rule for this request; `None` when no route attaches to the destination (it is then

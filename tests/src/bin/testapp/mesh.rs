@@ -1,13 +1,15 @@
 //! The mesh conformance modes (tests/src/conformance drives them):
 //!
 //! ```text
-//! ambit-testapp mesh-echo --pod NAME --namespace NS [--version V] [--http PORT]... [--grpc PORT]... [--tcp PORT]...
+//! ambit-testapp mesh-echo --pod NAME --namespace NS [--version V] [--status CODE] [--http PORT]... [--grpc PORT]... [--tcp PORT]...
 //! ambit-testapp mesh-client --connect IP:PORT --host HOST [--path P] [--method M] [--header 'Name: value']...
 //!               [--grpc SERVICE/METHOD] [--count N [--concurrency C]] [--timeout-ms MS]
 //! ```
 //! `mesh-echo` plays Istio's echo app (the `echo-advanced` image of the Gateway API mesh
 //! suite): HTTP/1.1 and h2c on every HTTP port, gRPC `proto.EchoTestService/Echo` over HTTP/2,
-//! byte echo on TCP ports; it prints `mesh-echo ready` once every port listens. `mesh-client`
+//! byte echo on TCP ports; it prints `mesh-echo ready` once every port listens. On HTTP/1.1,
+//! `--status CODE` answers every request with CODE (a failing backend), and a `delay=MS` query
+//! parameter waits that long before answering (a slow one). `mesh-client`
 //! plays its `client` command; see mesh/client.rs for the output.
 
 use std::net::SocketAddr;
@@ -66,6 +68,15 @@ pub fn mesh_echo(args: &[String]) -> AppResult<()> {
         pod: required(args, "--pod")?.to_string(),
         namespace: required(args, "--namespace")?.to_string(),
         version: crate::option(args, "--version").unwrap_or("").to_string(),
+        status: match crate::option(args, "--status") {
+            Some(text) => Some(
+                text.parse()
+                    .ok()
+                    .filter(|code| (100..600).contains(code))
+                    .ok_or_else(|| format!("--status: {text:?} is not an HTTP status"))?,
+            ),
+            None => None,
+        },
     };
     // gRPC is HTTP/2, which every HTTP port speaks: a --grpc port is one more HTTP port.
     let mut http = ports(args, "--http")?;

@@ -26,6 +26,8 @@ pub struct Identity {
     pub pod: String,
     pub namespace: String,
     pub version: String,
+    /// Answer every HTTP/1.1 request with this status instead of 200 (a failing backend).
+    pub status: Option<u16>,
 }
 
 /// Binds every port first (so "ready" means all of them listen), then serves forever.
@@ -168,8 +170,13 @@ async fn serve_http(
         };
         let body = echo_body(&identity, &seen, &headers, None);
         let close = wants_close(&head, &version);
+        if let Some(delay) = query_delay(&target) {
+            tokio::time::sleep(delay).await;
+        }
+        let status = identity.status.unwrap_or(200);
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+            if status == 200 { "OK" } else { "Echo" },
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
@@ -182,6 +189,16 @@ async fn serve_http(
         }
     }
     Ok(())
+}
+
+/// `delay=MS` in the query, at most a minute.
+fn query_delay(target: &str) -> Option<Duration> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.min(60_000)))
 }
 
 fn wants_close(head: &Head, version: &str) -> bool {
