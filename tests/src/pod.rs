@@ -428,6 +428,15 @@ impl Cluster {
         self.sync_manifests()
     }
 
+    /// A Namespace's labels as the harness last wrote them (empty when it has none).
+    pub fn namespace_labels(&self, namespace: &str) -> Labels {
+        self.objects
+            .namespaces
+            .get(namespace)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default()
+    }
+
     /// Create or relabel a Namespace (e.g. `istio.io/dataplane-mode=ambient`).
     pub fn set_namespace_labels(&mut self, namespace: &str, labels: Labels) -> Result<()> {
         self.objects.namespaces.insert(

@@ -105,13 +105,33 @@ impl Mesh {
     }
 
     /// Labels `namespace` (ambient) so that its Services' traffic goes through the waypoint
-    /// `waypoint` of that namespace (`istio.io/use-waypoint`).
+    /// `waypoint` of that namespace (`istio.io/use-waypoint`); the namespace's other labels
+    /// stay.
     pub fn bind_namespace_to_waypoint(&mut self, namespace: &str, waypoint: &str) -> Result<()> {
-        let labels: Labels = [
-            ("istio.io/dataplane-mode".to_owned(), "ambient".to_owned()),
-            ("istio.io/use-waypoint".to_owned(), waypoint.to_owned()),
-        ]
-        .into();
+        let mut labels: Labels = self.cluster.namespace_labels(namespace);
+        labels.insert("istio.io/dataplane-mode".to_owned(), "ambient".to_owned());
+        labels.insert("istio.io/use-waypoint".to_owned(), waypoint.to_owned());
         self.cluster.set_namespace_labels(namespace, labels)
+    }
+
+    /// Waits until every node's ztunnel knows each Service `(namespace, name)` with endpoints
+    /// on all its ports: before that, traffic to its VIP passes through unmeshed.
+    pub fn wait_for_services(&self, services: &[(&str, &str)]) -> Result<()> {
+        for node in 0..self.ztunnels.len() {
+            self.wait_for_dump(
+                node,
+                "ztunnel knows the Services and their endpoints",
+                |dump| {
+                    services.iter().all(|(namespace, name)| {
+                        dump.services.iter().any(|s| {
+                            s.namespace == *namespace
+                                && s.name == *name
+                                && s.ports.iter().all(|p| !p.endpoints.is_empty())
+                        })
+                    })
+                },
+            )?;
+        }
+        Ok(())
     }
 }

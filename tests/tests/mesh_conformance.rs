@@ -3,7 +3,7 @@
 //! per-feature pass counts; every test of the MESH-HTTP and MESH-GRPC profiles must pass, the
 //! others (extended features, provisional tests outside the profiles) are reported.
 //!
-//! `sudo -E cargo test -p ambit-tests --test mesh_conformance -- --ignored --nocapture`;
+//! `sudo -E cargo test -p ambit-tests --test mesh_conformance -- --nocapture`;
 //! `AMBIT_MESH_CONFORMANCE_TIMEOUT_S` changes the 30 s a case may take to pass.
 
 use ambit_tests::conformance::{data_dir, load_mesh_cases, MeshConformance, Options};
@@ -12,7 +12,6 @@ use ambit_tests::{Mesh, Result};
 const PROFILES: &[&str] = &["MESH-HTTP", "MESH-GRPC"];
 
 #[test]
-#[ignore = "needs the waypoint (issue 10); run with --ignored"]
 fn every_mesh_http_and_mesh_grpc_case_passes_through_ztunnel_and_the_waypoint() -> Result<()> {
     let files = load_mesh_cases(&data_dir())?;
     let mut mesh = Mesh::start(2)?;

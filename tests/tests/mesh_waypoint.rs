@@ -74,17 +74,13 @@ fn bookshop() -> Bookshop {
                 .port("http", 80, 8080),
         )
         .unwrap();
-    // Traffic before a node agent knows the VIP would pass through unmeshed; wait for both.
-    for node in 0..2 {
-        mesh.wait_for_dump(node, "ztunnel knows the reviews Services", |dump| {
-            ["reviews", "reviews-v1", "reviews-v2"].iter().all(|name| {
-                dump.services
-                    .iter()
-                    .any(|s| s.name == *name && s.ports.iter().all(|p| !p.endpoints.is_empty()))
-            })
-        })
-        .unwrap();
-    }
+    // Traffic before a node agent knows the VIP would pass through unmeshed.
+    mesh.wait_for_services(&[
+        ("shop", "reviews"),
+        ("shop", "reviews-v1"),
+        ("shop", "reviews-v2"),
+    ])
+    .unwrap();
     Bookshop {
         mesh,
         waypoint,
@@ -562,6 +558,7 @@ fn retries_hide_a_failing_endpoint_and_a_request_timeout_answers_504() {
         )
         .unwrap();
     let ratings_vip = SocketAddr::new(ratings.vip.into(), 80);
+    shop.mesh.wait_for_services(&[("shop", "ratings")]).unwrap();
     shop.mesh
         .cluster
         .put_manifest(

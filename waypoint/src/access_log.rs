@@ -87,13 +87,17 @@ impl RequestLog {
     }
 
     /// Writes the line; `dst_identity` is the identity the upstream endpoint proved.
-    pub fn emit(&self, dst_identity: Option<&str>, dst_workload: Option<&str>) {
+    /// `dst_workload` is the answering pod's `(namespace, name)`.
+    pub fn emit(&self, dst_identity: Option<&str>, dst_workload: Option<(&str, &str)>) {
         let flag = self.flag.map_or("-", ResponseFlag::as_str);
-        let upstream = self.upstream.map(|u| u.to_string());
+        let dash = || "-".to_owned();
+        let src_addr = self.src_addr.map_or_else(dash, |a| a.to_string());
+        let upstream = self.upstream.map_or_else(dash, |u| u.to_string());
+        let (dst_namespace, dst_name) = dst_workload.unwrap_or(("-", "-"));
         tracing::event!(
             target: "access",
             tracing::Level::INFO,
-            src.addr = self.src_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+            src.addr = %src_addr,
             src.identity = self.src_identity.as_str(),
             method = %self.method,
             authority = %self.authority,
@@ -104,8 +108,9 @@ impl RequestLog {
             route = self.route.as_deref().unwrap_or("-"),
             rule = self.rule.as_deref(),
             upstream_service = self.upstream_service.as_deref().unwrap_or("-"),
-            upstream = upstream.as_deref().unwrap_or("-"),
-            dst.workload = dst_workload.unwrap_or("-"),
+            upstream = %upstream,
+            dst.workload = %dst_name,
+            dst.namespace = %dst_namespace,
             dst.identity = dst_identity.unwrap_or("-"),
             attempts = self.attempts,
             request_bytes = self.request_bytes,

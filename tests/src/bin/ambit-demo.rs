@@ -1,5 +1,9 @@
 //! The embedded-mode demo: a two-node mesh in network namespaces, real traffic across nodes,
-//! and the access-log lines that show both SPIFFE identities. Run by `scripts/demo.sh` (root).
+//! and the access-log lines that show both SPIFFE identities; then L7 through a waypoint (a
+//! header route and a 90/10 canary). Run by `scripts/demo.sh` (root).
+
+#[path = "ambit-demo/l7.rs"]
+mod l7;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -9,7 +13,7 @@ use ambit_tests::{Labels, Mesh, MeshUnderTest, PodSpec, ServiceSpec, TestApp};
 
 /// A heading, bold on a terminal only (the same rule as the logs: `demo.sh > file` or a pipe
 /// gets no escape codes, nor does `NO_COLOR`).
-fn step(text: &str) {
+pub(crate) fn step(text: &str) {
     let no_color = std::env::var("NO_COLOR").ok();
     if runtime::logging::use_colour(std::io::stdout().is_terminal(), no_color.as_deref()) {
         println!("\n\x1b[1m==> {text}\x1b[0m");
@@ -146,6 +150,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!("    {what}: {verdict}");
     }
+    l7::run(&mut mesh, &app, &frontend)?;
+
     step("Tearing down (namespaces, links and processes are removed)");
     drop(mesh);
     println!("    done.");

@@ -73,15 +73,13 @@ impl Report {
             }
         }
         self.proxy.metrics.record(&self.log, &parties);
-        let workload = (!parties.destination_workload.is_empty()).then(|| {
-            format!(
-                "{}/{}",
-                parties.destination_namespace, parties.destination_workload
-            )
-        });
+        let workload = (!parties.destination_workload.is_empty()).then_some((
+            parties.destination_namespace.as_str(),
+            parties.destination_workload.as_str(),
+        ));
         let identity = (!parties.destination_principal.is_empty())
             .then_some(parties.destination_principal.as_str());
-        self.log.emit(identity, workload.as_deref());
+        self.log.emit(identity, workload);
     }
 }
 
