@@ -10,6 +10,14 @@
 //! service account, and the pod — looked up live, never from a cache that could lag behind a
 //! reschedule — must be a ztunnel pod (label) with that UID. Its `spec.nodeName` is the node the
 //! caller proved, and from there authorisation is as in local mode.
+//!
+//! A waypoint (a pod the waypoint controller runs, labelled
+//! `gateway.networking.k8s.io/gateway-name`) mounts the same kind of token for its own service
+//! account. When the review names another service account than ztunnel's, the token must be
+//! bound to a pod too, and that pod — looked up live in the service account's namespace — must
+//! still have that UID, run as that service account and be a waypoint pod. The caller is then
+//! that service account (`system:serviceaccount:<ns>:<sa>`, [`crate::authz::Caller`]), which
+//! may obtain its own identity only, exactly as a waypoint's tokens-file line in local mode.
 
 use std::time::Duration;
 
@@ -125,17 +133,28 @@ impl TokenReviewAuthenticator {
                 ))
             })?;
         let status = reviewed.status.unwrap_or_default();
-        let (pod_name, pod_uid) = bound_pod(&status, &self.audience, &self.ztunnels)?;
-        let pod = Api::<Pod>::namespaced(self.client.clone(), &self.ztunnels.namespace)
-            .get_opt(&pod_name)
+        match token_holder(&status, &self.audience, &self.ztunnels)? {
+            TokenHolder::Ztunnel { pod, uid } => {
+                let found = self.pod(&self.ztunnels.namespace, &pod).await?;
+                pod_node(found.as_ref(), &pod, &uid, &self.ztunnels)
+            }
+            TokenHolder::Waypoint(holder) => {
+                let found = self.pod(&holder.namespace, &holder.pod).await?;
+                waypoint_caller(found.as_ref(), &holder)
+            }
+        }
+    }
+
+    /// A live read of the pod holding the token (never a cache that may lag a reschedule).
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, Refusal> {
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
             .await
             .map_err(|error| {
                 Refusal::ReviewUnavailable(format!(
-                    "cannot read pod {}/{pod_name}: {error} (the CA's service account needs get on pods)",
-                    self.ztunnels.namespace
+                    "cannot read pod {namespace}/{name}: {error} (the CA's service account needs get on pods)"
                 ))
-            })?;
-        pod_node(pod.as_ref(), &pod_name, &pod_uid, &self.ztunnels)
+            })
     }
 }
 
@@ -175,12 +194,8 @@ pub fn screen_token(token: &str, audience: &str) -> Result<(), Refusal> {
     })
 }
 
-/// From a TokenReview's answer to the pod that holds the token: `(name, uid)`.
-pub fn bound_pod(
-    status: &TokenReviewStatus,
-    audience: &str,
-    ztunnels: &Ztunnels,
-) -> Result<(String, String), Refusal> {
+/// The reviewed username, once the review says the token is valid for `audience`.
+pub(crate) fn verified_username(status: &TokenReviewStatus, audience: &str) -> Result<String, Refusal> {
     if status.authenticated != Some(true) {
         let reason = status
             .error
@@ -203,15 +218,16 @@ pub fn bound_pod(
             ),
         });
     }
-    let user = status.user.clone().unwrap_or_default();
-    let username = user.username.unwrap_or_default();
-    let expected = ztunnels.username();
-    if username != expected {
-        return Err(Refusal::NotZtunnel(format!(
-            "the token belongs to {username:?}, not to the ztunnel service account {expected:?}"
-        )));
-    }
-    let extra = user.extra.unwrap_or_default();
+    Ok(status
+        .user
+        .as_ref()
+        .and_then(|user| user.username.clone())
+        .unwrap_or_default())
+}
+
+/// The pod a token is bound to, `(name, uid)`, from the review's extra fields.
+pub(crate) fn pod_extras(status: &TokenReviewStatus) -> Option<(String, String)> {
+    let extra = status.user.as_ref()?.extra.as_ref()?;
     let single = |key: &str| {
         extra
             .get(key)
@@ -219,12 +235,27 @@ pub fn bound_pod(
             .filter(|v| !v.is_empty())
             .cloned()
     };
-    match (single(POD_NAME_EXTRA), single(POD_UID_EXTRA)) {
-        (Some(name), Some(uid)) => Ok((name, uid)),
-        _ => Err(Refusal::NotZtunnel(format!(
-            "the token of {username} is not bound to a pod; mount a projected serviceAccountToken volume (audience {audience:?}) in the ztunnel DaemonSet"
-        ))),
+    Some((single(POD_NAME_EXTRA)?, single(POD_UID_EXTRA)?))
+}
+
+/// From a TokenReview's answer to the ztunnel pod that holds the token: `(name, uid)`.
+pub fn bound_pod(
+    status: &TokenReviewStatus,
+    audience: &str,
+    ztunnels: &Ztunnels,
+) -> Result<(String, String), Refusal> {
+    let username = verified_username(status, audience)?;
+    let expected = ztunnels.username();
+    if username != expected {
+        return Err(Refusal::NotZtunnel(format!(
+            "the token belongs to {username:?}, not to the ztunnel service account {expected:?}"
+        )));
     }
+    pod_extras(status).ok_or_else(|| {
+        Refusal::NotZtunnel(format!(
+            "the token of {username} is not bound to a pod; mount a projected serviceAccountToken volume (audience {audience:?}) in the ztunnel DaemonSet"
+        ))
+    })
 }
 
 /// The node of the ztunnel pod `name` (which must still be the pod with `uid`).
@@ -396,6 +427,10 @@ pub fn ca_from_secret(
         }
     })
 }
+
+#[path = "kube_waypoint.rs"]
+mod waypoint;
+pub use waypoint::{token_holder, waypoint_caller, TokenHolder, WaypointHolder};
 
 #[cfg(test)]
 #[path = "kube_tests.rs"]

@@ -198,3 +198,119 @@ fn only_jwt_shaped_tokens_are_worth_a_review() {
         }
     }
 }
+
+const WAYPOINT: &str = "system:serviceaccount:shop:waypoint";
+
+fn waypoint_holder() -> WaypointHolder {
+    WaypointHolder {
+        namespace: "shop".into(),
+        service_account: "waypoint".into(),
+        pod: "waypoint-7d9f-abcde".into(),
+        uid: "uid-w".into(),
+    }
+}
+
+#[test]
+fn a_ztunnel_token_still_takes_the_ztunnel_path() {
+    let status = reviewed(ZTUNNEL, &["ambit-ca"], Some(("ztunnel-abc", "uid-1")));
+    assert_eq!(
+        token_holder(&status, "ambit-ca", &ztunnels()).unwrap(),
+        TokenHolder::Ztunnel {
+            pod: "ztunnel-abc".into(),
+            uid: "uid-1".into()
+        }
+    );
+    // An unbound ztunnel token is refused with the ztunnel's advice, as before.
+    let unbound = reviewed(ZTUNNEL, &["ambit-ca"], None);
+    let refusal = token_holder(&unbound, "ambit-ca", &ztunnels()).unwrap_err();
+    assert!(
+        refusal.to_string().contains("in the ztunnel DaemonSet"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn a_pod_bound_token_of_another_service_account_names_a_waypoint_holder() {
+    let status = reviewed(
+        WAYPOINT,
+        &["ambit-ca"],
+        Some(("waypoint-7d9f-abcde", "uid-w")),
+    );
+    assert_eq!(
+        token_holder(&status, "ambit-ca", &ztunnels()).unwrap(),
+        TokenHolder::Waypoint(waypoint_holder())
+    );
+    let cases: Vec<(&str, TokenReviewStatus, &str)> = vec![
+        (
+            "not bound to a pod (a legacy or TokenRequest token)",
+            reviewed(WAYPOINT, &["ambit-ca"], None),
+            "not bound to a pod",
+        ),
+        (
+            "audience not confirmed",
+            reviewed(WAYPOINT, &["https://kubernetes.default.svc"], Some(("w", "u"))),
+            "did not confirm audience",
+        ),
+        (
+            "a user, not a service account",
+            reviewed("alice", &["ambit-ca"], Some(("w", "u"))),
+            "neither the ztunnel service account",
+        ),
+        (
+            "a malformed service account name",
+            reviewed("system:serviceaccount:shop", &["ambit-ca"], Some(("w", "u"))),
+            "neither the ztunnel service account",
+        ),
+        ("no verdict", TokenReviewStatus::default(), "not authenticated"),
+    ];
+    for (case, status, reason) in cases {
+        let refusal = token_holder(&status, "ambit-ca", &ztunnels()).unwrap_err();
+        assert!(refusal.to_string().contains(reason), "{case}: {refusal}");
+    }
+}
+
+const WAYPOINT_POD: &str = "metadata:
+  name: waypoint-7d9f-abcde
+  namespace: shop
+  uid: uid-w
+  labels: {gateway.networking.k8s.io/gateway-name: waypoint}
+spec: {nodeName: node-a, serviceAccountName: waypoint, containers: []}";
+
+#[test]
+fn the_waypoint_pod_proves_its_service_account_and_nothing_else() {
+    let waypoint = pod(WAYPOINT_POD);
+    assert_eq!(
+        waypoint_caller(Some(&waypoint), &waypoint_holder()).unwrap(),
+        WAYPOINT
+    );
+    // The caller it becomes may obtain its own identity only (authz.rs enforces it).
+    assert_eq!(
+        crate::authz::Caller::of(WAYPOINT).unwrap(),
+        crate::authz::Caller::ServiceAccount {
+            namespace: "shop",
+            name: "waypoint"
+        }
+    );
+    let cases = [
+        ("uid: uid-w", "uid: uid-2", "was replaced"),
+        (
+            "serviceAccountName: waypoint",
+            "serviceAccountName: cart",
+            "runs as service account \"cart\"",
+        ),
+        (
+            "gateway.networking.k8s.io/gateway-name: waypoint",
+            "app: cart",
+            "not a waypoint pod",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        let changed = pod(&WAYPOINT_POD.replace(from, to));
+        let refusal = waypoint_caller(Some(&changed), &waypoint_holder()).unwrap_err();
+        assert!(refusal.to_string().contains(reason), "{to}: {refusal}");
+        // A verdict about the token: cached like the ztunnel's refusals.
+        assert!(matches!(refusal, Refusal::NotZtunnel(_)));
+    }
+    let gone = waypoint_caller(None, &waypoint_holder()).unwrap_err();
+    assert!(gone.to_string().contains("no longer exists"), "{gone}");
+}

@@ -20,6 +20,7 @@ pub mod app;
 pub mod authz;
 pub mod balance;
 pub mod config;
+pub mod controller;
 pub mod destination;
 pub mod endpoints;
 pub mod error;

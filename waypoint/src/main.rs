@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     if command::is_requested(&args) {
         return command::main(args);
     }
+    if waypoint::controller::is_requested(&args) {
+        return waypoint::controller::main(args);
+    }
     match serve(waypoint::Config::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
