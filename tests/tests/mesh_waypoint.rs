@@ -202,19 +202,57 @@ fn header_routing_sends_beta_users_to_v2_and_the_waypoint_logs_both_identities()
             }
         },
     );
-    eventually("a beta user reaches v2", || {
-        let answer = request(
-            &shop.frontend,
-            shop.reviews_vip,
-            "reviews",
-            "/",
-            &["end-user: beta"],
-        );
-        match (answer.status(), answer.get("Hostname")) {
-            ("200", Some("reviews-v2-0")) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    eventually(
+        "a beta user reaches v2, with the trace context passed on",
+        || {
+            let answer = request(
+                &shop.frontend,
+                shop.reviews_vip,
+                "reviews",
+                "/",
+                &["end-user: beta", &format!("traceparent: {traceparent}")],
+            );
+            let traced = answer.0.iter().any(|(k, v)| {
+                k == "RequestHeader"
+                    && v.eq_ignore_ascii_case(&format!("traceparent:{traceparent}"))
+            });
+            match (answer.status(), answer.get("Hostname"), traced) {
+                ("200", Some("reviews-v2-0"), true) => Ok(()),
+                other => Err(format!("{other:?} {:?}", answer.0)),
+            }
+        },
+    );
+
+    // Istio's request metrics, reported by the waypoint.
+    let metrics = shop
+        .waypoint
+        .pod
+        .exec(
+            app().path(),
+            [
+                "http-get",
+                "--connect",
+                &format!("{}:15020", shop.waypoint.pod.ip()),
+                "--path",
+                "/stats/prometheus",
+                "--body",
+            ],
+        )
+        .unwrap();
+    let series = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("reviews-v2-0"))
+        .unwrap_or_else(|| panic!("no istio_requests_total series for reviews-v2-0:\n{metrics}"));
+    for label in [
+        r#"reporter="waypoint""#,
+        r#"source_principal="spiffe://cluster.local/ns/shop/sa/frontend""#,
+        r#"destination_principal="spiffe://cluster.local/ns/shop/sa/reviews-v2""#,
+        r#"response_code="200""#,
+    ] {
+        assert!(series.contains(label), "{label} missing in {series}");
+    }
+    assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"));
 
     // The waypoint's access line names the route, the client and the endpoint's identity.
     let log = shop.waypoint.process.log().unwrap();
@@ -637,5 +675,103 @@ fn retries_hide_a_failing_endpoint_and_a_request_timeout_answers_504() {
     assert!(
         took < Duration::from_millis(2500),
         "answered after {took:?}, not at the 300ms timeout"
+    );
+}
+
+/// `mesh-client` in a long-lived mode: the `Echo=` lines and the final `Status=`.
+fn stream_exchange(
+    from: &Pod,
+    to: SocketAddr,
+    host: &str,
+    mode: &str,
+    text: &str,
+) -> (Vec<String>, String) {
+    let out = from
+        .exec(
+            app().path(),
+            [
+                "mesh-client",
+                "--connect",
+                &to.to_string(),
+                "--host",
+                host,
+                mode,
+                text,
+                "--rounds",
+                "5",
+            ],
+        )
+        .unwrap_or_else(|e| e.to_string());
+    let echoes = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Echo="))
+        .map(str::to_owned)
+        .collect();
+    let status = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Status="))
+        .unwrap_or(&out)
+        .to_owned();
+    (echoes, status)
+}
+
+#[test]
+fn websockets_upgrade_and_grpc_streams_stay_open_through_the_waypoint() {
+    let mut shop = bookshop();
+    // gRPC needs HTTP/2 to the backend: a port named grpc says so.
+    let grpc = shop
+        .mesh
+        .cluster
+        .add_service(
+            ServiceSpec::new("shop", "reviews-grpc")
+                .selector("app", "reviews")
+                .selector("version", "v1")
+                .port("grpc", 7070, 8080),
+        )
+        .unwrap();
+    shop.mesh
+        .wait_for_services(&[("shop", "reviews-grpc")])
+        .unwrap();
+    let grpc_vip = SocketAddr::new(grpc.vip.into(), 7070);
+
+    let (echoes, status) = stream_exchange(
+        &shop.frontend,
+        shop.reviews_vip,
+        "reviews",
+        "--websocket",
+        "hello",
+    );
+    assert_eq!(status, "101", "{echoes:?}");
+    assert_eq!(
+        echoes,
+        (0..5).map(|i| format!("hello {i}")).collect::<Vec<_>>()
+    );
+
+    let (echoes, status) = stream_exchange(
+        &shop.frontend,
+        grpc_vip,
+        "reviews-grpc",
+        "--grpc-stream",
+        "ping",
+    );
+    assert_eq!(status, "grpc-0", "{echoes:?}");
+    assert_eq!(
+        echoes,
+        (0..5).map(|i| format!("ping {i}")).collect::<Vec<_>>()
+    );
+
+    // Both went through the waypoint (not around it), each as one request.
+    let log = shop.waypoint.process.log().unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("request complete")
+            && l.contains("path=/ws")
+            && l.contains("status=101")),
+        "the WebSocket upgrade is in the waypoint's access log"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("request complete")
+            && l.contains("EchoStream")
+            && l.contains(r#"grpc_status="0""#)),
+        "the gRPC stream is in the waypoint's access log"
     );
 }

@@ -4,6 +4,7 @@
 //! ambit-testapp mesh-echo --pod NAME --namespace NS [--version V] [--status CODE] [--http PORT]... [--grpc PORT]... [--tcp PORT]...
 //! ambit-testapp mesh-client --connect IP:PORT --host HOST [--path P] [--method M] [--header 'Name: value']...
 //!               [--grpc SERVICE/METHOD] [--count N [--concurrency C]] [--timeout-ms MS]
+//!               [--websocket TEXT | --grpc-stream TEXT] [--rounds N]
 //! ```
 //! `mesh-echo` plays Istio's echo app (the `echo-advanced` image of the Gateway API mesh
 //! suite): HTTP/1.1 and h2c on every HTTP port, gRPC `proto.EchoTestService/Echo` over HTTP/2,
@@ -21,6 +22,8 @@ use crate::AppResult;
 mod client;
 #[path = "mesh/echo.rs"]
 mod echo;
+#[path = "mesh/streams.rs"]
+mod streams;
 #[path = "mesh/wire.rs"]
 mod wire;
 
@@ -129,6 +132,36 @@ pub fn mesh_client(args: &[String]) -> AppResult<()> {
         timeout: Duration::from_millis(crate::parsed(args, "--timeout-ms", 10_000)?),
     };
     let runtime = runtime()?;
+    // Long-lived exchanges: `Echo=<text>` per round trip, then the final status.
+    let rounds: usize = crate::parsed(args, "--rounds", 3)?;
+    let websocket = crate::option(args, "--websocket");
+    let grpc_stream = crate::option(args, "--grpc-stream");
+    if websocket.is_some() || grpc_stream.is_some() {
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(request.connect)
+                .await
+                .map_err(|e| format!("connect {}: {e}", request.connect))?;
+            match (websocket, grpc_stream) {
+                (Some(text), _) => streams::websocket_client(stream, &request.host, text, rounds)
+                    .await
+                    .map(|echoes| (echoes, "101".to_owned())),
+                (None, Some(text)) => {
+                    streams::grpc_stream_client(stream, &request.host, text, rounds)
+                        .await
+                        .map(|(echoes, status)| (echoes, format!("grpc-{status}")))
+                }
+                (None, None) => Err("unreachable".to_owned()),
+            }
+        };
+        let (echoes, status) = runtime
+            .block_on(async { tokio::time::timeout(request.timeout, exchange).await })
+            .map_err(|_| format!("no answer within {:?}", request.timeout))??;
+        for echo in echoes {
+            println!("Echo={echo}");
+        }
+        println!("Status={status}");
+        return Ok(());
+    }
     if crate::has_flag(args, "--count") {
         let count: usize = crate::parsed(args, "--count", 1)?;
         let concurrency: usize = crate::parsed(args, "--concurrency", 1)?;

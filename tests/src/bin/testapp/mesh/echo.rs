@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::streams;
 use super::wire::{self, Buffered, Head};
 use super::{GRPC_ECHO_PATH, H2_PREFACE};
 
@@ -146,6 +147,10 @@ async fn serve_http(
     }
     let mut conn = Buffered::new(stream, IDLE);
     while let Some(head) = conn.read_head().await? {
+        if streams::is_websocket(&head) {
+            let (stream, leftover) = conn.into_parts();
+            return streams::serve_websocket(stream, leftover, &head).await;
+        }
         let [method, target, version] = head.start.clone();
         conn.read_body(&head, false).await?;
         let host = head.header("host").unwrap_or("").to_string();
@@ -244,6 +249,9 @@ async fn answer_h2(
     identity: &Identity,
 ) -> Result<(), String> {
     let (parts, mut body) = request.into_parts();
+    if parts.uri.path() == streams::GRPC_STREAM_PATH {
+        return streams::serve_grpc_stream(body, respond).await;
+    }
     let mut received = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| format!("request body: {e}"))?;

@@ -54,6 +54,11 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
         }
     }
 
+    /// The stream and the bytes read past the last message head (an upgrade takes both).
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// Reads more bytes; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> Result<usize, String> {
         let mut chunk = [0u8; 8192];
