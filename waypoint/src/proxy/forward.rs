@@ -249,36 +249,30 @@ fn upstream_error(endpoint: &Endpoint, error: UpstreamError) -> ProxyError {
 }
 
 /// One endpoint, avoiding those that already failed this request when others are left.
+/// `endpoints` is never empty (`endpoints()` refuses an empty set with the Service's name).
 fn pick<'a>(
     proxy: &Proxy,
     endpoints: &'a [Endpoint],
     failed: &[SocketAddr],
 ) -> Result<&'a Endpoint, ProxyError> {
-    let fresh: Vec<SocketAddr> = endpoints
+    let all: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+    let fresh: Vec<SocketAddr> = all
         .iter()
-        .map(|e| e.addr)
+        .copied()
         .filter(|addr| !failed.contains(addr))
         .collect();
-    let all: Vec<SocketAddr>;
-    let candidates = if fresh.is_empty() {
-        all = endpoints.iter().map(|e| e.addr).collect();
-        &all
-    } else {
-        &fresh
-    };
-    let chosen = proxy.balancer.pick(
-        candidates,
-        Instant::now(),
-        (
-            rand::random::<u32>() as usize,
-            rand::random::<u32>() as usize,
-        ),
+    let candidates = if fresh.is_empty() { &all } else { &fresh };
+    let random = (
+        rand::random::<u32>() as usize,
+        rand::random::<u32>() as usize,
     );
-    chosen
+    proxy
+        .balancer
+        .pick(candidates, Instant::now(), random)
         .and_then(|addr| endpoints.iter().find(|e| e.addr == addr))
-        .ok_or_else(|| ProxyError::NoHealthyEndpoints {
-            service: "the backend".into(),
-            port: 0,
+        .ok_or_else(|| ProxyError::UpstreamConnect {
+            endpoint: "the backend".into(),
+            reason: "no endpoint left to try".into(),
         })
 }
 
