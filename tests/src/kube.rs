@@ -52,6 +52,7 @@ const DIR_PREFIX: &str = "ambit-kube-";
 #[derive(Debug, Default, Clone)]
 pub struct KubeApiServerBuilder {
     controller_manager: bool,
+    garbage_collector: bool,
     users: Vec<(String, Vec<String>)>,
 }
 
@@ -60,6 +61,14 @@ impl KubeApiServerBuilder {
     /// ServiceAccount admission plugin is then disabled (it would reject every Pod).
     pub fn controller_manager(mut self) -> Self {
         self.controller_manager = true;
+        self
+    }
+
+    /// Also run the garbage collector (implies [`Self::controller_manager`]): dependents are
+    /// deleted with their owner, as in a real cluster.
+    pub fn garbage_collector(mut self) -> Self {
+        self.controller_manager = true;
+        self.garbage_collector = true;
         self
     }
 
@@ -92,6 +101,7 @@ pub struct KubeApiServer {
     apiserver: Option<Daemon>,
     etcd: Option<Daemon>,
     with_controller_manager: bool,
+    with_garbage_collector: bool,
     port: u16,
     etcd_port: u16,
     etcd_peer_port: u16,
@@ -162,6 +172,7 @@ impl KubeApiServer {
             apiserver: None,
             etcd: None,
             with_controller_manager: builder.controller_manager,
+            with_garbage_collector: builder.garbage_collector,
             port: 0,
             etcd_port: 0,
             etcd_peer_port: 0,
@@ -506,12 +517,18 @@ impl KubeApiServer {
             .to_string();
         let kubeconfig = self.kubeconfig_for_token("kube-controller-manager", &token)?;
         let pki = self.dir.path().join("pki");
-        let args =
-            vec![
+        let mut controllers =
+            "serviceaccount-token,serviceaccount,endpoint,endpointslice,namespace".to_string();
+        if self.with_garbage_collector {
+            controllers.push_str(",garbagecollector");
+        }
+        let args = vec![
             format!("--kubeconfig={}", kubeconfig.display()),
-            "--controllers=serviceaccount-token,serviceaccount,endpoint,endpointslice,namespace"
-                .to_string(),
-            format!("--service-account-private-key-file={}", pki.join("sa.key").display()),
+            format!("--controllers={controllers}"),
+            format!(
+                "--service-account-private-key-file={}",
+                pki.join("sa.key").display()
+            ),
             format!("--root-ca-file={}", pki.join("ca.crt").display()),
             "--leader-elect=false".to_string(),
             // It needs no listener of its own: 0 turns off both its ports.
