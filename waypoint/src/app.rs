@@ -140,6 +140,8 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         },
     });
 
+    tokio::spawn(forget_departed(source.clone(), proxy.clone()));
+
     let tls = certs::tls::server_config(certificate, trust).map_err(AppError::Tls)?;
     let server_config = hbone::ServerConfig {
         // The authority is a Service VIP (or a pod), never the waypoint's own address.
@@ -187,6 +189,27 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         shutdown,
         server,
     })
+}
+
+/// On every new snapshot: drops the metric series, pooled connections and health records of
+/// pods gone from the cluster.
+async fn forget_departed(source: Arc<Source>, proxy: Arc<Proxy>) {
+    let mut snapshots = source.subscribe();
+    while snapshots.changed().await.is_ok() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let pruned = proxy
+            .metrics
+            .prune(|namespace, name| snapshot.workload(namespace, name).is_some());
+        let known = |addr: &SocketAddr| snapshot.workload_by_ip(addr.ip()).is_some();
+        proxy.upstreams.retain(known);
+        proxy.balancer.retain(known);
+        if pruned > 0 {
+            tracing::debug!(
+                pruned,
+                "removed metric series of pods gone from the cluster"
+            );
+        }
+    }
 }
 
 impl App {

@@ -44,6 +44,9 @@ pub struct RequestMetrics {
     duration_ms: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
+    /// Every label set in use, so that series of pods gone from the cluster can be removed:
+    /// without it each pod that ever sent or served a request would stay in every scrape.
+    series: std::sync::Mutex<std::collections::HashSet<RequestLabels>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -65,6 +68,7 @@ impl RequestMetrics {
             duration_ms: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             request_bytes: Family::new_with_constructor(size_histogram as fn() -> Histogram),
             response_bytes: Family::new_with_constructor(size_histogram as fn() -> Histogram),
+            series: Default::default(),
         };
         registry.register(
             "istio_requests",
@@ -106,6 +110,7 @@ impl RequestMetrics {
             connection_security_policy: "mutual_tls",
         };
         self.requests.get_or_create(&labels).inc();
+        self.lock_series().insert(labels.clone());
         self.duration_ms
             .get_or_create(&labels)
             .observe(log.duration.as_secs_f64() * 1e3);
@@ -115,5 +120,62 @@ impl RequestMetrics {
         self.response_bytes
             .get_or_create(&labels)
             .observe(log.response_bytes as f64);
+    }
+
+    /// Removes the series of workloads `exists` no longer knows (`namespace`, `name`); an
+    /// empty name (a party outside the cluster view) is kept. Returns how many went.
+    pub fn prune(&self, exists: impl Fn(&str, &str) -> bool) -> usize {
+        let known = |namespace: &str, name: &str| name.is_empty() || exists(namespace, name);
+        let mut series = self.lock_series();
+        let gone: Vec<RequestLabels> = series
+            .iter()
+            .filter(|l| {
+                !known(&l.source_workload_namespace, &l.source_workload)
+                    || !known(&l.destination_workload_namespace, &l.destination_workload)
+            })
+            .cloned()
+            .collect();
+        for labels in &gone {
+            series.remove(labels);
+            self.requests.remove(labels);
+            self.duration_ms.remove(labels);
+            self.request_bytes.remove(labels);
+            self.response_bytes.remove(labels);
+        }
+        gone.len()
+    }
+
+    fn lock_series(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestLabels>> {
+        self.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_pods_gone_from_the_cluster_are_removed() {
+        let mut registry = Registry::default();
+        let metrics = RequestMetrics::register(&mut registry);
+        let log = RequestLog {
+            status: 200,
+            ..RequestLog::default()
+        };
+        let parties = |destination: &str| Parties {
+            source_workload: "frontend-0".into(),
+            source_namespace: "shop".into(),
+            destination_workload: destination.into(),
+            destination_namespace: "shop".into(),
+            destination_principal: String::new(),
+        };
+        metrics.record(&log, &parties("reviews-v1-0"));
+        metrics.record(&log, &parties("reviews-v2-0"));
+        let removed = metrics.prune(|_, name| name != "reviews-v1-0");
+        assert_eq!(removed, 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("reviews-v1-0"), "{text}");
+        assert!(text.contains("reviews-v2-0"), "{text}");
     }
 }
