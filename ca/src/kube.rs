@@ -195,7 +195,10 @@ pub fn screen_token(token: &str, audience: &str) -> Result<(), Refusal> {
 }
 
 /// The reviewed username, once the review says the token is valid for `audience`.
-pub(crate) fn verified_username(status: &TokenReviewStatus, audience: &str) -> Result<String, Refusal> {
+pub(crate) fn verified_username(
+    status: &TokenReviewStatus,
+    audience: &str,
+) -> Result<String, Refusal> {
     if status.authenticated != Some(true) {
         let reason = status
             .error

@@ -248,7 +248,11 @@ fn a_pod_bound_token_of_another_service_account_names_a_waypoint_holder() {
         ),
         (
             "audience not confirmed",
-            reviewed(WAYPOINT, &["https://kubernetes.default.svc"], Some(("w", "u"))),
+            reviewed(
+                WAYPOINT,
+                &["https://kubernetes.default.svc"],
+                Some(("w", "u")),
+            ),
             "did not confirm audience",
         ),
         (
@@ -258,10 +262,18 @@ fn a_pod_bound_token_of_another_service_account_names_a_waypoint_holder() {
         ),
         (
             "a malformed service account name",
-            reviewed("system:serviceaccount:shop", &["ambit-ca"], Some(("w", "u"))),
+            reviewed(
+                "system:serviceaccount:shop",
+                &["ambit-ca"],
+                Some(("w", "u")),
+            ),
             "neither the ztunnel service account",
         ),
-        ("no verdict", TokenReviewStatus::default(), "not authenticated"),
+        (
+            "no verdict",
+            TokenReviewStatus::default(),
+            "not authenticated",
+        ),
     ];
     for (case, status, reason) in cases {
         let refusal = token_holder(&status, "ambit-ca", &ztunnels()).unwrap_err();

@@ -128,7 +128,11 @@ pub fn root_configmap_name(gateway: &str) -> String {
 
 /// Everything the cluster should hold; `trust_bundle` is the CA's published `ca.crt`, `None`
 /// while it cannot be read (the ConfigMaps are then left as they are).
-pub fn desired(snapshot: &Snapshot, settings: &Settings, trust_bundle: Option<&str>) -> Vec<Desired> {
+pub fn desired(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    trust_bundle: Option<&str>,
+) -> Vec<Desired> {
     let mut gateways: Vec<&Gateway> = snapshot
         .gateway_api()
         .gateways()
@@ -183,7 +187,12 @@ fn owned(gateway: &Gateway, kind: ObjectKind, name: &str, body: Value) -> Desire
 }
 
 fn service_account(gateway: &Gateway) -> Desired {
-    owned(gateway, ObjectKind::ServiceAccount, &gateway.name, json!({}))
+    owned(
+        gateway,
+        ObjectKind::ServiceAccount,
+        &gateway.name,
+        json!({}),
+    )
 }
 
 fn service(gateway: &Gateway) -> Desired {

@@ -68,11 +68,19 @@ pub struct ControllerArgs {
     pub source: discovery::SourceArgs,
 
     /// The waypoint image the Deployments run.
-    #[arg(long, env = "WAYPOINT_IMAGE", default_value = "ghcr.io/ambit-mesh/waypoint:0.1.0")]
+    #[arg(
+        long,
+        env = "WAYPOINT_IMAGE",
+        default_value = "ghcr.io/ambit-mesh/waypoint:0.1.0"
+    )]
     pub image: String,
 
     /// The mesh CA the waypoints obtain their certificates from, `host:port`.
-    #[arg(long, env = "CA_ADDRESS", default_value = "ambit-ca.ambit-system.svc:15012")]
+    #[arg(
+        long,
+        env = "CA_ADDRESS",
+        default_value = "ambit-ca.ambit-system.svc:15012"
+    )]
     pub ca_address: String,
 
     /// Audience of the waypoints' projected token: the CA's `--token-audience`.
@@ -92,7 +100,11 @@ pub struct ControllerArgs {
     pub waypoint_cluster_role: String,
 
     /// The ClusterRoleBinding (one, managed whole) that binds the waypoints to it.
-    #[arg(long, env = "WAYPOINT_CLUSTER_ROLE_BINDING", default_value = "ambit-waypoints")]
+    #[arg(
+        long,
+        env = "WAYPOINT_CLUSTER_ROLE_BINDING",
+        default_value = "ambit-waypoints"
+    )]
     pub waypoint_binding: String,
 
     /// How often everything is applied and checked again without a change in the cluster.
@@ -158,7 +170,9 @@ async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = args.source.config_with(SnapshotOptions::default(), kube)?;
     let source = Source::start(config).await?;
     let Some(client) = source.kube_client().cloned() else {
-        anyhow::bail!("the source is not the Kubernetes API; pass --kubeconfig PATH or --in-cluster");
+        anyhow::bail!(
+            "the source is not the Kubernetes API; pass --kubeconfig PATH or --in-cluster"
+        );
     };
     tracing::info!(field_manager = FIELD_MANAGER, "waypoint controller started");
     let controller = Controller {
@@ -217,7 +231,11 @@ impl Controller {
         let mut ok = true;
         match gateway_uids(&self.client, owners).await {
             Ok(uids) => {
-                for error in self.applier.apply_all(&self.client, &objects, &uids, full).await {
+                for error in self
+                    .applier
+                    .apply_all(&self.client, &objects, &uids, full)
+                    .await
+                {
                     tracing::warn!(%error, "not applied");
                     ok = false;
                 }

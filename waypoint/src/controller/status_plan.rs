@@ -72,7 +72,7 @@ pub fn route_status(mut computed: RouteStatus, live_status: &Value) -> Option<Va
     let (ours, theirs): (Vec<Value>, Vec<Value>) = live
         .into_iter()
         .partition(|entry| entry["controllerName"] == WAYPOINT_CONTROLLER);
-    let ours: Vec<RouteParentStatus> = ours.iter().filter_map(|v| parse(v)).collect();
+    let ours: Vec<RouteParentStatus> = ours.iter().filter_map(parse).collect();
     for parent in &mut computed.parents {
         if let Some(old) = ours.iter().find(|o| o.parent_ref == parent.parent_ref) {
             carry_transition_times(&mut parent.conditions, &old.conditions);

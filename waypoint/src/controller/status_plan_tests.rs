@@ -56,7 +56,12 @@ fn gateway(programmed: ConditionStatus, time: &str) -> GatewayStatus {
             name: "mesh".into(),
             supported_kinds: Vec::new(),
             attached_routes: 0,
-            conditions: vec![condition("Accepted", ConditionStatus::True, "Accepted", time)],
+            conditions: vec![condition(
+                "Accepted",
+                ConditionStatus::True,
+                "Accepted",
+                time,
+            )],
         }],
     }
 }
@@ -92,7 +97,12 @@ fn parent(controller: &str, service: &str, time: &str) -> RouteParentStatus {
             port: None,
         },
         controller_name: controller.into(),
-        conditions: vec![condition("Accepted", ConditionStatus::True, "Accepted", time)],
+        conditions: vec![condition(
+            "Accepted",
+            ConditionStatus::True,
+            "Accepted",
+            time,
+        )],
     }
 }
 
