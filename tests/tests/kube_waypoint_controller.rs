@@ -346,3 +346,94 @@ fn a_waypoint_gateway_is_run_and_reported_and_deleting_it_takes_its_objects_alon
         },
     );
 }
+
+/// `kubectl auth can-i QUESTION` as the holder of `token`.
+fn can_i(server: &KubeApiServer, token: &str, question: &str) -> bool {
+    let mut args = vec!["auth", "can-i"];
+    args.extend(question.split_whitespace());
+    let out = server.kubectl_output(Some(token), &args, None).unwrap();
+    match out.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {question}: {other:?} {}", out.stderr),
+    }
+}
+
+#[test]
+fn the_controller_gets_what_it_needs_and_no_more() {
+    let server = KubeApiServer::start().unwrap_or_else(|e| {
+        panic!("cannot start the test API server: {e} (scripts/kube-build.sh)")
+    });
+    server
+        .kubectl(&["apply", "-k", manifests_root().to_str().unwrap()])
+        .unwrap();
+    let token = server
+        .service_account_token("ambit-system", "ambit-waypoint-controller", &[], None)
+        .unwrap();
+    let gw = "gateway.networking.k8s.io";
+    let rules: Vec<(String, bool)> = [
+        // Reads what status depends on, cluster-wide.
+        ("watch pods --all-namespaces".to_owned(), true),
+        (
+            "list endpointslices.discovery.k8s.io --all-namespaces".to_owned(),
+            true,
+        ),
+        (format!("watch httproutes.{gw} --all-namespaces"), true),
+        (format!("get gatewayclasses.{gw}"), true),
+        // Writes status only through the subresource, and only by PATCH.
+        (
+            format!("patch gateways.{gw} --subresource=status --all-namespaces"),
+            true,
+        ),
+        (
+            format!("patch httproutes.{gw} --subresource=status --all-namespaces"),
+            true,
+        ),
+        (
+            format!("patch grpcroutes.{gw} --subresource=status --all-namespaces"),
+            true,
+        ),
+        (
+            format!("patch gatewayclasses.{gw} --subresource=status"),
+            true,
+        ),
+        (format!("patch gateways.{gw} --all-namespaces"), false),
+        (format!("delete gateways.{gw} --all-namespaces"), false),
+        (format!("create gatewayclasses.{gw}"), false),
+        // Runs waypoints, deletes nothing (owner references do), touches no Pod or Secret.
+        ("create deployments.apps --namespace shop".to_owned(), true),
+        ("patch deployments.apps --namespace shop".to_owned(), true),
+        ("patch services --namespace shop".to_owned(), true),
+        ("patch serviceaccounts --namespace shop".to_owned(), true),
+        ("patch configmaps --namespace shop".to_owned(), true),
+        ("delete deployments.apps --namespace shop".to_owned(), false),
+        ("create pods --namespace shop".to_owned(), false),
+        ("get secrets --all-namespaces".to_owned(), false),
+        (
+            "create serviceaccounts --subresource=token --namespace shop".to_owned(),
+            false,
+        ),
+        // The trust bundle it copies, and no other ConfigMap it could read.
+        (
+            "get configmaps/ambit-ca-root-cert --namespace ambit-system".to_owned(),
+            true,
+        ),
+        ("get configmaps --namespace shop".to_owned(), false),
+        // One binding to one role: it cannot grant anything else.
+        ("patch clusterrolebindings/ambit-waypoints".to_owned(), true),
+        ("patch clusterrolebindings/cluster-admin".to_owned(), false),
+        ("bind clusterroles/ambit-waypoint".to_owned(), true),
+        ("bind clusterroles/cluster-admin".to_owned(), false),
+        ("escalate clusterroles".to_owned(), false),
+    ]
+    .into();
+    let wrong: Vec<String> = rules
+        .iter()
+        .filter(|(question, expected)| can_i(&server, &token, question) != *expected)
+        .map(|(question, expected)| {
+            let should = if *expected { "may" } else { "must not" };
+            format!("the controller {should}: {question}")
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
