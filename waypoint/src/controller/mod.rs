@@ -144,8 +144,10 @@ pub fn is_requested(args: &[OsString]) -> bool {
 /// Runs the command with the process arguments (`waypoint controller …`); exits 2 on usage
 /// errors, 1 when the cluster cannot be reached at start-up.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let args = args.into_iter().enumerate().filter(|(i, _)| *i != 1);
-    let args = match ControllerArgs::try_parse_from(args.map(|(_, a)| a)) {
+    // `waypoint controller` is the program name clap shows in usage and errors.
+    let args =
+        std::iter::once(OsString::from("waypoint controller")).chain(args.into_iter().skip(2));
+    let args = match ControllerArgs::try_parse_from(args) {
         Ok(args) => args,
         Err(error) => error.exit(),
     };
