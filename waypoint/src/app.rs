@@ -86,7 +86,20 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         path: config.ca_root.clone(),
         source,
     })?;
-    let source_config = config.source.config().map_err(AppError::SourceChoice)?;
+    // In Kubernetes mode the waypoint watches the Gateway API kinds too (the default set is
+    // ztunnel's); the `ambit-waypoint` ClusterRole lets it read them.
+    let kube = discovery::KubeSourceConfig {
+        kinds: discovery::Kind::MESH
+            .iter()
+            .chain(discovery::Kind::GATEWAY_API.iter())
+            .copied()
+            .collect(),
+        ..discovery::KubeSourceConfig::default()
+    };
+    let source_config = config
+        .source
+        .config_with(discovery::SnapshotOptions::default(), kube)
+        .map_err(AppError::SourceChoice)?;
     let source = Arc::new(
         Source::start(source_config)
             .await
