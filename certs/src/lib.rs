@@ -21,6 +21,6 @@ pub use identity::{IdentityError, SpiffeId, DEFAULT_TRUST_DOMAIN};
 pub use manager::{
     CertificateManager, CertificateSource, CertificateStatus, ManagerConfig, SignedChain,
 };
-pub use material::{MaterialError, TrustBundle, WorkloadCertificate};
+pub use material::{MaterialError, RootFileError, TrustBundle, WorkloadCertificate};
 pub use tls::{CurrentCertificate, PeerIdentityError};
 pub use trust::{BundleChange, BundleUpdate, BundleUpdateError, SharedTrustBundle};

@@ -14,6 +14,21 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::identity::{IdentityError, SpiffeId};
 
 /// Why certificate material could not be used.
+/// Why the `--ca-root` file cannot be used; names the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RootFileError {
+    #[error("cannot read the mesh root from --ca-root {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the --ca-root file {path} is not a usable trust bundle: {source}")]
+    Unusable {
+        path: std::path::PathBuf,
+        source: MaterialError,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {
     #[error("{what} contains no PEM certificate; expected one or more \"-----BEGIN CERTIFICATE-----\" blocks")]
@@ -252,6 +267,23 @@ impl TrustBundle {
     /// Reads a bundle from PEM (one or more root certificates).
     pub fn from_pem(trust_domain: &str, pem: &[u8], what: &str) -> Result<Self, MaterialError> {
         Self::new(trust_domain, certificates_from_pem(pem, what)?)
+    }
+
+    /// Reads the mesh root a binary is given (`--ca-root PATH`).
+    pub fn from_root_file(
+        trust_domain: &str,
+        path: &std::path::Path,
+    ) -> Result<Self, RootFileError> {
+        let pem = std::fs::read(path).map_err(|source| RootFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_pem(trust_domain, &pem, &path.display().to_string()).map_err(|source| {
+            RootFileError::Unusable {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 
     pub fn trust_domain(&self) -> &str {

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use certs::api::{CaClient, NodeToken};
@@ -26,16 +25,8 @@ use crate::{admin, state};
 /// Why the waypoint could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot read the mesh root from --ca-root {path}: {source}")]
-    ReadRoot {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the --ca-root file {path} is not a usable trust bundle: {source}")]
-    Root {
-        path: PathBuf,
-        source: certs::MaterialError,
-    },
+    #[error(transparent)]
+    Root(#[from] certs::RootFileError),
     #[error("the waypoint's identity is not a valid SPIFFE ID: {0}; check --gateway, --service-account and --trust-domain")]
     Identity(certs::IdentityError),
     #[error("choose where the cluster view comes from: {0}")]
@@ -73,19 +64,7 @@ pub struct App {
 
 pub async fn build(config: Config) -> Result<App, AppError> {
     let identity = config.identity().map_err(AppError::Identity)?;
-    let root_pem = std::fs::read(&config.ca_root).map_err(|source| AppError::ReadRoot {
-        path: config.ca_root.clone(),
-        source,
-    })?;
-    let bundle = TrustBundle::from_pem(
-        &config.trust_domain,
-        &root_pem,
-        &config.ca_root.display().to_string(),
-    )
-    .map_err(|source| AppError::Root {
-        path: config.ca_root.clone(),
-        source,
-    })?;
+    let bundle = TrustBundle::from_root_file(&config.trust_domain, &config.ca_root)?;
     // In Kubernetes mode the waypoint watches the Gateway API kinds too (the default set is
     // ztunnel's); the `ambit-waypoint` ClusterRole lets it read them.
     let kube = discovery::KubeSourceConfig {

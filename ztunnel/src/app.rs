@@ -21,16 +21,8 @@ use crate::{admin, pod, probes, reconcile};
 /// Why the node agent could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot read the mesh root from --ca-root {path}: {source}")]
-    ReadRoot {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the --ca-root file {path} is not a usable trust bundle: {source}")]
-    Root {
-        path: PathBuf,
-        source: certs::MaterialError,
-    },
+    #[error(transparent)]
+    Root(#[from] certs::RootFileError),
     #[error("choose where the cluster view comes from: {0}")]
     SourceChoice(discovery::SourceError),
     #[error("cannot load the cluster view; fix the problems above and restart: {0}")]
@@ -61,19 +53,7 @@ pub struct App {
 pub async fn build(config: Config) -> Result<App, AppError> {
     // Two descriptors per proxied connection, up to the node-wide caps of `agent::NodeLimits`.
     runtime::fd_limit::raise_to_hard_limit("ztunnel", 2 * 65_536);
-    let root_pem = std::fs::read(&config.ca_root).map_err(|source| AppError::ReadRoot {
-        path: config.ca_root.clone(),
-        source,
-    })?;
-    let bundle = TrustBundle::from_pem(
-        &config.trust_domain,
-        &root_pem,
-        &config.ca_root.display().to_string(),
-    )
-    .map_err(|source| AppError::Root {
-        path: config.ca_root.clone(),
-        source,
-    })?;
+    let bundle = TrustBundle::from_root_file(&config.trust_domain, &config.ca_root)?;
 
     let snapshot_options = discovery::SnapshotOptions {
         root_namespace: config.root_namespace.clone(),
