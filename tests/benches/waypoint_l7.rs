@@ -571,7 +571,8 @@ fn run() -> BenchResult<()> {
             Duration::from_secs(8),
             |l| {
                 l.contains("route table updated")
-                    && report::log_field(l, "routes").is_some_and(|n| n >= (SWAP_ROUTES + RULES) as f64)
+                    && report::log_field(l, "routes")
+                        .is_some_and(|n| n >= (SWAP_ROUTES + RULES) as f64)
             },
         )
         .map_err(|e| e.to_string());
@@ -583,7 +584,10 @@ fn run() -> BenchResult<()> {
             offset_out,
             "route table back to the bench's own routes",
             Duration::from_secs(8),
-            |l| l.contains("route table updated") && report::log_field(l, "routes") == Some(RULES as f64),
+            |l| {
+                l.contains("route table updated")
+                    && report::log_field(l, "routes") == Some(RULES as f64)
+            },
         )
         .map_err(|e| e.to_string());
     let output = child.wait_with_output().map_err(|e| e.to_string())?;

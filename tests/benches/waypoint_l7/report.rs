@@ -239,7 +239,11 @@ pub fn render(input: &Inputs<'_>) -> String {
     line(
         "  p50 added to the HBONE hop: waypoint (ratio vs Envoy-HBONE's)",
         format!("{wp_added:.3} ms"),
-        if envoy_added > 0.0 { wp_added / envoy_added } else { f64::NAN },
+        if envoy_added > 0.0 {
+            wp_added / envoy_added
+        } else {
+            f64::NAN
+        },
         "(context)",
         None,
     );

@@ -110,7 +110,10 @@ const RULES_PER_ROUTE: usize = 10;
 
 /// The HTTPRoute holding rule `i`, and the rule's index in it.
 pub fn route_of(i: usize) -> (String, usize) {
-    (format!("orders-{}", i / RULES_PER_ROUTE), i % RULES_PER_ROUTE)
+    (
+        format!("orders-{}", i / RULES_PER_ROUTE),
+        i % RULES_PER_ROUTE,
+    )
 }
 
 /// Two HTTPRoutes (`orders-0`: rules 0–9, `orders-1`: 10–19), parent the backend Service,
