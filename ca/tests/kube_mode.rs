@@ -311,12 +311,14 @@ async fn ztunnels_prove_their_node_with_service_account_tokens() {
         "{reason}"
     );
 
-    // The CA's audience, but a workload's service account.
+    // The CA's audience, but a workload's service account in a pod that is not a waypoint:
+    // only ztunnels (for their node's pods) and waypoints (for themselves) may call.
     let web = pod_token(&server, "shop", "web", "web-0", AUDIENCE);
     let (status, reason) = ask(&ca, &bundle, &web, WEB).await.unwrap_err();
     assert_eq!(status, 403, "{reason}");
     assert!(
-        reason.contains("not to the ztunnel service account"),
+        reason.contains("is not a waypoint pod")
+            && reason.contains("only ztunnels and waypoints call the CA"),
         "{reason}"
     );
 
@@ -352,7 +354,7 @@ async fn ztunnels_prove_their_node_with_service_account_tokens() {
     for reason in [
         "has no pod running as",
         "token rejected",
-        "not to the ztunnel service account",
+        "is not a waypoint pod",
         "not a ztunnel pod",
         "not bound to a pod",
     ] {

@@ -399,8 +399,8 @@ mod tests {
     }
 
     #[test]
-    fn a_prebuilt_directory_holding_all_three_binaries_is_used_as_it_is() {
-        let dir = dir_with(&["ztunnel", "ambit-ca", "ambit-cni"]);
+    fn a_prebuilt_directory_holding_every_mesh_binary_is_used_as_it_is() {
+        let dir = dir_with(&["ztunnel", "ambit-ca", "ambit-cni", "waypoint"]);
         let binaries = locate_binaries(dir.path(), "unused").unwrap();
         assert_eq!(binaries.ambit_ca, dir.path().join("ambit-ca"));
     }

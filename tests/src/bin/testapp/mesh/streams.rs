@@ -319,7 +319,7 @@ mod tests {
         // The example handshake of RFC 6455 section 1.3.
         assert_eq!(
             websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzbZqmAGWK0o="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
