@@ -493,7 +493,15 @@ impl KubeApiServer {
             // A TCP connect first: cheap, where each kubectl costs a process start.
             if TcpStream::connect_timeout(&address, POLL).is_ok() {
                 let out = self.kubectl_output(None, &["get", "--raw", "/readyz"], None)?;
-                if out.success && out.stdout.trim() == "ok" {
+                // /readyz can answer ok a moment before the bootstrap controller has created
+                // the `default` namespace (seen on a loaded machine): a cluster without it is
+                // not ready for tests that use it.
+                if out.success
+                    && out.stdout.trim() == "ok"
+                    && self
+                        .kubectl_output(None, &["get", "namespace", "default", "-o", "name"], None)?
+                        .success
+                {
                     return Ok(());
                 }
             }
