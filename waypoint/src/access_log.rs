@@ -32,6 +32,8 @@ pub struct RequestLog {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub duration: Duration,
+    /// The trace the request belongs to, when tracing is on.
+    pub trace_id: Option<String>,
 }
 
 impl RequestLog {
@@ -118,6 +120,7 @@ impl RequestLog {
             duration = %format_args!("{:.3}ms", self.duration.as_secs_f64() * 1e3),
             response_flags = flag,
             error = self.error.as_deref(),
+            trace_id = self.trace_id.as_deref(),
             "request complete"
         );
     }

@@ -20,6 +20,7 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::server::WaypointService;
 use crate::state::{Compiled, SharedState};
 use crate::upstream::Upstreams;
+use crate::traces::{self, Tracer};
 use crate::{admin, state};
 
 /// Why the waypoint could not start. Each names what to fix.
@@ -49,6 +50,10 @@ pub enum AppError {
     },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    OtlpEndpoint(#[from] traces::EndpointError),
+    #[error("--trace-sampling: {0}")]
+    Sampling(String),
 }
 
 /// A running waypoint.
@@ -60,10 +65,20 @@ pub struct App {
     admin: admin::Endpoints,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// Sends the last spans once requests have drained.
+    span_export: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 pub async fn build(config: Config) -> Result<App, AppError> {
     let identity = config.identity().map_err(AppError::Identity)?;
+    // Settings are checked before anything starts.
+    let sampler =
+        traces::context::Sampler::percent(config.trace_sampling).map_err(AppError::Sampling)?;
+    let otlp_endpoint = config
+        .otlp_endpoint
+        .as_deref()
+        .map(traces::traces_url)
+        .transpose()?;
     let bundle = TrustBundle::from_root_file(&config.trust_domain, &config.ca_root)?;
     // In Kubernetes mode the waypoint watches the Gateway API kinds too (the default set is
     // ztunnel's); the `ambit-waypoint` ClusterRole lets it read them.
@@ -118,6 +133,25 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         Arc::new(hbone::TcpDialer),
     );
     let mut registry = Registry::default();
+    let (tracer, span_export) = match otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            tracing::info!(%endpoint, sampling_percent = config.trace_sampling, "exporting request spans over OTLP/HTTP");
+            let stop = CancellationToken::new();
+            let emitter = traces::Emitter {
+                service_name: format!("{}.{}", config.gateway.name, config.gateway.namespace),
+                namespace: config.gateway.namespace.clone(),
+                instance: config.pod_name.clone(),
+            };
+            let (exporter, task) = traces::SpanExporter::start(
+                traces::ExportConfig::new(endpoint),
+                emitter,
+                &mut registry,
+                stop.clone(),
+            );
+            (Some(Tracer { sampler, exporter }), Some((stop, task)))
+        }
+    };
     let proxy = Arc::new(Proxy {
         gateway: config.gateway.clone(),
         identity: identity.clone(),
@@ -130,6 +164,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
             default_request_timeout: config.default_request_timeout,
             retry_body_limit: config.retry_body_limit,
         },
+        tracer,
     });
 
     tokio::spawn(forget_departed(source.clone(), proxy.clone()));
@@ -180,6 +215,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         admin,
         shutdown,
         server,
+        span_export,
     })
 }
 
@@ -233,6 +269,12 @@ impl App {
         self.shutdown.cancel();
         if let Err(error) = self.server.await {
             tracing::warn!(%error, "HBONE server task ended abnormally");
+        }
+        if let Some((stop, task)) = self.span_export {
+            stop.cancel();
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "span export task ended abnormally");
+            }
         }
         tracing::info!("waypoint stopped");
     }

@@ -75,6 +75,21 @@ pub struct Config {
     /// streamed and its request is not retried.
     #[arg(long, env = "RETRY_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub retry_body_limit: usize,
+
+    /// The OpenTelemetry collector that gets the waypoint's request spans, over OTLP/HTTP
+    /// protobuf: `http://host:4318` (`/v1/traces` is added) or a full traces URL. Unset, no
+    /// spans are kept and `traceparent` passes through untouched.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The percentage of traces that start at the waypoint (requests without a valid
+    /// `traceparent`) that are recorded; a caller's own sampling decision is always followed.
+    #[arg(long, env = "TRACE_SAMPLING", default_value_t = 1.0)]
+    pub trace_sampling: f64,
+
+    /// This waypoint's pod (`service.instance.id` of its spans).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 /// `namespace/name` of a Gateway.

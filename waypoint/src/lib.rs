@@ -10,6 +10,7 @@
 //! - [`proxy`]: the request path as ordered phases with one [`error::ProxyError`].
 //! - [`upstream`], [`balance`], [`endpoints`]: HBONE to the chosen endpoint, pooled, picked
 //!   by random-of-two least-request with passive outlier ejection.
+//! - [`traces`]: `traceparent` propagation and OTLP span export.
 //! - [`server`], [`tcp`], [`app`], [`admin`]: the HBONE listener, L4 pass-through, start-up
 //!   and the admin endpoints.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod tcp;
+pub mod traces;
 pub mod upstream;
 
 pub use config::Config;

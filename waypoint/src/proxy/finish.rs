@@ -16,12 +16,14 @@ use super::Proxy;
 use crate::access_log::RequestLog;
 use crate::metrics::Parties;
 use crate::state::Compiled;
+use crate::traces::SpanStart;
 use crate::upstream::{Body, BoxError};
 
 pub(super) fn on_completion(
     proxy: Arc<Proxy>,
     compiled: Arc<Compiled>,
     mut log: RequestLog,
+    span: Option<SpanStart>,
     started: Instant,
     response: Response<Body>,
 ) -> Response<Body> {
@@ -34,6 +36,7 @@ pub(super) fn on_completion(
                 proxy,
                 compiled,
                 log,
+                span,
                 started,
             }),
         }
@@ -45,6 +48,7 @@ struct Report {
     proxy: Arc<Proxy>,
     compiled: Arc<Compiled>,
     log: RequestLog,
+    span: Option<SpanStart>,
     started: Instant,
 }
 
@@ -80,6 +84,9 @@ impl Report {
         let identity = (!parties.destination_principal.is_empty())
             .then_some(parties.destination_principal.as_str());
         self.log.emit(identity, workload);
+        if let (Some(tracer), Some(span)) = (&self.proxy.tracer, self.span) {
+            tracer.end(span, &self.log, &parties);
+        }
     }
 }
 

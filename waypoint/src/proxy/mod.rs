@@ -23,6 +23,7 @@ use crate::config::GatewayName;
 use crate::destination::Destination;
 use crate::metrics::RequestMetrics;
 use crate::state::SharedState;
+use crate::traces::Tracer;
 use crate::upstream::{Body, Upstreams};
 
 pub use crate::endpoints::ForwardTarget;
@@ -48,6 +49,8 @@ pub struct Proxy {
     pub balancer: Balancer,
     pub metrics: RequestMetrics,
     pub settings: ProxySettings,
+    /// Set when spans are exported (`--otlp-endpoint`).
+    pub tracer: Option<Tracer>,
 }
 
 /// The tunnel a request arrived in.
@@ -70,7 +73,8 @@ impl Proxy {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let started = Instant::now();
         let compiled = self.state.current();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let span = self.tracer.as_ref().map(|t| t.start(&mut parts.headers));
         let grpc = headers::is_grpc(&parts.headers);
         let authority = headers::authority(&parts.uri, &parts.headers)
             .unwrap_or_else(|| downstream.destination.authority.to_string());
@@ -81,6 +85,7 @@ impl Proxy {
             &parts,
             grpc,
         );
+        log.trace_id = span.as_ref().map(|s| s.context.trace_id.to_string());
         let request = Request::from_parts(parts, body);
         let response = match phases::serve(&self, &compiled, &downstream, request, &mut log).await {
             Ok(response) => response,
@@ -90,7 +95,7 @@ impl Proxy {
             }
         };
         Ok(finish::on_completion(
-            self, compiled, log, started, response,
+            self, compiled, log, span, started, response,
         ))
     }
 }
