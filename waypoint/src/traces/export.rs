@@ -302,6 +302,161 @@ impl ExportFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traces::context::{SpanContext, SpanId, TraceId};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    fn span(n: u8) -> FinishedSpan {
+        FinishedSpan {
+            context: SpanContext {
+                trace_id: TraceId([n; 16]),
+                span_id: SpanId([n; 8]),
+                parent_id: None,
+                sampled: true,
+            },
+            trace_state: String::new(),
+            name: format!("GET {n}"),
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            attributes: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn emitter() -> Emitter {
+        Emitter {
+            service_name: "waypoint.shop".into(),
+            namespace: "shop".into(),
+            instance: None,
+        }
+    }
+
+    fn counters(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("waypoint_spans"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A collector on loopback that answers the first `failures` posts with 503, then 200,
+    /// and hands every body it accepted to the test.
+    async fn collector(
+        failures: usize,
+    ) -> (Uri, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let (accepted, bodies) = mpsc::unbounded_channel();
+        let posts = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (accepted, posts) = (accepted.clone(), posts.clone());
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let (accepted, posts) = (accepted.clone(), posts.clone());
+                    async move {
+                        let kind = request.headers()[header::CONTENT_TYPE].clone();
+                        let body = request.into_body().collect().await?.to_bytes();
+                        let status = if posts.fetch_add(1, Ordering::SeqCst) < failures {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            assert_eq!(kind, "application/x-protobuf");
+                            let _ = accepted.send(ExportTraceServiceRequest::decode(body).unwrap());
+                            StatusCode::OK
+                        };
+                        let mut response = http::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = status;
+                        Ok::<_, hyper::Error>(response)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (url.parse().unwrap(), bodies)
+    }
+
+    #[tokio::test]
+    async fn spans_reach_the_collector_in_one_batch_after_one_retry_of_a_503() {
+        let (url, mut bodies) = collector(1).await;
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let config = ExportConfig {
+            interval: Duration::from_millis(50),
+            ..ExportConfig::new(url)
+        };
+        let (exporter, task) = SpanExporter::start(config, emitter(), &mut registry, stop.clone());
+        for n in 1..=3 {
+            exporter.export(span(n));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+            .await
+            .expect("the collector got the batch")
+            .unwrap();
+        let names: Vec<String> = body.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(names, ["GET 1", "GET 2", "GET 3"]);
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(counters(&registry), "waypoint_spans_exported_total 3");
+    }
+
+    #[tokio::test]
+    async fn what_is_queued_when_the_waypoint_stops_is_still_sent() {
+        let (url, mut bodies) = collector(0).await;
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let config = ExportConfig {
+            interval: Duration::from_secs(3600),
+            ..ExportConfig::new(url)
+        };
+        let (exporter, task) = SpanExporter::start(config, emitter(), &mut registry, stop.clone());
+        exporter.export(span(1));
+        exporter.export(span(2));
+        stop.cancel();
+        task.await.unwrap();
+        let mut sent = 0;
+        while let Ok(body) = bodies.try_recv() {
+            sent += body.resource_spans[0].scope_spans[0].spans.len();
+        }
+        assert_eq!(sent, 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_spans_and_counts_them_instead_of_waiting() {
+        // Nothing listens on port 9 of loopback: every export fails fast.
+        let mut registry = Registry::default();
+        let stop = CancellationToken::new();
+        let config = ExportConfig {
+            queue: 1,
+            timeout: Duration::from_millis(200),
+            ..ExportConfig::new("http://127.0.0.1:9/v1/traces".parse().unwrap())
+        };
+        let (exporter, task) = SpanExporter::start(config, emitter(), &mut registry, stop.clone());
+        // On this single-threaded runtime the export task has not run yet: the queue holds one.
+        for n in 1..=3 {
+            exporter.export(span(n));
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let counters = counters(&registry);
+        assert!(
+            counters.contains(r#"waypoint_spans_dropped_total{reason="queue_full"} 2"#),
+            "{counters}"
+        );
+        assert!(
+            counters.contains(r#"waypoint_spans_dropped_total{reason="export_failed"} 1"#),
+            "{counters}"
+        );
+    }
 
     #[test]
     fn endpoints_become_traces_urls() {
