@@ -39,6 +39,17 @@ impl Mesh {
     /// the Gateway and its Service, creates the pod (never captured: a waypoint speaks HBONE
     /// itself), gives its service account a CA token and runs `waypoint` in the pod.
     pub fn add_waypoint(&mut self, namespace: &str, name: &str, node: usize) -> Result<Waypoint> {
+        self.add_waypoint_with_args(namespace, name, node, &[])
+    }
+
+    /// [`Mesh::add_waypoint`] with more `waypoint` flags (e.g. `--otlp-endpoint URL`).
+    pub fn add_waypoint_with_args(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: usize,
+        extra_args: &[&str],
+    ) -> Result<Waypoint> {
         self.cluster.put_manifest(
             &format!("waypoint-{namespace}-{name}.yaml"),
             vec![json!({
@@ -98,7 +109,8 @@ impl Mesh {
                 .arg("--ca-token-file")
                 .arg(&token_file)
                 .args(["--listen-address", &pod.ip().to_string()])
-                .args(["--drain-timeout", "5s"]),
+                .args(["--drain-timeout", "5s"])
+                .args(extra_args),
         )?;
         process.wait_for_log("waypoint ready", READY_TIMEOUT)?;
         Ok(Waypoint { process, pod })

@@ -25,9 +25,15 @@ struct Bookshop {
 }
 
 fn bookshop() -> Bookshop {
+    bookshop_with_waypoint_args(&[])
+}
+
+fn bookshop_with_waypoint_args(waypoint_args: &[&str]) -> Bookshop {
     let mut mesh = Mesh::start(2).unwrap();
     mesh.bind_namespace_to_waypoint("shop", "waypoint").unwrap();
-    let waypoint = mesh.add_waypoint("shop", "waypoint", 0).unwrap();
+    let waypoint = mesh
+        .add_waypoint_with_args("shop", "waypoint", 0, waypoint_args)
+        .unwrap();
     let frontend = mesh
         .add_pod(
             PodSpec::new("shop", "frontend-0")
@@ -268,6 +274,125 @@ fn header_routing_sends_beta_users_to_v2_and_the_waypoint_logs_both_identities()
     ] {
         assert!(line.contains(expected), "{expected} missing in {line}");
     }
+}
+
+/// The `traceparent` the upstream received, from mesh-echo's `RequestHeader=traceparent:…`.
+fn forwarded_traceparent(answer: &Answer) -> Option<String> {
+    answer
+        .0
+        .iter()
+        .filter(|(k, _)| k == "RequestHeader")
+        .filter_map(|(_, v)| v.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+/// The spans the collector printed so far.
+fn collected_spans(collector: &ambit_tests::Process) -> Vec<Value> {
+    collector
+        .log()
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("otlp-span "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_waypoint_joins_the_callers_trace_and_exports_its_span_over_otlp() {
+    let shop = bookshop_with_waypoint_args(&[
+        "--otlp-endpoint",
+        "http://127.0.0.1:4318",
+        "--trace-sampling",
+        "100",
+    ]);
+    // The collector runs beside the waypoint, as a node-local agent would.
+    let mut collector = shop
+        .waypoint
+        .pod
+        .spawn(
+            ambit_tests::ProcessSpec::new(app().path())
+                .name("otlp-collector")
+                .args(["otlp-collector", "--listen", "127.0.0.1:4318"]),
+        )
+        .unwrap();
+    collector.wait_for_log("listening on", WAIT).unwrap();
+
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let answer = request(
+        &shop.frontend,
+        shop.reviews_vip,
+        "reviews",
+        "/books?page=2",
+        &[&format!("traceparent: 00-{caller_trace}-{caller_span}-01")],
+    );
+    assert_eq!(answer.status(), "200", "{:?}", answer.0);
+    // Same trace, the waypoint's own span as the parent, still sampled.
+    let forwarded = forwarded_traceparent(&answer).expect("the upstream got a traceparent");
+    let fields: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(fields.len(), 4, "{forwarded}");
+    assert_eq!((fields[0], fields[1], fields[3]), ("00", caller_trace, "01"));
+    let waypoint_span = fields[2].to_owned();
+    assert_ne!(waypoint_span, caller_span, "the waypoint must be a span of its own");
+
+    // A request without trace context starts a trace at the waypoint (100 % sampling here).
+    let untraced = request(&shop.frontend, shop.reviews_vip, "reviews", "/", &[]);
+    let started = forwarded_traceparent(&untraced).expect("a trace started at the waypoint");
+    assert!(
+        started.starts_with("00-") && started.ends_with("-01") && !started.contains(caller_trace),
+        "{started}"
+    );
+
+    // Both spans reach the collector within the export interval.
+    let mut spans = Vec::new();
+    eventually("the collector has both spans", || {
+        spans = collected_spans(&collector);
+        match spans.len() {
+            2.. => Ok(()),
+            n => Err(format!("{n} spans so far")),
+        }
+    });
+    let span = spans
+        .iter()
+        .find(|s| s["trace_id"] == caller_trace)
+        .unwrap_or_else(|| panic!("no span of the caller's trace in {spans:#?}"));
+    assert_eq!(span["parent_span_id"], caller_span, "{span:#}");
+    assert_eq!(span["span_id"], waypoint_span.as_str(), "{span:#}");
+    assert_eq!(span["name"], "GET shop/reviews", "{span:#}");
+    assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER: {span:#}");
+    assert_eq!(span["resource"]["service.name"], "waypoint.shop", "{span:#}");
+    let attributes = &span["attributes"];
+    assert_eq!(attributes["http.request.method"], "GET");
+    assert_eq!(attributes["url.path"], "/books");
+    assert_eq!(attributes["url.query"], "page=2");
+    assert_eq!(attributes["http.response.status_code"], 200);
+    assert_eq!(
+        attributes["ambit.source.principal"],
+        "spiffe://cluster.local/ns/shop/sa/frontend"
+    );
+    let destination = attributes["ambit.destination.principal"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        destination.starts_with("spiffe://cluster.local/ns/shop/sa/reviews-v"),
+        "{span:#}"
+    );
+    assert!(span["end_ns"].as_u64() >= span["start_ns"].as_u64());
+    let other = spans
+        .iter()
+        .find(|s| s["trace_id"] != caller_trace)
+        .expect("the span of the trace that started here");
+    assert_eq!(other["parent_span_id"], "", "a root span: {other:#}");
+    assert!(started.contains(other["trace_id"].as_str().unwrap_or("?")));
+
+    // The access line carries the trace id, to go from a log line to its trace.
+    let log = shop.waypoint.process.log().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request complete") && l.contains(caller_trace)),
+        "no access line with trace_id={caller_trace}:\n{log}"
+    );
 }
 
 /// A route splitting `reviews` between v1 and v2 by weight.

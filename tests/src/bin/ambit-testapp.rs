@@ -14,6 +14,7 @@
 //! ambit-testapp soak-server --listen ADDR [--report FILE] [--expect N]
 //! ambit-testapp soak-client --connect ADDR... --connections N [--seconds S] [--message-bytes B] …
 //! ambit-testapp mesh-echo|mesh-client …   (Istio echo app stand-ins for mesh conformance, testapp/mesh.rs)
+//! ambit-testapp otlp-collector --listen ADDR   (prints the spans OTLP/HTTP exports carry, testapp/otlp.rs)
 //! ```
 //! Servers print `listening on ADDR` once bound and `accepted from PEER` per connection (the
 //! source address the server saw: mesh tests check it is the client pod's IP). `client` sends
@@ -47,6 +48,8 @@ use sha2::{Digest, Sha256};
 
 #[path = "testapp/mesh.rs"]
 mod mesh;
+#[path = "testapp/otlp.rs"]
+mod otlp;
 #[path = "testapp/soak.rs"]
 mod soak;
 
@@ -68,8 +71,9 @@ fn main() -> ExitCode {
         Some("soak-server") => soak::soak_server(&args[1..]),
         Some("mesh-echo") => mesh::mesh_echo(&args[1..]),
         Some("mesh-client") => mesh::mesh_client(&args[1..]),
+        Some("otlp-collector") => otlp::otlp_collector(&args[1..]),
         _ => Err(
-            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate|soak-client|soak-server|mesh-echo|mesh-client [options] (see source)"
+            "usage: ambit-testapp echo|http|client|http-get|dns-query|dns-server|throughput|latency|connrate|soak-client|soak-server|mesh-echo|mesh-client|otlp-collector [options] (see source)"
                 .into(),
         ),
     };
