@@ -48,6 +48,10 @@ pub struct Settings {
     pub waypoint_cluster_role: String,
     /// The ClusterRoleBinding that binds them (one for all waypoints).
     pub waypoint_binding: String,
+    /// Passed to every waypoint as `--otlp-endpoint` (tracing is off without it).
+    pub otlp_endpoint: Option<String>,
+    /// Passed as `--trace-sampling` (percent), as given.
+    pub trace_sampling: Option<String>,
 }
 
 /// The kinds the controller writes.
@@ -227,7 +231,7 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Desired {
         GATEWAY_NAME_LABEL: name,
         "istio.io/dataplane-mode": "none",
     });
-    let args = [
+    let mut args = vec![
         "--in-cluster".to_owned(),
         format!("--gateway={}/{name}", gateway.namespace),
         format!("--ca-address={}", settings.ca_address),
@@ -235,6 +239,12 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Desired {
         format!("--ca-token-file={TOKEN_DIR}/token"),
         format!("--trust-domain={}", settings.trust_domain),
     ];
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        args.push(format!("--otlp-endpoint={endpoint}"));
+    }
+    if let Some(percent) = &settings.trace_sampling {
+        args.push(format!("--trace-sampling={percent}"));
+    }
     let spec = json!({
         "spec": {
             // No `replicas`: left to the user (or an autoscaler); the API server defaults to 1.
@@ -252,6 +262,11 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Desired {
                         "name": "waypoint",
                         "image": settings.image,
                         "args": args,
+                        // The pod names its spans (`service.instance.id`).
+                        "env": [{
+                            "name": "POD_NAME",
+                            "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } },
+                        }],
                         "ports": [
                             { "name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP" },
                             { "name": "metrics", "containerPort": 15020, "protocol": "TCP" },

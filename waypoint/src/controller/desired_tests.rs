@@ -18,6 +18,8 @@ fn settings() -> Settings {
         trust_domain: "cluster.local".into(),
         waypoint_cluster_role: "ambit-waypoint".into(),
         waypoint_binding: "ambit-waypoints".into(),
+        otlp_endpoint: None,
+        trace_sampling: None,
     }
 }
 
@@ -164,6 +166,38 @@ fn the_deployment_runs_the_waypoint_with_a_ca_token_and_is_never_captured() {
     assert_eq!(root["data"], json!({"ca.crt": "PEM"}));
     // Until the CA has published the bundle, no copy is written (an empty one would be worse).
     assert!(!one_waypoint(None).contains_key(&ObjectKind::ConfigMap));
+}
+
+#[test]
+fn tracing_settings_reach_every_waypoint_and_pods_name_their_spans() {
+    let yaml = gateway("shop", "waypoint", "ambit-waypoint", HBONE);
+    let traced = Settings {
+        otlp_endpoint: Some("http://otel-collector.observability:4318".into()),
+        trace_sampling: Some("5".into()),
+        ..settings()
+    };
+    let objects = desired(&load(&yaml), &traced, Some("PEM"));
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind == ObjectKind::Deployment)
+        .unwrap();
+    let container = &deployment.manifest["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--otlp-endpoint=http://otel-collector.observability:4318"));
+    assert!(args.contains(&"--trace-sampling=5"));
+    assert_eq!(
+        container["env"],
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+    );
+    // Without them no tracing flag is passed (the waypoint's default: off).
+    let plain = &one_waypoint(Some("PEM"))[&ObjectKind::Deployment].manifest;
+    let plain_args = plain["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(!plain_args.contains("otlp"), "{plain_args}");
 }
 
 #[test]

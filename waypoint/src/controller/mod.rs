@@ -107,9 +107,26 @@ pub struct ControllerArgs {
     )]
     pub waypoint_binding: String,
 
+    /// The OpenTelemetry collector (OTLP/HTTP, e.g. `http://otel-collector.observability:4318`)
+    /// every waypoint exports its request spans to; unset, the waypoints keep no spans.
+    #[arg(long, env = "WAYPOINT_OTLP_ENDPOINT")]
+    pub waypoint_otlp_endpoint: Option<String>,
+
+    /// The waypoints' `--trace-sampling` (percent of the traces that start at a waypoint).
+    #[arg(long, env = "WAYPOINT_TRACE_SAMPLING", value_parser = parse_percent)]
+    pub waypoint_trace_sampling: Option<String>,
+
     /// How often everything is applied and checked again without a change in the cluster.
     #[arg(long, env = "RESYNC", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+}
+
+/// Checked here so that a typo fails the controller, not every waypoint it starts.
+fn parse_percent(text: &str) -> Result<String, String> {
+    match text.parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(text.to_owned()),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_namespaced(text: &str) -> Result<(String, String), String> {
@@ -132,6 +149,8 @@ impl ControllerArgs {
             trust_domain: self.trust_domain.clone(),
             waypoint_cluster_role: self.waypoint_cluster_role.clone(),
             waypoint_binding: self.waypoint_binding.clone(),
+            otlp_endpoint: self.waypoint_otlp_endpoint.clone(),
+            trace_sampling: self.waypoint_trace_sampling.clone(),
         }
     }
 }
