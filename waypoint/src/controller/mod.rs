@@ -266,7 +266,7 @@ impl Controller {
                 ok = false;
             }
         }
-        let statuses = crate::status::compute(snapshot, SystemTime::now());
+        let statuses = crate::status::compute_for_controller(snapshot, SystemTime::now());
         let outcome = status_write::write_all(&self.client, statuses).await;
         for error in outcome.failures {
             tracing::warn!(%error, "status not written");

@@ -126,3 +126,15 @@ fn route_entries_of_other_controllers_are_kept() {
     let fresh = route_status(computed("cart"), &Value::Null).unwrap();
     assert_eq!(fresh["parents"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_route_we_no_longer_answer_for_loses_our_entries_and_keeps_the_others() {
+    let istio = serde_json::to_value(parent("istio.io/gateway-controller", "cart", OLD)).unwrap();
+    let ours = serde_json::to_value(parent(WAYPOINT_CONTROLLER, "cart", OLD)).unwrap();
+    let released = || RouteStatus { parents: vec![] };
+    let written = route_status(released(), &json!({"parents": [istio.clone(), ours]})).unwrap();
+    assert_eq!(written["parents"], json!([istio.clone()]));
+    // Nothing of ours there: nothing written (no PATCH for every foreign route on each pass).
+    assert_eq!(route_status(released(), &json!({"parents": [istio]})), None);
+    assert_eq!(route_status(released(), &Value::Null), None);
+}

@@ -54,5 +54,16 @@ pub fn compute(snapshot: &Snapshot, now: SystemTime) -> Vec<ObjectStatus> {
     out
 }
 
+/// What the waypoint controller writes: [`compute`], plus every route with no parent of ours
+/// and an empty list of our entries, so that entries written while a route still had such a
+/// parent are removed once it has none. (`waypoint status` prints [`compute`]: what we
+/// answer for.)
+pub fn compute_for_controller(snapshot: &Snapshot, now: SystemTime) -> Vec<ObjectStatus> {
+    let mut out = compute(snapshot, now);
+    let released = route::released(snapshot, &out);
+    out.extend(released);
+    out
+}
+
 #[cfg(test)]
 mod tests;

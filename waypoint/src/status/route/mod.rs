@@ -26,7 +26,8 @@
 //! NotAllowedByListeners`: the waypoint's listener accepts no route kinds; routes reach a
 //! waypoint through the Services bound to it. Gateway parents of class `ambit` belong to the
 //! ingress controller (not built yet) and other parents to other controllers: they get no entry.
-//! A route with no parent of ours is not listed.
+//! A route with no parent of ours is not listed; the controller writes it with no entries of
+//! ours ([`released`]), which removes any it wrote before.
 
 mod facts;
 
@@ -38,7 +39,7 @@ use super::types::{
     RouteParentStatus, RouteStatus, Status, API_VERSION,
 };
 use super::{WAYPOINT_CLASS, WAYPOINT_CONTROLLER};
-use crate::routes::{resolve_route_backend, BackendProblem, BackendTarget};
+use crate::routes::{resolve_route_backend, BackendProblem, BackendTarget, RouteKind};
 use facts::{grpc_facts, http_facts, RouteFacts};
 
 pub(super) fn statuses(snapshot: &Snapshot, time: &str) -> Vec<ObjectStatus> {
@@ -47,6 +48,41 @@ pub(super) fn statuses(snapshot: &Snapshot, time: &str) -> Vec<ObjectStatus> {
     let grpc = view.grpc_routes().iter().map(|r| grpc_facts(snapshot, r));
     http.chain(grpc)
         .filter_map(|facts| route_status(snapshot, &facts, time))
+        .collect()
+}
+
+/// Every route of the snapshot that [`statuses`] left out (none of its parents is ours), with an
+/// empty parent list: a controller writing it removes the entries it wrote while the route
+/// still had a parent of ours (a parentRef edited away, a waypoint Gateway deleted).
+pub(super) fn released(snapshot: &Snapshot, listed: &[ObjectStatus]) -> Vec<ObjectStatus> {
+    let view = snapshot.gateway_api();
+    let http = view
+        .http_routes()
+        .iter()
+        .map(|r| (RouteKind::Http, &r.namespace, &r.name));
+    let grpc = view
+        .grpc_routes()
+        .iter()
+        .map(|r| (RouteKind::Grpc, &r.namespace, &r.name));
+    http.chain(grpc)
+        .filter(|(kind, namespace, name)| {
+            !listed.iter().any(|status| {
+                status.kind == kind.kind()
+                    && status.metadata.namespace.as_ref() == Some(*namespace)
+                    && &status.metadata.name == *name
+            })
+        })
+        .map(|(kind, namespace, name)| ObjectStatus {
+            api_version: API_VERSION,
+            kind: kind.kind(),
+            metadata: ObjectMeta {
+                namespace: Some(namespace.clone()),
+                name: name.clone(),
+            },
+            status: Status::Route(RouteStatus {
+                parents: Vec::new(),
+            }),
+        })
         .collect()
 }
 

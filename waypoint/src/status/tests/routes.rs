@@ -232,6 +232,23 @@ fn only_our_parents_get_entries() {
 }
 
 #[test]
+fn the_controller_lists_routes_it_no_longer_answers_for_with_no_entries_of_ours() {
+    let snapshot = load(&format!("{CLUSTER}\n---\n{ROUTES}"));
+    let for_controller = compute_for_controller(&snapshot, now());
+    // The ingress-only route: nothing of ours, so whatever we wrote before is taken back.
+    let released = find(&for_controller, "HTTPRoute", "shop/ingress-only").unwrap();
+    assert_eq!(released.status, Status::Route(RouteStatus { parents: vec![] }));
+    // Routes we answer for are as `compute` says, listed once.
+    let good = |list: &[ObjectStatus]| find(list, "HTTPRoute", "shop/good").cloned();
+    assert_eq!(good(&for_controller), good(&compute(&snapshot, now())));
+    let goods = for_controller
+        .iter()
+        .filter(|o| o.kind == "HTTPRoute" && o.metadata.name == "good")
+        .count();
+    assert_eq!(goods, 1);
+}
+
+#[test]
 fn messages_name_the_field_and_the_fix() {
     let list = statuses(ROUTES);
     let condition = |route: &str, type_: &str| {
