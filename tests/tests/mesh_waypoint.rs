@@ -332,9 +332,15 @@ fn the_waypoint_joins_the_callers_trace_and_exports_its_span_over_otlp() {
     let forwarded = forwarded_traceparent(&answer).expect("the upstream got a traceparent");
     let fields: Vec<&str> = forwarded.split('-').collect();
     assert_eq!(fields.len(), 4, "{forwarded}");
-    assert_eq!((fields[0], fields[1], fields[3]), ("00", caller_trace, "01"));
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("00", caller_trace, "01")
+    );
     let waypoint_span = fields[2].to_owned();
-    assert_ne!(waypoint_span, caller_span, "the waypoint must be a span of its own");
+    assert_ne!(
+        waypoint_span, caller_span,
+        "the waypoint must be a span of its own"
+    );
 
     // A request without trace context starts a trace at the waypoint (100 % sampling here).
     let untraced = request(&shop.frontend, shop.reviews_vip, "reviews", "/", &[]);
@@ -361,7 +367,10 @@ fn the_waypoint_joins_the_callers_trace_and_exports_its_span_over_otlp() {
     assert_eq!(span["span_id"], waypoint_span.as_str(), "{span:#}");
     assert_eq!(span["name"], "GET shop/reviews", "{span:#}");
     assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER: {span:#}");
-    assert_eq!(span["resource"]["service.name"], "waypoint.shop", "{span:#}");
+    assert_eq!(
+        span["resource"]["service.name"], "waypoint.shop",
+        "{span:#}"
+    );
     let attributes = &span["attributes"];
     assert_eq!(attributes["http.request.method"], "GET");
     assert_eq!(attributes["url.path"], "/books");

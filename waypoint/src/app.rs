@@ -19,8 +19,8 @@ use crate::metrics::RequestMetrics;
 use crate::proxy::{Proxy, ProxySettings};
 use crate::server::WaypointService;
 use crate::state::{Compiled, SharedState};
-use crate::upstream::Upstreams;
 use crate::traces::{self, Tracer};
+use crate::upstream::Upstreams;
 use crate::{admin, state};
 
 /// Why the waypoint could not start. Each names what to fix.

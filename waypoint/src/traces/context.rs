@@ -215,11 +215,11 @@ mod tests {
             ("", TraceParentError::Shape),
             (&CALLER[..54], TraceParentError::Shape),
             (&format!("{CALLER}-extra"), TraceParentError::Shape),
+            (&CALLER.replace("4bf9", "4BF9"), TraceParentError::NotHex),
             (
-                &CALLER.replace("4bf9", "4BF9"),
-                TraceParentError::NotHex,
+                &CALLER.replacen("00-", "ff-", 1),
+                TraceParentError::ForbiddenVersion,
             ),
-            (&CALLER.replacen("00-", "ff-", 1), TraceParentError::ForbiddenVersion),
             (
                 "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
                 TraceParentError::ZeroId,

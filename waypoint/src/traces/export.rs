@@ -353,25 +353,29 @@ mod tests {
         let posts = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (accepted, posts) = (accepted.clone(), posts.clone());
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let (accepted, posts) = (accepted.clone(), posts.clone());
-                    async move {
-                        let kind = request.headers()[header::CONTENT_TYPE].clone();
-                        let body = request.into_body().collect().await?.to_bytes();
-                        let status = if posts.fetch_add(1, Ordering::SeqCst) < failures {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        } else {
-                            assert_eq!(kind, "application/x-protobuf");
-                            let _ = accepted.send(ExportTraceServiceRequest::decode(body).unwrap());
-                            StatusCode::OK
-                        };
-                        let mut response = http::Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = status;
-                        Ok::<_, hyper::Error>(response)
-                    }
-                });
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (accepted, posts) = (accepted.clone(), posts.clone());
+                        async move {
+                            let kind = request.headers()[header::CONTENT_TYPE].clone();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let status = if posts.fetch_add(1, Ordering::SeqCst) < failures {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            } else {
+                                assert_eq!(kind, "application/x-protobuf");
+                                let _ =
+                                    accepted.send(ExportTraceServiceRequest::decode(body).unwrap());
+                                StatusCode::OK
+                            };
+                            let mut response = http::Response::new(Full::new(Bytes::new()));
+                            *response.status_mut() = status;
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
@@ -481,7 +485,10 @@ mod tests {
             traces_url("collector:4318"),
             Err(EndpointError::Scheme(_) | EndpointError::NotAUrl(_))
         ));
-        assert!(matches!(traces_url("not a url"), Err(EndpointError::NotAUrl(_))));
+        assert!(matches!(
+            traces_url("not a url"),
+            Err(EndpointError::NotAUrl(_))
+        ));
     }
 
     #[test]

@@ -49,7 +49,9 @@ impl FinishedSpan {
         let text = |s: &str| Value::Text(s.to_owned());
         let (path, query) = log.path.split_once('?').unwrap_or((&log.path, ""));
         let authority = log.authority.parse::<http::uri::Authority>().ok();
-        let host = authority.as_ref().map_or(log.authority.as_str(), |a| a.host());
+        let host = authority
+            .as_ref()
+            .map_or(log.authority.as_str(), |a| a.host());
         let port = authority.as_ref().and_then(http::uri::Authority::port_u16);
         let mut attributes = vec![
             ("http.request.method", text(&log.method)),
@@ -178,7 +180,10 @@ mod tests {
     }
 
     fn get<'a>(span: &'a FinishedSpan, key: &str) -> Option<&'a Value> {
-        span.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        span.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     fn text(s: &str) -> Value {

@@ -36,12 +36,10 @@ pub fn otlp_collector(args: &[String]) -> AppResult<()> {
                 .accept()
                 .await
                 .map_err(|e| format!("accept: {e}"))?;
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(
-                    hyper_util::rt::TokioIo::new(stream),
-                    hyper::service::service_fn(receive),
-                ),
-            );
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper::service::service_fn(receive),
+            ));
         }
     })
 }

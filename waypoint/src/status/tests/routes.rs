@@ -237,7 +237,10 @@ fn the_controller_lists_routes_it_no_longer_answers_for_with_no_entries_of_ours(
     let for_controller = compute_for_controller(&snapshot, now());
     // The ingress-only route: nothing of ours, so whatever we wrote before is taken back.
     let released = find(&for_controller, "HTTPRoute", "shop/ingress-only").unwrap();
-    assert_eq!(released.status, Status::Route(RouteStatus { parents: vec![] }));
+    assert_eq!(
+        released.status,
+        Status::Route(RouteStatus { parents: vec![] })
+    );
     // Routes we answer for are as `compute` says, listed once.
     let good = |list: &[ObjectStatus]| find(list, "HTTPRoute", "shop/good").cloned();
     assert_eq!(good(&for_controller), good(&compute(&snapshot, now())));
