@@ -2,7 +2,7 @@
 //!
 //! A pod's network namespace reaches us as a path (`/proc/PID/ns/net`, a bind
 //! mount under `/var/run/netns/`) or as a file descriptor passed over a unix
-//! socket (SCM_RIGHTS, see [`crate::enroll`]). Holding the fd keeps the
+//! socket (SCM_RIGHTS, by the `enroll` protocol). Holding the fd keeps the
 //! namespace alive even after the pod's processes exit.
 //!
 //! [`NetNs::run_in`] never switches the *caller's* thread: `setns` is

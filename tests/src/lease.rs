@@ -4,7 +4,7 @@
 //! A cluster owns `/run/ambit-tests/net-X.lock` (created with O_EXCL, so exactly one owner),
 //! recording its pid, the pid's start time and its name prefix. The lease file is removed when
 //! the cluster is torn down; a file whose owner is gone marks a crashed run that
-//! [`crate::sweep`] cleans up.
+//! the `sweep` module cleans up.
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -39,6 +39,7 @@ pub mod scenario;
 pub mod sweep;
 pub mod testapp;
 pub mod waypoint;
+pub mod workloads;
 
 pub use access_log::AccessLine;
 pub use capture::{Capture, Packets};

@@ -96,7 +96,12 @@ impl Netns {
 
     /// Start a long-running process here; it is stopped when the returned handle drops.
     pub fn spawn(&self, spec: ProcessSpec) -> Result<Process> {
-        Process::spawn(self, spec)
+        Process::spawn(
+            self.command(spec.program()),
+            self.log_dir(),
+            self.name(),
+            spec,
+        )
     }
 
     /// `ip -n NAME ARGS…`.

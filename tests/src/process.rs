@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,6 @@ use nix::unistd::Pid;
 
 use crate::cmd::describe;
 use crate::error::{HarnessError, Result};
-use crate::netns::Netns;
 
 /// How long a process gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -44,6 +43,11 @@ impl ProcessSpec {
             env: Vec::new(),
             name,
         }
+    }
+
+    /// The program to run.
+    pub fn program(&self) -> &OsStr {
+        &self.program
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -87,17 +91,23 @@ pub struct Process {
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl Process {
-    pub(crate) fn spawn(netns: &Netns, spec: ProcessSpec) -> Result<Process> {
+    /// Starts `spec` through `launcher`, a command that already runs `spec.program` where it
+    /// should (`ip netns exec NAME PROGRAM`); its output goes to a new log in `log_dir`, named
+    /// after `place` and the process.
+    pub(crate) fn spawn(
+        mut launcher: Command,
+        log_dir: &Path,
+        place: &str,
+        spec: ProcessSpec,
+    ) -> Result<Process> {
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let log_path = netns
-            .log_dir()
-            .join(format!("{}-{}-{seq}.log", netns.name(), spec.name));
+        let log_path = log_dir.join(format!("{place}-{}-{seq}.log", spec.name));
         let log =
             File::create(&log_path).map_err(|e| HarnessError::file("creating", &log_path, e))?;
         let log_err = log
             .try_clone()
             .map_err(|e| HarnessError::file("duplicating", &log_path, e))?;
-        let mut command = netns.command(&spec.program);
+        let command = &mut launcher;
         command
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -106,7 +116,7 @@ impl Process {
             .stderr(log_err)
             // Own process group, so stopping it also stops whatever it forked.
             .process_group(0);
-        let described = describe(&command);
+        let described = describe(command);
         let child = command.spawn().map_err(|source| HarnessError::Spawn {
             command: described.clone(),
             source,
