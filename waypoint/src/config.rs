@@ -50,7 +50,7 @@ pub struct Config {
     pub listen_address: IpAddr,
 
     /// The HBONE port (15008, DESIGN §3); 0 picks a free one (tests).
-    #[arg(long, env = "HBONE_PORT", default_value_t = 15008)]
+    #[arg(long, env = "HBONE_PORT", default_value_t = crate::HBONE_PORT)]
     pub hbone_port: u16,
 
     /// `/config_dump` and `/stats/prometheus`; keep it on localhost.

@@ -38,5 +38,5 @@ pub mod upstream;
 
 pub use config::Config;
 
-/// The HBONE port of every pod and waypoint (DESIGN §3).
-pub const HBONE_PORT: u16 = 15008;
+/// The HBONE port of every pod and waypoint (DESIGN §3), defined once, in `hbone`.
+pub use hbone::config::HBONE_PORT;
