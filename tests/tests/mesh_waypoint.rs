@@ -395,6 +395,29 @@ fn the_waypoint_joins_the_callers_trace_and_exports_its_span_over_otlp() {
     assert_eq!(other["parent_span_id"], "", "a root span: {other:#}");
     assert!(started.contains(other["trace_id"].as_str().unwrap_or("?")));
 
+    // What the waypoint says about its tracing.
+    let dump = shop
+        .waypoint
+        .pod
+        .exec(
+            app().path(),
+            [
+                "http-get",
+                "--connect",
+                "127.0.0.1:15000",
+                "--path",
+                "/config_dump",
+                "--body",
+            ],
+        )
+        .unwrap();
+    let dump: Value = serde_json::from_str(dump.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("config_dump is not JSON ({e}): {dump}"));
+    assert_eq!(
+        dump["tracing"],
+        json!({"otlpEndpoint": "http://127.0.0.1:4318/v1/traces", "samplingPercent": 100.0})
+    );
+
     // The access line carries the trace id, to go from a log line to its trace.
     let log = shop.waypoint.process.log().unwrap();
     assert!(

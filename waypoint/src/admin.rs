@@ -33,6 +33,17 @@ struct ConfigDump<'a> {
     /// The AuthorizationPolicies this waypoint enforces (targetRefs to its Gateway, its class
     /// or a Service bound to it); ztunnel never enforces those at L4.
     authorization: crate::authz::AuthzDump,
+    /// Where request spans go; absent when tracing is off (`traceparent` passes through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracing: Option<TracingDump>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TracingDump {
+    otlp_endpoint: String,
+    /// Of the traces that start here; callers' sampling decisions are followed.
+    sampling_percent: f64,
 }
 
 pub struct Endpoints {
@@ -119,6 +130,10 @@ fn config_dump(proxy: &Proxy) -> Reply {
                 proxy.gateway.name.as_str(),
             ),
         ),
+        tracing: proxy.tracer.as_ref().map(|tracer| TracingDump {
+            otlp_endpoint: tracer.endpoint.to_string(),
+            sampling_percent: tracer.sampler.as_percent(),
+        }),
     };
     match serde_json::to_string(&dump) {
         Ok(json) => Reply::json(json),

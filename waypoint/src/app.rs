@@ -144,12 +144,17 @@ pub async fn build(config: Config) -> Result<App, AppError> {
                 instance: config.pod_name.clone(),
             };
             let (exporter, task) = traces::SpanExporter::start(
-                traces::ExportConfig::new(endpoint),
+                traces::ExportConfig::new(endpoint.clone()),
                 emitter,
                 &mut registry,
                 stop.clone(),
             );
-            (Some(Tracer { sampler, exporter }), Some((stop, task)))
+            let tracer = Tracer {
+                sampler,
+                exporter,
+                endpoint,
+            };
+            (Some(tracer), Some((stop, task)))
         }
     };
     let proxy = Arc::new(Proxy {

@@ -135,6 +135,10 @@ impl Sampler {
         })
     }
 
+    pub fn as_percent(self) -> f64 {
+        self.ratio * 100.0
+    }
+
     fn samples(self, coin: f64) -> bool {
         coin < self.ratio
     }

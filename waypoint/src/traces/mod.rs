@@ -28,6 +28,8 @@ pub use span::{FinishedSpan, SpanStart};
 pub struct Tracer {
     pub sampler: Sampler,
     pub exporter: SpanExporter,
+    /// Where the spans go (for `/config_dump`).
+    pub endpoint: http::Uri,
 }
 
 impl Tracer {
