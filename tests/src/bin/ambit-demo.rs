@@ -68,6 +68,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let _cart_server = app.echo_server(cart.netns(), 8080)?;
     let _db_server = app.echo_server(db.netns(), 5432)?;
+    // As kube-proxy's rules lag a new Service, ztunnel learns it within a poll interval; a
+    // connection to the VIP before that would pass through unmeshed (to an address no pod has).
+    mesh.wait_for_services(&[("shop", "cart")])?;
     for (pod, ip) in [
         (&frontend, frontend.ip()),
         (&batch, batch.ip()),

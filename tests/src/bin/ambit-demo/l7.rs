@@ -84,15 +84,26 @@ pub fn run(mesh: &mut Mesh, app: &TestApp, frontend: &Pod) -> DemoResult<()> {
             }
         })],
     )?;
-    // The waypoint polls its manifests every 100 ms: wait until the route answers.
+    // The node agents learn the waypoint binding, and the waypoint the route, within a poll
+    // interval (100 ms): until then a request may be refused (fail closed) or take the
+    // default route. Retry until the beta user reaches v2.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !send(app, frontend, vip, &["--header", "end-user: beta"])?
-        .contains("Hostname=reviews-v2-0")
-    {
-        if std::time::Instant::now() > deadline {
-            return Err("the waypoint did not apply the route within 20 s".into());
+    loop {
+        let answer = send(app, frontend, vip, &["--header", "end-user: beta"]);
+        match answer {
+            Ok(text) if text.contains("Hostname=reviews-v2-0") => break,
+            other if std::time::Instant::now() > deadline => {
+                let last = match other {
+                    Ok(text) => text,
+                    Err(error) => error.to_string(),
+                };
+                return Err(format!(
+                    "the beta user did not reach reviews-v2 through the waypoint within 20 s; last answer: {last}"
+                )
+                .into());
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
     step("Sending 200 requests from shop/frontend-0 to http://reviews, and one as the beta user");
