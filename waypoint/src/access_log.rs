@@ -65,8 +65,8 @@ impl RequestLog {
         }
     }
 
-    pub fn set_route(&mut self, route: &str, rule: Option<&str>) {
-        self.route = Some(route.to_owned());
+    pub fn set_route(&mut self, route: String, rule: Option<&str>) {
+        self.route = Some(route);
         self.rule = rule.map(str::to_owned);
     }
 

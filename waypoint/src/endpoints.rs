@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use discovery::Workload;
 
-use crate::destination::{service_port, upstream_protocol, UpstreamProtocol};
+use crate::balance::Balancer;
+use crate::destination::{service_port, upstream_protocol, Destination, Target, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::routes::ServiceKey;
 use crate::state::Compiled;
@@ -25,6 +27,46 @@ pub enum ForwardTarget {
         workload: Arc<Workload>,
         port: u16,
     },
+}
+
+impl ForwardTarget {
+    /// Where a request goes when no route sends it elsewhere: the Service (or pod) the
+    /// client addressed.
+    pub fn addressed(destination: &Destination) -> ForwardTarget {
+        match &destination.target {
+            Target::Service { key, port } => ForwardTarget::Service {
+                key: key.clone(),
+                port: *port,
+            },
+            Target::Workload(workload) => ForwardTarget::Workload {
+                workload: workload.clone(),
+                port: destination.authority.port(),
+            },
+        }
+    }
+}
+
+/// One of `endpoints` for the next attempt, by the balancer (random-of-two least-request,
+/// ejected endpoints last), avoiding those that already `failed` while others remain.
+pub fn pick<'a>(
+    balancer: &Balancer,
+    endpoints: &'a [Endpoint],
+    failed: &[SocketAddr],
+) -> Option<&'a Endpoint> {
+    let all: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+    let fresh: Vec<SocketAddr> = all
+        .iter()
+        .copied()
+        .filter(|addr| !failed.contains(addr))
+        .collect();
+    let candidates = if fresh.is_empty() { &all } else { &fresh };
+    let random = (
+        rand::random::<u32>() as usize,
+        rand::random::<u32>() as usize,
+    );
+    balancer
+        .pick(candidates, Instant::now(), random)
+        .and_then(|addr| endpoints.iter().find(|e| e.addr == addr))
 }
 
 /// The ready, in-mesh endpoints of a target, with the identity each must prove.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::authz;
-use crate::destination::Target;
 use crate::endpoints::{endpoints, ForwardTarget};
 use crate::proxy::{Downstream, Proxy};
 use crate::state::Compiled;
@@ -20,39 +19,8 @@ pub async fn serve(
     responder: hbone::Responder,
 ) {
     let started = Instant::now();
-    let target = match &downstream.destination.target {
-        Target::Service { key, port } => ForwardTarget::Service {
-            key: key.clone(),
-            port: *port,
-        },
-        Target::Workload(workload) => ForwardTarget::Workload {
-            workload: workload.clone(),
-            port: downstream.destination.authority.port(),
-        },
-    };
-    let refuse = |reason: String| {
-        tracing::event!(
-            target: "access",
-            tracing::Level::WARN,
-            src.addr = %request.peer_addr,
-            src.identity = %request.peer_identity,
-            authority = %request.authority,
-            error = %reason,
-            "tcp stream refused"
-        );
-        responder_refuse(reason)
-    };
-    let (service, destination_port) = match &downstream.destination.target {
-        Target::Service { key, port } => (Some((key.namespace.as_str(), key.name.as_str())), *port),
-        Target::Workload(_) => (None, downstream.destination.authority.port()),
-    };
-    let policies = compiled.snapshot.waypoint_policies(
-        (
-            proxy.gateway.namespace.as_str(),
-            proxy.gateway.name.as_str(),
-        ),
-        service,
-    );
+    let target = ForwardTarget::addressed(&downstream.destination);
+    let (policies, destination_port) = proxy.policies_for(compiled, &downstream.destination);
     let decision = authz::authorize_tcp(
         policies,
         &authz::TcpConnection {
@@ -63,48 +31,27 @@ pub async fn serve(
     );
     if !decision.is_allowed() {
         let reason = decision.to_string();
-        tracing::event!(
-            target: "access",
-            tracing::Level::WARN,
-            src.addr = %request.peer_addr,
-            src.identity = %request.peer_identity,
-            authority = %request.authority,
-            error = %reason,
-            response_flags = "RBAC",
-            "tcp stream refused"
-        );
+        log_refusal(&request, &reason, "RBAC");
         responder.refuse(&hbone::Refusal::denied(reason));
         return;
     }
+    // Envoy's flags: no healthy upstream (UH), upstream connection failure (UF).
+    let refuse = |responder: hbone::Responder, flag, reason: String| {
+        log_refusal(&request, &reason, flag);
+        responder.refuse(&hbone::Refusal::unavailable(reason));
+    };
     let candidates = match endpoints(compiled, &target, &proxy.settings.trust_domain) {
         Ok(candidates) => candidates,
-        Err(error) => {
-            responder.refuse(&refuse(error.to_string()));
-            return;
-        }
+        Err(error) => return refuse(responder, "UH", error.to_string()),
     };
-    let addrs: Vec<_> = candidates.iter().map(|e| e.addr).collect();
-    let Some(chosen) = proxy
-        .balancer
-        .pick(
-            &addrs,
-            Instant::now(),
-            (
-                rand::random::<u32>() as usize,
-                rand::random::<u32>() as usize,
-            ),
-        )
-        .and_then(|addr| candidates.iter().find(|e| e.addr == addr))
-    else {
-        responder.refuse(&refuse("no endpoint".into()));
-        return;
+    let Some(chosen) = crate::endpoints::pick(&proxy.balancer, &candidates, &[]) else {
+        return refuse(responder, "UH", "no endpoint".into());
     };
     let mut upstream = match proxy.upstreams.tunnel(chosen, request.peer_addr).await {
         Ok(upstream) => upstream,
         Err(error) => {
             proxy.balancer.record(chosen.addr, true, Instant::now());
-            responder.refuse(&refuse(error.to_string()));
-            return;
+            return refuse(responder, "UF", error.to_string());
         }
     };
     let mut client = match responder.accept() {
@@ -130,6 +77,16 @@ pub async fn serve(
     );
 }
 
-fn responder_refuse(reason: String) -> hbone::Refusal {
-    hbone::Refusal::unavailable(reason)
+/// The access line of a stream refused before it reached an endpoint.
+fn log_refusal(request: &hbone::InboundRequest, reason: &str, flag: &'static str) {
+    tracing::event!(
+        target: "access",
+        tracing::Level::WARN,
+        src.addr = %request.peer_addr,
+        src.identity = %request.peer_identity,
+        authority = %request.authority,
+        error = %reason,
+        response_flags = flag,
+        "tcp stream refused"
+    );
 }

@@ -255,25 +255,12 @@ fn pick<'a>(
     endpoints: &'a [Endpoint],
     failed: &[SocketAddr],
 ) -> Result<&'a Endpoint, ProxyError> {
-    let all: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
-    let fresh: Vec<SocketAddr> = all
-        .iter()
-        .copied()
-        .filter(|addr| !failed.contains(addr))
-        .collect();
-    let candidates = if fresh.is_empty() { &all } else { &fresh };
-    let random = (
-        rand::random::<u32>() as usize,
-        rand::random::<u32>() as usize,
-    );
-    proxy
-        .balancer
-        .pick(candidates, Instant::now(), random)
-        .and_then(|addr| endpoints.iter().find(|e| e.addr == addr))
-        .ok_or_else(|| ProxyError::UpstreamConnect {
+    crate::endpoints::pick(&proxy.balancer, endpoints, failed).ok_or_else(|| {
+        ProxyError::UpstreamConnect {
             endpoint: "the backend".into(),
             reason: "no endpoint left to try".into(),
-        })
+        }
+    })
 }
 
 /// Reads the body into memory when it is known to be small (a length within `limit`, or

@@ -20,9 +20,9 @@ use hyper::body::Incoming;
 use crate::access_log::RequestLog;
 use crate::balance::Balancer;
 use crate::config::GatewayName;
-use crate::destination::Destination;
+use crate::destination::{Destination, Target};
 use crate::metrics::RequestMetrics;
-use crate::state::SharedState;
+use crate::state::{Compiled, SharedState};
 use crate::traces::Tracer;
 use crate::upstream::{Body, Upstreams};
 
@@ -64,6 +64,26 @@ pub struct Downstream {
 }
 
 impl Proxy {
+    /// The AuthorizationPolicies this waypoint enforces for `destination` (those targeting
+    /// its Gateway, its class, or the addressed Service), and the port they match against.
+    pub fn policies_for<'a>(
+        &'a self,
+        compiled: &'a Compiled,
+        destination: &'a Destination,
+    ) -> (
+        impl Iterator<Item = &'a discovery::AuthorizationPolicy> + 'a,
+        u16,
+    ) {
+        let (service, port) = match &destination.target {
+            Target::Service { key, port } => {
+                (Some((key.namespace.as_str(), key.name.as_str())), *port)
+            }
+            Target::Workload(_) => (None, destination.authority.port()),
+        };
+        let gateway = (self.gateway.namespace.as_str(), self.gateway.name.as_str());
+        (compiled.snapshot.waypoint_policies(gateway, service), port)
+    }
+
     /// Serves one request; never fails (errors become responses with their status). The
     /// access line and metrics are written when the response body has been sent.
     pub async fn handle(

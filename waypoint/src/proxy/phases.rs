@@ -20,7 +20,7 @@ use crate::destination::Target;
 use crate::endpoints::ForwardTarget;
 use crate::error::ProxyError;
 use crate::filters::{Cors, Filter, HeaderEdits, MirrorTarget, RedirectInput};
-use crate::routes::{BackendTarget, RequestFacts, RouteMatch};
+use crate::routes::{BackendTarget, RequestFacts, RouteId, RouteMatch};
 use crate::state::Compiled;
 use crate::upstream::Body;
 
@@ -49,7 +49,7 @@ pub(super) async fn serve(
     let matched = match_route(compiled, downstream, &parts, grpc)?;
     if let Some(matched) = &matched {
         log.set_route(
-            &matched.rule.route.to_string(),
+            matched.rule.route.to_string(),
             matched.rule.rule_name.as_deref(),
         );
     }
@@ -63,7 +63,7 @@ pub(super) async fn serve(
             matched.matched_prefix,
             &mut parts,
             &mut deferred,
-            &rule.route.to_string(),
+            &rule.route,
         )? {
             return Ok(answer);
         }
@@ -71,14 +71,13 @@ pub(super) async fn serve(
 
     // Pick a backend (weights), then its own filters.
     let target = match &matched {
-        None => default_target(downstream),
+        None => ForwardTarget::addressed(&downstream.destination),
         Some(matched) => {
             let rule = matched.rule;
-            let route = rule.route.to_string();
             let backend =
                 rule.pick_backend(rand::random())
                     .ok_or_else(|| ProxyError::NoBackends {
-                        route: route.clone(),
+                        route: rule.route.to_string(),
                     })?;
             let target = match &backend.target {
                 BackendTarget::Service { key, port } => ForwardTarget::Service {
@@ -87,7 +86,7 @@ pub(super) async fn serve(
                 },
                 BackendTarget::Invalid(problem) => {
                     return Err(ProxyError::InvalidBackend {
-                        route,
+                        route: rule.route.to_string(),
                         problem: problem.to_string(),
                     })
                 }
@@ -97,7 +96,7 @@ pub(super) async fn serve(
                 matched.matched_prefix,
                 &mut parts,
                 &mut deferred,
-                &route,
+                &rule.route,
             )? {
                 return Ok(answer);
             }
@@ -140,19 +139,9 @@ fn authorize(
     downstream: &Downstream,
     parts: &Parts,
 ) -> Result<(), ProxyError> {
-    let (service, destination_port) = match &downstream.destination.target {
-        Target::Service { key, port } => (Some((key.namespace.as_str(), key.name.as_str())), *port),
-        Target::Workload(_) => (None, downstream.destination.authority.port()),
-    };
     let authority = headers::authority(&parts.uri, &parts.headers).unwrap_or_default();
     let (host, _) = headers::split_host_port(&authority);
-    let policies = compiled.snapshot.waypoint_policies(
-        (
-            proxy.gateway.namespace.as_str(),
-            proxy.gateway.name.as_str(),
-        ),
-        service,
-    );
+    let (policies, destination_port) = proxy.policies_for(compiled, &downstream.destination);
     let decision = authz::authorize(
         policies,
         &authz::L7Request {
@@ -205,19 +194,6 @@ fn match_route<'a>(
         })
 }
 
-fn default_target(downstream: &Downstream) -> ForwardTarget {
-    match &downstream.destination.target {
-        Target::Service { key, port } => ForwardTarget::Service {
-            key: key.clone(),
-            port: *port,
-        },
-        Target::Workload(workload) => ForwardTarget::Workload {
-            workload: workload.clone(),
-            port: downstream.destination.authority.port(),
-        },
-    }
-}
-
 /// Applies `filters` in order. Returns the answer when one of them answers the request itself
 /// (a redirect, a CORS preflight).
 fn apply_request_filters<'a>(
@@ -225,7 +201,7 @@ fn apply_request_filters<'a>(
     matched_prefix: Option<&str>,
     parts: &mut Parts,
     deferred: &mut Deferred<'a>,
-    route: &str,
+    route: &RouteId,
 ) -> Result<Option<Response<Body>>, ProxyError> {
     for filter in filters {
         match filter {
@@ -262,7 +238,7 @@ fn apply_request_filters<'a>(
             }
             Filter::Unsupported(why) => {
                 return Err(ProxyError::UnsupportedFilter {
-                    route: route.to_owned(),
+                    route: route.to_string(),
                     filter: why.clone(),
                 })
             }

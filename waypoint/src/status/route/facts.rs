@@ -38,26 +38,24 @@ pub(super) fn http_facts<'a>(snapshot: &Snapshot, route: &'a HttpRoute) -> Route
     let mut resolve = |b: &BackendRef| resolve_route_backend(snapshot, kind, ns, parents, b);
     // The engine's own filter compiler decides what cannot be applied, so status names
     // exactly the filters the proxy answers 500 for.
-    let mut facts_of = |filter: &'a HttpFilter| -> FilterFacts<'a> {
+    let facts_of = |filter: &'a HttpFilter| -> FilterFacts<'a> {
         let mirror = match filter {
             HttpFilter::RequestMirror(m) => Some(&m.backend),
             _ => None,
         };
         (mirror, unsupported(Filter::from_http(filter, &mut resolve)))
     };
+    let rules = route.rules.iter().map(|rule| RuleShape {
+        filters: &rule.filters,
+        backends: rule
+            .backends
+            .iter()
+            .map(|b| (&b.backend, b.filters.as_slice()))
+            .collect(),
+    });
     let mut facts = RouteFacts::new(kind, route, route.generation, route.rejected.as_ref());
     facts.parents = parents;
-    facts.rules = route.rules.len();
-    for (r, rule) in route.rules.iter().enumerate() {
-        let filters: Vec<_> = rule.filters.iter().map(&mut facts_of).collect();
-        facts.add_filters(&format!("spec.rules[{r}]"), filters, Some(r));
-        for (b, backend) in rule.backends.iter().enumerate() {
-            let at = format!("spec.rules[{r}].backendRefs[{b}]");
-            facts.references.push((at.clone(), &backend.backend));
-            let filters: Vec<_> = backend.filters.iter().map(&mut facts_of).collect();
-            facts.add_filters(&at, filters, None);
-        }
-    }
+    facts.add_rules(rules, facts_of);
     facts
 }
 
@@ -65,27 +63,53 @@ pub(super) fn grpc_facts<'a>(snapshot: &Snapshot, route: &'a GrpcRoute) -> Route
     let kind = RouteKind::Grpc;
     let (ns, parents) = (route.namespace.as_str(), route.parent_refs.as_slice());
     let mut resolve = |b: &BackendRef| resolve_route_backend(snapshot, kind, ns, parents, b);
-    let mut facts_of = |filter: &'a GrpcFilter| -> FilterFacts<'a> {
+    let facts_of = |filter: &'a GrpcFilter| -> FilterFacts<'a> {
         let mirror = match filter {
             GrpcFilter::RequestMirror(m) => Some(&m.backend),
             _ => None,
         };
         (mirror, unsupported(Filter::from_grpc(filter, &mut resolve)))
     };
+    let rules = route.rules.iter().map(|rule| RuleShape {
+        filters: &rule.filters,
+        backends: rule
+            .backends
+            .iter()
+            .map(|b| (&b.backend, b.filters.as_slice()))
+            .collect(),
+    });
     let mut facts = RouteFacts::new(kind, route, route.generation, route.rejected.as_ref());
     facts.parents = parents;
-    facts.rules = route.rules.len();
-    for (r, rule) in route.rules.iter().enumerate() {
-        let filters: Vec<_> = rule.filters.iter().map(&mut facts_of).collect();
-        facts.add_filters(&format!("spec.rules[{r}]"), filters, Some(r));
-        for (b, backend) in rule.backends.iter().enumerate() {
-            let at = format!("spec.rules[{r}].backendRefs[{b}]");
-            facts.references.push((at.clone(), &backend.backend));
-            let filters: Vec<_> = backend.filters.iter().map(&mut facts_of).collect();
-            facts.add_filters(&at, filters, None);
+    facts.add_rules(rules, facts_of);
+    facts
+}
+
+/// What status reads of one rule, for either route kind: its filters, and its backends with
+/// theirs.
+struct RuleShape<'a, F> {
+    filters: &'a [F],
+    backends: Vec<(&'a BackendRef, &'a [F])>,
+}
+
+impl<'a> RouteFacts<'a> {
+    /// Records every rule's filters and backend references under their field paths.
+    fn add_rules<F: 'a>(
+        &mut self,
+        rules: impl ExactSizeIterator<Item = RuleShape<'a, F>>,
+        mut facts_of: impl FnMut(&'a F) -> FilterFacts<'a>,
+    ) {
+        self.rules = rules.len();
+        for (r, rule) in rules.enumerate() {
+            let filters: Vec<_> = rule.filters.iter().map(&mut facts_of).collect();
+            self.add_filters(&format!("spec.rules[{r}]"), filters, Some(r));
+            for (b, (backend, backend_filters)) in rule.backends.into_iter().enumerate() {
+                let at = format!("spec.rules[{r}].backendRefs[{b}]");
+                self.references.push((at.clone(), backend));
+                let filters: Vec<_> = backend_filters.iter().map(&mut facts_of).collect();
+                self.add_filters(&at, filters, None);
+            }
         }
     }
-    facts
 }
 
 fn unsupported(filter: Filter) -> Option<String> {
