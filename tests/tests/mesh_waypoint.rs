@@ -133,29 +133,33 @@ impl Answer {
     }
 }
 
-fn request(from: &Pod, to: SocketAddr, host: &str, path: &str, headers: &[&str]) -> Answer {
-    let mut args = vec![
-        "mesh-client".to_owned(),
-        "--connect".to_owned(),
-        to.to_string(),
-        "--host".to_owned(),
-        host.to_owned(),
-        "--path".to_owned(),
-        path.to_owned(),
-    ];
-    for header in headers {
-        args.push("--header".into());
-        args.push((*header).into());
+/// Runs `mesh-client` in `from` against `to` (Host `host`) with `extra` flags; its output, or
+/// the failure as text (a refused request is an answer too).
+fn mesh_client(from: &Pod, to: SocketAddr, host: &str, extra: &[&str]) -> String {
+    let to = to.to_string();
+    let mut args = vec!["mesh-client", "--connect", &to, "--host", host];
+    args.extend_from_slice(extra);
+    from.exec(app().path(), &args)
+        .unwrap_or_else(|e| e.to_string())
+}
+
+impl Answer {
+    fn parse(out: &str) -> Answer {
+        Answer(
+            out.lines()
+                .filter_map(|line| line.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
-    let out = from
-        .exec(app().path(), &args)
-        .unwrap_or_else(|e| e.to_string());
-    Answer(
-        out.lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    )
+}
+
+fn request(from: &Pod, to: SocketAddr, host: &str, path: &str, headers: &[&str]) -> Answer {
+    let mut extra = vec!["--path", path];
+    for header in headers {
+        extra.extend(["--header", header]);
+    }
+    Answer::parse(&mesh_client(from, to, host, &extra))
 }
 
 /// Retries `check` until it holds (route changes reach the waypoint within a poll interval).
@@ -487,23 +491,9 @@ impl Summary {
 }
 
 fn load(from: &Pod, to: SocketAddr, count: usize, concurrency: usize) -> Summary {
-    let out = from
-        .exec(
-            app().path(),
-            [
-                "mesh-client",
-                "--connect",
-                &to.to_string(),
-                "--host",
-                "reviews",
-                "--count",
-                &count.to_string(),
-                "--concurrency",
-                &concurrency.to_string(),
-            ],
-        )
-        .unwrap();
-    Summary::parse(&out)
+    let (count, concurrency) = (count.to_string(), concurrency.to_string());
+    let extra = ["--count", &count, "--concurrency", &concurrency];
+    Summary::parse(&mesh_client(from, to, "reviews", &extra))
 }
 
 /// Waits until the waypoint serves `generation`-or-later routes: a split that sends all
@@ -589,28 +579,8 @@ fn shifting_weights_live_under_load_fails_no_request() {
 }
 
 fn request_as(from: &Pod, to: SocketAddr, method: &str, path: &str) -> Answer {
-    let out = from
-        .exec(
-            app().path(),
-            [
-                "mesh-client",
-                "--connect",
-                &to.to_string(),
-                "--host",
-                "reviews",
-                "--method",
-                method,
-                "--path",
-                path,
-            ],
-        )
-        .unwrap_or_else(|e| e.to_string());
-    Answer(
-        out.lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    )
+    let extra = ["--method", method, "--path", path];
+    Answer::parse(&mesh_client(from, to, "reviews", &extra))
 }
 
 #[test]
@@ -780,26 +750,8 @@ fn retries_hide_a_failing_endpoint_and_a_request_timeout_answers_504() {
         )
         .unwrap();
     let load = |path: &str| {
-        let out = shop
-            .frontend
-            .exec(
-                app().path(),
-                [
-                    "mesh-client",
-                    "--connect",
-                    &ratings_vip.to_string(),
-                    "--host",
-                    "ratings",
-                    "--path",
-                    path,
-                    "--count",
-                    "100",
-                    "--concurrency",
-                    "4",
-                ],
-            )
-            .unwrap();
-        Summary::parse(&out)
+        let extra = ["--path", path, "--count", "100", "--concurrency", "4"];
+        Summary::parse(&mesh_client(&shop.frontend, ratings_vip, "ratings", &extra))
     };
     eventually(
         "every request succeeds although one endpoint always answers 503",
@@ -843,22 +795,7 @@ fn stream_exchange(
     mode: &str,
     text: &str,
 ) -> (Vec<String>, String) {
-    let out = from
-        .exec(
-            app().path(),
-            [
-                "mesh-client",
-                "--connect",
-                &to.to_string(),
-                "--host",
-                host,
-                mode,
-                text,
-                "--rounds",
-                "5",
-            ],
-        )
-        .unwrap_or_else(|e| e.to_string());
+    let out = mesh_client(from, to, host, &[mode, text, "--rounds", "5"]);
     let echoes = out
         .lines()
         .filter_map(|l| l.strip_prefix("Echo="))
