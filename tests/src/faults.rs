@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::capture::Packets;
 use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
-use crate::netns::{self, Netns};
+use crate::netns::Netns;
 use crate::pod::Pod;
 use crate::scenario::{connect_from, echo_once};
 
@@ -249,24 +249,8 @@ impl Cluster {
     /// the DEL was lost): what runs in it is killed, its network namespace deleted and its Pod
     /// object removed — but no plugin runs, so ztunnel is never told.
     pub fn remove_pod_without_cni_del(&mut self, pod: &Pod) -> Result<()> {
-        let position = self
-            .pods
-            .iter()
-            .position(|p| p.netns.name() == pod.netns.name())
-            .ok_or_else(|| {
-                HarnessError::Invalid(format!(
-                    "pod {}/{} is not in this cluster",
-                    pod.namespace, pod.name
-                ))
-            })?;
-        let pod = self.pods.remove(position);
-        netns::kill_all_in(pod.netns.name());
-        netns::delete(pod.netns.name())?;
-        self.created.retain(|n| n != pod.netns.name());
-        self.objects
-            .pods
-            .remove(&(pod.namespace.clone(), pod.name.clone()));
-        self.sync_manifests()
+        let pod = self.take_pod(pod)?;
+        self.tear_down_sandbox(&pod)
     }
 }
 

@@ -150,6 +150,14 @@ impl Cluster {
     /// Delete a pod: CNI DEL (reverse chain), kill what runs in it, remove its namespace and
     /// its Pod object.
     pub fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
+        let pod = self.take_pod(pod)?;
+        let del = pod.cni_del(&self.cni_path);
+        self.tear_down_sandbox(&pod)?;
+        del
+    }
+
+    /// Takes `pod` out of the cluster's list of pods; an error names a pod it never had.
+    pub(crate) fn take_pod(&mut self, pod: &Pod) -> Result<Pod> {
         let position = self
             .pods
             .iter()
@@ -160,16 +168,19 @@ impl Cluster {
                     pod.namespace, pod.name
                 ))
             })?;
-        let pod = self.pods.remove(position);
-        let del = pod.cni_del(&self.cni_path);
+        Ok(self.pods.remove(position))
+    }
+
+    /// What follows a pod's CNI DEL (or its loss): what runs in it is killed, its network
+    /// namespace deleted and its Pod object removed from the manifests.
+    pub(crate) fn tear_down_sandbox(&mut self, pod: &Pod) -> Result<()> {
         netns::kill_all_in(pod.netns.name());
         netns::delete(pod.netns.name())?;
         self.created.retain(|n| n != pod.netns.name());
         self.objects
             .pods
             .remove(&(pod.namespace.clone(), pod.name.clone()));
-        self.sync_manifests()?;
-        del
+        self.sync_manifests()
     }
 
     pub fn pods(&self) -> &[Pod] {
