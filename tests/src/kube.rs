@@ -25,7 +25,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::cmd::{self, failure_text, Output, DEFAULT_TIMEOUT};
 use crate::error::{HarnessError, Result};
-use crate::process::tail;
+use crate::process::{tail, Process, ProcessSpec};
 
 mod binaries;
 mod support;
@@ -260,6 +260,25 @@ impl KubeApiServer {
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
         self.write_kubeconfig(&path, token)?;
         Ok(path)
+    }
+
+    /// A kubeconfig for the ServiceAccount `namespace/name` (which must exist), with a token
+    /// from the TokenRequest API: how a mesh component runs against this server as itself.
+    pub fn kubeconfig_as(&self, namespace: &str, service_account: &str) -> Result<PathBuf> {
+        let token = self.service_account_token(namespace, service_account, &[], None)?;
+        self.kubeconfig_for_token(service_account, &token)
+    }
+
+    /// Runs `spec` on the host (no network namespace: it reaches this server on loopback),
+    /// without colour or proxies, its output in the server's `logs/`; stopped when dropped.
+    pub fn spawn_component(&self, spec: ProcessSpec) -> Result<Process> {
+        let logs = self.dir.path().join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| HarnessError::file("creating", &logs, e))?;
+        let spec = spec
+            .env("NO_COLOR", "1")
+            .env("HTTPS_PROXY", "")
+            .env("https_proxy", "");
+        Process::spawn(Command::new(spec.program()), &logs, "host", spec)
     }
 
     /// A service-account token from the TokenRequest API (the ServiceAccount must exist),

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ambit_tests::kube::{require_kube, KubeApiServer};
 use ambit_tests::kube_mesh::manifests_root;
-use ambit_tests::mesh_binaries;
+use ambit_tests::{mesh_binaries, Process, ProcessSpec};
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
@@ -177,44 +177,20 @@ fn every_manifest_file_passes_server_side_validation_and_the_overlays_build() {
     assert_eq!(rolling["maxUnavailable"], Value::from(0));
 }
 
-/// `ambit-ca serve` on the host as the `ambit-ca` ServiceAccount, killed on drop.
-struct RunningCa {
-    child: Child,
-    log: PathBuf,
-}
-
-impl RunningCa {
-    fn start(server: &KubeApiServer) -> RunningCa {
-        let token = server
-            .service_account_token("ambit-system", "ambit-ca", &[], None)
-            .unwrap();
-        let kubeconfig = server.kubeconfig_for_token("ambit-ca", &token).unwrap();
-        let log = server.dir().join("logs/ambit-ca.log");
-        let child = Command::new(mesh_binaries().unwrap().ambit_ca)
-            .args(["serve", "--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--root-secret", "ambit-system/ambit-ca-root"])
-            .args(["--root-configmap", "ambit-system/ambit-ca-root-cert"])
-            .env("NO_COLOR", "1")
-            .env("HTTPS_PROXY", "")
-            .env("https_proxy", "")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        RunningCa { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for RunningCa {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ambit-ca serve` on the host as the `ambit-ca` ServiceAccount, stopped on drop.
+fn start_ca(server: &KubeApiServer) -> Process {
+    let kubeconfig = server.kubeconfig_as("ambit-system", "ambit-ca").unwrap();
+    server
+        .spawn_component(
+            ProcessSpec::new(mesh_binaries().unwrap().ambit_ca)
+                .name("ambit-ca")
+                .args(["serve", "--kubeconfig"])
+                .arg(&kubeconfig)
+                .args(["--listen", "127.0.0.1:0"])
+                .args(["--root-secret", "ambit-system/ambit-ca-root"])
+                .args(["--root-configmap", "ambit-system/ambit-ca-root-cert"]),
+        )
+        .unwrap()
 }
 
 /// `name=controllerName` of every GatewayClass.
@@ -252,7 +228,7 @@ fn kubectl_apply_k_installs_ambit_in_one_invocation_and_the_ca_adds_the_gateway_
     assert!(gateway_classes(&server).is_empty());
 
     // The CA, with only the manifests' RBAC, creates both classes when it starts.
-    let ca = RunningCa::start(&server);
+    let ca = start_ca(&server);
     let expected: BTreeSet<String> = [
         "ambit=ambit.dev/gateway-controller",
         "ambit-waypoint=ambit.dev/waypoint-controller",
@@ -265,7 +241,7 @@ fn kubectl_apply_k_installs_ambit_in_one_invocation_and_the_ca_adds_the_gateway_
             Instant::now() < deadline,
             "GatewayClasses {:?} after 60 s; CA log:\n{}",
             gateway_classes(&server),
-            ca.log()
+            ca.log().unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -280,7 +256,11 @@ fn kubectl_apply_k_installs_ambit_in_one_invocation_and_the_ca_adds_the_gateway_
             r"jsonpath={.data.ca\.crt}",
         ])
         .unwrap();
-    assert!(trust_bundle.contains("BEGIN CERTIFICATE"), "{}", ca.log());
+    assert!(
+        trust_bundle.contains("BEGIN CERTIFICATE"),
+        "{}",
+        ca.log().unwrap_or_default()
+    );
 }
 
 /// `kubectl auth can-i ARGS…` as the holder of `token`.

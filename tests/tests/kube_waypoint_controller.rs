@@ -7,13 +7,11 @@
 //! Needs the cached API server (`scripts/kube-build.sh`); fails, not skips, without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ambit_tests::kube::KubeApiServer;
 use ambit_tests::kube_mesh::manifests_root;
-use ambit_tests::mesh_binaries;
+use ambit_tests::{mesh_binaries, Process, ProcessSpec};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -62,44 +60,20 @@ spec:
   rules: [{backendRefs: [{name: reviews, port: 9080}]}]
 "#;
 
-/// `waypoint controller` as the `ambit-waypoint-controller` ServiceAccount, killed on drop.
-struct RunningController {
-    child: Child,
-    log: PathBuf,
-}
-
-impl RunningController {
-    fn start(server: &KubeApiServer) -> RunningController {
-        let token = server
-            .service_account_token("ambit-system", "ambit-waypoint-controller", &[], None)
-            .unwrap();
-        let kubeconfig = server
-            .kubeconfig_for_token("ambit-waypoint-controller", &token)
-            .unwrap();
-        let log = server.dir().join("logs/waypoint-controller.log");
-        let child = Command::new(mesh_binaries().unwrap().waypoint)
-            .args(["controller", "--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--image", IMAGE, "--resync", "1s"])
-            .env("NO_COLOR", "1")
-            .env("HTTPS_PROXY", "")
-            .env("https_proxy", "")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        RunningController { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for RunningController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `waypoint controller` as the `ambit-waypoint-controller` ServiceAccount, stopped on drop.
+fn start_controller(server: &KubeApiServer) -> Process {
+    let kubeconfig = server
+        .kubeconfig_as("ambit-system", "ambit-waypoint-controller")
+        .unwrap();
+    server
+        .spawn_component(
+            ProcessSpec::new(mesh_binaries().unwrap().waypoint)
+                .name("waypoint-controller")
+                .args(["controller", "--kubeconfig"])
+                .arg(&kubeconfig)
+                .args(["--image", IMAGE, "--resync", "1s"]),
+        )
+        .unwrap()
 }
 
 /// The object as JSON, or `None` while it does not exist.
@@ -115,11 +89,7 @@ fn get(server: &KubeApiServer, what: &str, namespace: Option<&str>) -> Option<Va
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` and the controller's log.
-fn wait_for<T>(
-    what: &str,
-    controller: &RunningController,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+fn wait_for<T>(what: &str, controller: &Process, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(found) = check() {
@@ -128,7 +98,7 @@ fn wait_for<T>(
         assert!(
             Instant::now() < deadline,
             "{what} not seen within {WAIT:?}; controller log:\n{}",
-            controller.log()
+            controller.log().unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -173,7 +143,7 @@ fn a_waypoint_gateway_is_run_and_reported_and_deleting_it_takes_its_objects_alon
         .as_str()
         .unwrap()
         .to_owned();
-    let controller = RunningController::start(&server);
+    let controller = start_controller(&server);
 
     // The waypoint's objects, each owned by the Gateway and applied by the controller.
     let expected_owner = json!([{
@@ -305,7 +275,12 @@ fn a_waypoint_gateway_is_run_and_reported_and_deleting_it_takes_its_objects_alon
     };
     let before = versions();
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(versions(), before, "{}", controller.log());
+    assert_eq!(
+        versions(),
+        before,
+        "{}",
+        controller.log().unwrap_or_default()
+    );
 
     // A deleted Deployment is put back at the next resync.
     server
