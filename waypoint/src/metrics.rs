@@ -110,7 +110,13 @@ impl RequestMetrics {
             connection_security_policy: "mutual_tls",
         };
         self.requests.get_or_create(&labels).inc();
-        self.lock_series().insert(labels.clone());
+        {
+            // Known after a label set's first request: no clone of every label per request.
+            let mut series = self.lock_series();
+            if !series.contains(&labels) {
+                series.insert(labels.clone());
+            }
+        }
         self.duration_ms
             .get_or_create(&labels)
             .observe(log.duration.as_secs_f64() * 1e3);
