@@ -73,7 +73,8 @@ impl Default for KeepAlive {
 
 /// Buffer sizes of the bidirectional copy. Each direction starts with `initial` bytes and grows
 /// (doubling) up to `max` while reads keep filling it, so idle connections stay small and bulk
-/// transfers get large reads. Memory per connection is at most `2 × max`.
+/// transfers get large reads. Memory per connection is at most `2 × max`, and none while a
+/// connection is idle: a direction with nothing to read gives its buffer back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyBuffers {
     pub initial: usize,

@@ -12,7 +12,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
 
 use crate::config::CopyBuffers;
 
@@ -116,18 +118,27 @@ where
 }
 
 /// One direction of the copy.
+///
+/// The buffer exists only while bytes are in flight. A read that finds nothing waiting gives the
+/// buffer back (unless the direction is moving bulk data, see [`Transfer::poll_fill`]), so a
+/// connection that sits idle between messages holds no copy memory at all: with thousands of
+/// mostly quiet tunnels per node, that is most of a connection's cost. Buffers are not zeroed
+/// (`BytesMut` spare capacity), so taking one again is a plain allocation.
 struct Transfer {
-    buf: Vec<u8>,
+    buf: BytesMut,
+    /// Bytes of the next read: `initial`, doubled while reads keep filling it, up to `max`.
+    read_size: usize,
     initial: usize,
     max: usize,
-    /// Unwritten bytes are `buf[start..end]`.
+    /// Unwritten bytes are `buf[start..]`.
     start: usize,
-    end: usize,
     read_eof: bool,
     needs_flush: bool,
     done: bool,
     /// Consecutive reads that filled the whole buffer; a few in a row grow it.
     full_reads: u8,
+    /// Bytes of the last read, to tell a bulk stream (keep the large buffer) from a pause.
+    last_read: usize,
     bytes: u64,
 }
 
@@ -140,16 +151,16 @@ impl Transfer {
     fn new(buffers: &CopyBuffers) -> Self {
         let initial = buffers.initial.max(1);
         Transfer {
-            // Allocated on first read, so a connection that never sends one way costs nothing.
-            buf: Vec::new(),
+            buf: BytesMut::new(),
+            read_size: initial,
             initial,
             max: buffers.max.max(initial),
             start: 0,
-            end: 0,
             read_eof: false,
             needs_flush: false,
             done: false,
             full_reads: 0,
+            last_read: 0,
             bytes: 0,
         }
     }
@@ -168,7 +179,7 @@ impl Transfer {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.start == self.end && !self.read_eof {
+            if self.start == self.buf.len() && !self.read_eof {
                 match self.poll_fill(cx, reader) {
                     Poll::Ready(result) => result?,
                     Poll::Pending => {
@@ -183,10 +194,9 @@ impl Transfer {
                     }
                 }
             }
-            while self.start < self.end {
-                let n =
-                    ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..self.end]))
-                        .map_err(|e| (Operation::Write, e))?;
+            while self.start < self.buf.len() {
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..]))
+                    .map_err(|e| (Operation::Write, e))?;
                 if n == 0 {
                     return Poll::Ready(Err((
                         Operation::Write,
@@ -206,39 +216,58 @@ impl Transfer {
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))
                     .map_err(|e| (Operation::Shutdown, e))?;
                 self.done = true;
-                self.buf = Vec::new();
+                self.buf = BytesMut::new();
                 return Poll::Ready(Ok(()));
             }
         }
     }
 
+    /// Reads the next chunk into an empty buffer (everything before was written).
     fn poll_fill<R>(&mut self, cx: &mut Context<'_>, reader: &mut R) -> Poll<Result<(), Failure>>
     where
         R: AsyncRead + Unpin + ?Sized,
     {
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.initial];
-        } else if self.full_reads >= FULL_READS_TO_GROW && self.buf.len() < self.max {
-            let grown = (self.buf.len() * 2).min(self.max);
-            self.buf = vec![0; grown];
+        if self.full_reads >= FULL_READS_TO_GROW && self.read_size < self.max {
+            self.read_size = (self.read_size * 2).min(self.max);
+            self.full_reads = 0;
+            // A larger allocation, not a copy: the buffer holds nothing unwritten.
+            self.buf = BytesMut::new();
+        }
+        self.buf.clear();
+        self.start = 0;
+        self.buf.reserve(self.read_size);
+        let capacity = self.buf.capacity();
+        let read = match poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf) {
+            Poll::Ready(read) => read.map_err(|e| (Operation::Read, e))?,
+            Poll::Pending => {
+                self.release_when_paused();
+                return Poll::Pending;
+            }
+        };
+        if read == 0 {
+            self.read_eof = true;
+        } else if read == capacity {
+            self.full_reads = self.full_reads.saturating_add(1);
+        } else {
             self.full_reads = 0;
         }
-        let mut read_buf = ReadBuf::new(&mut self.buf);
-        ready!(Pin::new(&mut *reader).poll_read(cx, &mut read_buf))
-            .map_err(|e| (Operation::Read, e))?;
-        let n = read_buf.filled().len();
-        if n == 0 {
-            self.read_eof = true;
-        } else {
-            if n == self.buf.len() {
-                self.full_reads = self.full_reads.saturating_add(1);
-            } else {
+        self.last_read = read;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Nothing to read: keep the buffer only for a bulk stream that is merely ahead of its
+    /// producer (it grew and the last read was large), so bulk transfers do not allocate per
+    /// read. Anything else is a pause, and a paused connection holds no buffer; a large buffer
+    /// is given back as soon as reads get small, and the next one starts small again.
+    fn release_when_paused(&mut self) {
+        let bulk = self.read_size > self.initial && self.last_read >= self.read_size / 4;
+        if !bulk {
+            self.buf = BytesMut::new();
+            if self.read_size > self.initial {
+                self.read_size = self.initial;
                 self.full_reads = 0;
             }
-            self.start = 0;
-            self.end = n;
         }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -246,7 +275,7 @@ impl Transfer {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 
     #[tokio::test]
     async fn half_close_propagates_each_way_and_counts_bytes() {
@@ -292,6 +321,39 @@ mod tests {
         assert_eq!(reader.largest_read, 64, "grew to the cap and no further");
     }
 
+    #[test]
+    fn a_paused_direction_gives_its_buffer_back() {
+        let mut t = Transfer::new(&CopyBuffers::default());
+        let mut reader = ScriptedReader::new([Step::Bytes(300), Step::Pause]);
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(poll_once(&mut t, &mut reader, &mut sink).is_pending());
+        assert_eq!(sink.len(), 300, "the message went through");
+        assert_eq!(t.buf.capacity(), 0, "an idle connection holds no copy buffer");
+    }
+
+    #[test]
+    fn a_bulk_direction_keeps_its_grown_buffer_while_its_producer_catches_up() {
+        let buffers = CopyBuffers {
+            initial: 1024,
+            max: 8192,
+        };
+        let mut t = Transfer::new(&buffers);
+        // Full reads grow the buffer 1 → 2 → 4 → 8 KiB; a pause after a full read keeps it.
+        let mut script: Vec<Step> = std::iter::repeat_n(Step::Bytes(usize::MAX), 16).collect();
+        script.push(Step::Pause);
+        let mut reader = ScriptedReader::new(script);
+        let mut sink: Vec<u8> = Vec::new();
+        assert!(poll_once(&mut t, &mut reader, &mut sink).is_pending());
+        assert_eq!(t.read_size, 8192);
+        assert!(t.buf.capacity() >= 8192, "bulk data keeps its buffer");
+
+        // Then the stream slows down to small messages: the large buffer goes, reads start small.
+        let mut reader = ScriptedReader::new([Step::Bytes(100), Step::Pause]);
+        assert!(poll_once(&mut t, &mut reader, &mut sink).is_pending());
+        assert_eq!(t.buf.capacity(), 0);
+        assert_eq!(t.read_size, 1024);
+    }
+
     #[tokio::test]
     async fn errors_keep_byte_counts() {
         let (mut app, mut down) = tokio::io::duplex(64);
@@ -303,6 +365,47 @@ mod tests {
         assert_eq!(err.direction, Direction::DownstreamToUpstream);
         assert_eq!(err.operation, Operation::Write);
         assert!(err.to_string().contains("writing to upstream failed"));
+    }
+
+    fn poll_once(
+        t: &mut Transfer,
+        reader: &mut ScriptedReader,
+        sink: &mut Vec<u8>,
+    ) -> Poll<Result<(), Failure>> {
+        t.poll(&mut Context::from_waker(std::task::Waker::noop()), reader, sink)
+    }
+
+    #[derive(Clone)]
+    enum Step {
+        /// Up to this many bytes (as many as the read offers room for).
+        Bytes(usize),
+        /// Nothing to read yet.
+        Pause,
+    }
+
+    /// A reader that follows a script, then pauses forever.
+    struct ScriptedReader(std::collections::VecDeque<Step>);
+
+    impl ScriptedReader {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+            ScriptedReader(steps.into_iter().collect())
+        }
+    }
+
+    impl AsyncRead for ScriptedReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.0.pop_front() {
+                Some(Step::Bytes(n)) => {
+                    buf.put_slice(&vec![1u8; n.min(buf.remaining())]);
+                    Poll::Ready(Ok(()))
+                }
+                Some(Step::Pause) | None => Poll::Pending,
+            }
+        }
     }
 
     /// Produces `left` bytes, remembering the largest read it was offered.
