@@ -328,7 +328,11 @@ mod tests {
         let mut sink: Vec<u8> = Vec::new();
         assert!(poll_once(&mut t, &mut reader, &mut sink).is_pending());
         assert_eq!(sink.len(), 300, "the message went through");
-        assert_eq!(t.buf.capacity(), 0, "an idle connection holds no copy buffer");
+        assert_eq!(
+            t.buf.capacity(),
+            0,
+            "an idle connection holds no copy buffer"
+        );
     }
 
     #[test]
@@ -372,7 +376,11 @@ mod tests {
         reader: &mut ScriptedReader,
         sink: &mut Vec<u8>,
     ) -> Poll<Result<(), Failure>> {
-        t.poll(&mut Context::from_waker(std::task::Waker::noop()), reader, sink)
+        t.poll(
+            &mut Context::from_waker(std::task::Waker::noop()),
+            reader,
+            sink,
+        )
     }
 
     #[derive(Clone)]

@@ -62,21 +62,22 @@ impl<H: Handler> Forward<H> {
 
 impl<H: Handler> Service for Forward<H> {
     async fn serve(&self, request: InboundRequest, responder: Responder) {
-        let connected = match tokio::time::timeout(
+        // Boxed: connecting is short-lived, and inline its state would stay allocated in the
+        // stream's task for the tunnel's whole life.
+        let connect = Box::pin(tokio::time::timeout(
             self.connect_timeout,
             self.handler.connect(&request),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(Refusal::unavailable(format!(
-                "upstream {} did not accept the connection within {:?}",
-                request.authority, self.connect_timeout
-            ))),
-        };
-        let (mut upstream, context) = match connected {
-            Ok(connected) => connected,
-            Err(refusal) => {
+        ));
+        let (mut upstream, context) = match connect.await {
+            Ok(Ok(connected)) => connected,
+            failed => {
+                let refusal = match failed {
+                    Ok(Err(refusal)) => refusal,
+                    _ => Refusal::unavailable(format!(
+                        "upstream {} did not accept the connection within {:?}",
+                        request.authority, self.connect_timeout
+                    )),
+                };
                 info!(
                     stream_id = request.stream_id,
                     peer_identity = %request.peer_identity,

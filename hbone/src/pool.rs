@@ -129,6 +129,18 @@ impl Pool {
         certificate: &CurrentCertificate,
         request: &ConnectRequest,
     ) -> Result<H2Stream, TunnelError> {
+        // Boxed: establishing (dial, TLS, HTTP/2 handshake, CONNECT) is by far the largest
+        // state of a connection's task, and inline it would stay allocated in the task for the
+        // connection's whole life; boxed, it is freed as soon as the tunnel is open.
+        Box::pin(self.connect_inline(key, certificate, request)).await
+    }
+
+    async fn connect_inline(
+        &self,
+        key: &PoolKey,
+        certificate: &CurrentCertificate,
+        request: &ConnectRequest,
+    ) -> Result<H2Stream, TunnelError> {
         self.start_reaper();
         let mut attempt = 0;
         loop {

@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod drain;
 pub mod fd_limit;
+pub mod holding;
 pub mod http_server;
 pub mod limits;
 pub mod logging;
@@ -14,6 +15,7 @@ pub mod signal;
 
 pub use accept::{accept_loop, accept_until_drained, AcceptedConnection};
 pub use drain::{DrainOutcome, DrainTrigger, DrainWatcher, WatcherSource};
+pub use holding::{holding, Holding};
 pub use http_server::{bind_shared, HttpServerConfig, Reply, Routes};
 pub use limits::{
     ConnectionLimiter, ConnectionPermit, Limits, Policy, Shed, SourceGrouping, SourceKey, WhenFull,

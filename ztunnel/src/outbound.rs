@@ -47,6 +47,62 @@ pub async fn proxy(
     peer: SocketAddr,
     original: SocketAddr,
 ) {
+    // Boxed: connecting (the pool, a dial, perhaps a TLS handshake) is by far the largest state
+    // of this task and lasts milliseconds; inline, its space would stay allocated for the
+    // connection's whole life. What a connection holds while it lasts is only the copy below.
+    let Some(mut connected) = Box::pin(connect(context, pod, downstream, peer, original)).await
+    else {
+        return;
+    };
+    // By reference, so the task stores one `Connected`, not the value and a moved copy of it.
+    let report = match &mut connected {
+        Connected::Tunnel(copy) => copy.run().await,
+        Connected::Direct(copy) => copy.run().await,
+    };
+    finish(connected.into_record(), report);
+}
+
+/// An outbound connection joined to its upstream, ready to copy.
+enum Connected {
+    Tunnel(Copy<hbone::H2Stream>),
+    Direct(Copy<TcpStream>),
+}
+
+impl Connected {
+    fn into_record(self) -> ConnectionRecord {
+        match self {
+            Connected::Tunnel(copy) => copy.record,
+            Connected::Direct(copy) => copy.record,
+        }
+    }
+}
+
+struct Copy<U> {
+    downstream: TcpStream,
+    upstream: U,
+    record: ConnectionRecord,
+}
+
+impl<U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Copy<U> {
+    /// Copies until both directions ended; the caller logs the record with the report.
+    async fn run(&mut self) -> hbone::CopyReport {
+        hbone::copy_bidirectional(
+            &mut self.downstream,
+            &mut self.upstream,
+            &Default::default(),
+        )
+        .await
+    }
+}
+
+/// Plans the connection and connects it; `None` when it was refused (and logged).
+async fn connect(
+    context: &ProxyContext,
+    pod: &EnrolledPod,
+    downstream: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+) -> Option<Connected> {
     let snapshot = context.snapshot();
     let source = snapshot.workload(&pod.namespace, &pod.name).cloned();
     let mut record = context.record(Direction::Outbound, peer, original);
@@ -66,23 +122,30 @@ pub async fn proxy(
     );
     drop(snapshot);
     match plan {
-        OutboundPlan::Refuse(refusal) => record.refused(&refusal.into()),
+        OutboundPlan::Refuse(refusal) => {
+            record.refused(&refusal.into());
+            None
+        }
         OutboundPlan::Tunnel(tunnel) | OutboundPlan::Waypoint { tunnel, .. } => {
-            through_tunnel(pod, downstream, peer, record, tunnel).await
+            through_tunnel(pod, downstream, peer, record, tunnel)
+                .await
+                .map(Connected::Tunnel)
         }
         OutboundPlan::Passthrough(passthrough) => {
-            pass_through(pod, downstream, record, passthrough).await
+            pass_through(pod, downstream, record, passthrough)
+                .await
+                .map(Connected::Direct)
         }
     }
 }
 
 async fn through_tunnel(
     pod: &EnrolledPod,
-    mut downstream: TcpStream,
+    downstream: TcpStream,
     peer: SocketAddr,
     mut record: ConnectionRecord,
     tunnel: Tunnel,
-) {
+) -> Option<Copy<hbone::H2Stream>> {
     record.dst_addr = tunnel.hbone_addr;
     record.hbone_target = Some(tunnel.target);
     record.dst_service = tunnel.service;
@@ -100,59 +163,62 @@ async fn through_tunnel(
     // (it answers only once its upstream connected).
     let connect = pod.pool.connect(&key, &pod.certificate, &request);
     let hbone_addr = tunnel.hbone_addr;
-    let mut upstream = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
+    let upstream = match tokio::time::timeout(TUNNEL_TIMEOUT, connect).await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(source)) => {
             record.refused(&ProxyError::Tunnel { hbone_addr, source });
-            return;
+            return None;
         }
         Err(_) => {
             record.refused(&ProxyError::TunnelTimeout {
                 hbone_addr,
                 after: TUNNEL_TIMEOUT,
             });
-            return;
+            return None;
         }
     };
     record.opened();
-    let report =
-        hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default()).await;
-    finish(record, report);
+    Some(Copy {
+        downstream,
+        upstream,
+        record,
+    })
 }
 
 async fn pass_through(
     pod: &EnrolledPod,
-    mut downstream: TcpStream,
+    downstream: TcpStream,
     mut record: ConnectionRecord,
     passthrough: Passthrough,
-) {
+) -> Option<Copy<TcpStream>> {
     let target = passthrough.target;
     record.dst_addr = target;
     record.dst_service = passthrough.service;
     record.dst = peer_of(passthrough.workload.as_deref(), None);
-    let mut upstream =
-        match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, pod.dial(target)).await {
-            Ok(Ok(upstream)) => upstream,
-            Ok(Err(source)) => {
-                record.refused(&ProxyError::UpstreamConnect {
-                    target,
-                    passthrough: true,
-                    source,
-                });
-                return;
-            }
-            Err(_) => {
-                record.refused(&ProxyError::UpstreamTimeout {
-                    target,
-                    passthrough: true,
-                    after: PASSTHROUGH_CONNECT_TIMEOUT,
-                });
-                return;
-            }
-        };
+    let upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, pod.dial(target)).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(source)) => {
+            record.refused(&ProxyError::UpstreamConnect {
+                target,
+                passthrough: true,
+                source,
+            });
+            return None;
+        }
+        Err(_) => {
+            record.refused(&ProxyError::UpstreamTimeout {
+                target,
+                passthrough: true,
+                after: PASSTHROUGH_CONNECT_TIMEOUT,
+            });
+            return None;
+        }
+    };
     let _ = upstream.set_nodelay(true);
     record.opened();
-    let report =
-        hbone::copy_bidirectional(&mut downstream, &mut upstream, &Default::default()).await;
-    finish(record, report);
+    Some(Copy {
+        downstream,
+        upstream,
+        record,
+    })
 }

@@ -261,10 +261,7 @@ async fn accept_loop<F, Fut>(
     let stop = pod.stop.clone();
     runtime::accept_loop(name, listener, limiter, stop, move |accepted| {
         let connection = handle(context.clone(), pod.clone(), accepted.stream, accepted.peer);
-        async move {
-            let _permit = accepted.permit;
-            connection.await
-        }
+        runtime::holding(connection, accepted.permit)
     })
     .await
 }
