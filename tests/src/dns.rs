@@ -322,11 +322,22 @@ mod tests {
         assert_eq!(DnsAnswer::parse("rcode=NOERROR"), None);
     }
 
+    /// The kernel picks a free UDP port, but the same TCP port may belong to a connection of
+    /// a test running alongside (seen in CI: EADDRINUSE); try again with another port then.
+    fn udp_and_tcp_on_one_loopback_port() -> (UdpSocket, TcpListener) {
+        for _ in 0..100 {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()) {
+                return (udp, tcp);
+            }
+        }
+        panic!("no loopback port free for both UDP and TCP in 100 tries");
+    }
+
     #[test]
     fn the_fake_resolver_answers_its_names_over_udp_and_tcp() {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (udp, tcp) = udp_and_tcp_on_one_loopback_port();
         let listen = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(listen).unwrap();
         let answers =
             parse_answers(&["External.Example.=192.0.2.10", "v6.example=2001:db8::1"]).unwrap();
         thread::spawn(move || serve_on(udp, tcp, answers));
