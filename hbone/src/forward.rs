@@ -68,6 +68,8 @@ impl<H: Handler> Service for Forward<H> {
             self.connect_timeout,
             self.handler.connect(&request),
         ));
+        // Matched in one step: a named intermediate `Result` would keep its own slot in the
+        // task for the tunnel's life (3072 instead of 2560 bytes per stream, -Zprint-type-sizes).
         let (mut upstream, context) = match connect.await {
             Ok(Ok(connected)) => connected,
             failed => {

@@ -50,48 +50,42 @@ pub async fn proxy(
     // Boxed: connecting (the pool, a dial, perhaps a TLS handshake) is by far the largest state
     // of this task and lasts milliseconds; inline, its space would stay allocated for the
     // connection's whole life. What a connection holds while it lasts is only the copy below.
-    let Some(mut connected) = Box::pin(connect(context, pod, downstream, peer, original)).await
+    let Some((record, mut joined)) =
+        Box::pin(connect(context, pod, downstream, peer, original)).await
     else {
         return;
     };
-    // By reference, so the task stores one `Connected`, not the value and a moved copy of it.
-    let report = match &mut connected {
-        Connected::Tunnel(copy) => copy.run().await,
-        Connected::Direct(copy) => copy.run().await,
-    };
-    finish(connected.into_record(), report);
+    let report = joined.copy().await;
+    finish(record, report);
 }
 
-/// An outbound connection joined to its upstream, ready to copy.
-enum Connected {
-    Tunnel(Copy<hbone::H2Stream>),
-    Direct(Copy<TcpStream>),
+/// The pod's connection joined to its upstream: through a tunnel or, for passthrough, direct.
+enum Joined {
+    Tunnel {
+        downstream: TcpStream,
+        upstream: hbone::H2Stream,
+    },
+    Direct {
+        downstream: TcpStream,
+        upstream: TcpStream,
+    },
 }
 
-impl Connected {
-    fn into_record(self) -> ConnectionRecord {
+impl Joined {
+    /// Copies until both directions ended. By `&mut self`, so the task stores the streams once
+    /// (an owned `self` would be moved into a second slot of the state machine).
+    async fn copy(&mut self) -> hbone::CopyReport {
+        let buffers = hbone::CopyBuffers::default();
         match self {
-            Connected::Tunnel(copy) => copy.record,
-            Connected::Direct(copy) => copy.record,
+            Joined::Tunnel {
+                downstream,
+                upstream,
+            } => hbone::copy_bidirectional(downstream, upstream, &buffers).await,
+            Joined::Direct {
+                downstream,
+                upstream,
+            } => hbone::copy_bidirectional(downstream, upstream, &buffers).await,
         }
-    }
-}
-
-struct Copy<U> {
-    downstream: TcpStream,
-    upstream: U,
-    record: ConnectionRecord,
-}
-
-impl<U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Copy<U> {
-    /// Copies until both directions ended; the caller logs the record with the report.
-    async fn run(&mut self) -> hbone::CopyReport {
-        hbone::copy_bidirectional(
-            &mut self.downstream,
-            &mut self.upstream,
-            &Default::default(),
-        )
-        .await
     }
 }
 
@@ -102,7 +96,7 @@ async fn connect(
     downstream: TcpStream,
     peer: SocketAddr,
     original: SocketAddr,
-) -> Option<Connected> {
+) -> Option<(ConnectionRecord, Joined)> {
     let snapshot = context.snapshot();
     let source = snapshot.workload(&pod.namespace, &pod.name).cloned();
     let mut record = context.record(Direction::Outbound, peer, original);
@@ -127,14 +121,10 @@ async fn connect(
             None
         }
         OutboundPlan::Tunnel(tunnel) | OutboundPlan::Waypoint { tunnel, .. } => {
-            through_tunnel(pod, downstream, peer, record, tunnel)
-                .await
-                .map(Connected::Tunnel)
+            through_tunnel(pod, downstream, peer, record, tunnel).await
         }
         OutboundPlan::Passthrough(passthrough) => {
-            pass_through(pod, downstream, record, passthrough)
-                .await
-                .map(Connected::Direct)
+            pass_through(pod, downstream, record, passthrough).await
         }
     }
 }
@@ -145,7 +135,7 @@ async fn through_tunnel(
     peer: SocketAddr,
     mut record: ConnectionRecord,
     tunnel: Tunnel,
-) -> Option<Copy<hbone::H2Stream>> {
+) -> Option<(ConnectionRecord, Joined)> {
     record.dst_addr = tunnel.hbone_addr;
     record.hbone_target = Some(tunnel.target);
     record.dst_service = tunnel.service;
@@ -178,11 +168,13 @@ async fn through_tunnel(
         }
     };
     record.opened();
-    Some(Copy {
-        downstream,
-        upstream,
+    Some((
         record,
-    })
+        Joined::Tunnel {
+            downstream,
+            upstream,
+        },
+    ))
 }
 
 async fn pass_through(
@@ -190,7 +182,7 @@ async fn pass_through(
     downstream: TcpStream,
     mut record: ConnectionRecord,
     passthrough: Passthrough,
-) -> Option<Copy<TcpStream>> {
+) -> Option<(ConnectionRecord, Joined)> {
     let target = passthrough.target;
     record.dst_addr = target;
     record.dst_service = passthrough.service;
@@ -216,9 +208,11 @@ async fn pass_through(
     };
     let _ = upstream.set_nodelay(true);
     record.opened();
-    Some(Copy {
-        downstream,
-        upstream,
+    Some((
         record,
-    })
+        Joined::Direct {
+            downstream,
+            upstream,
+        },
+    ))
 }
