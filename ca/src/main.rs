@@ -93,9 +93,14 @@ struct ServeArgs {
     max_ttl: Duration,
 }
 
+/// jemalloc, tuned to give memory back after a load (`runtime::allocator` says why).
+#[global_allocator]
+static ALLOCATOR: runtime::allocator::Jemalloc = runtime::allocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     runtime::logging::init();
+    runtime::allocator::tune();
     match cli.command {
         Command::Init { dir, lifetime } => {
             store::init(&dir, &cli.trust_domain, lifetime)?;
@@ -113,8 +118,8 @@ fn main() -> anyhow::Result<()> {
             ttl,
         } => issue_offline(&cli.trust_domain, dir, &identity, out_dir, ttl),
         Command::Serve(options) => {
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime = runtime::allocator::multi_thread_runtime()
+                .context("cannot start the async runtime")?;
             let served = runtime.block_on(serve_ca(cli.trust_domain, *options));
             // Drained (or failed): what still runs — the cluster watchers, a blocking file
             // read — is not waited for.

@@ -2,9 +2,11 @@
 //! (DESIGN §7): connection limits (total, per source, a per-source rate, making room when full)
 //! and an accept loop that sheds load instead of failing; the drain signal that stops a server
 //! gracefully; the small HTTP/1.1 server behind admin, metrics and readiness endpoints, with
-//! header deadlines and a connection cap; logging set-up; the open-file limit.
+//! header deadlines and a connection cap; logging set-up; the open-file limit; the allocator
+//! every binary installs, tuned to return memory after a load.
 
 pub mod accept;
+pub mod allocator;
 pub mod drain;
 pub mod fd_limit;
 pub mod holding;

@@ -19,7 +19,9 @@
 //!   connection), bytes equal to what the apps counted, mTLS identities of both sides, no error;
 //! - ztunnel RSS and open fds from /proc, sampled idle, every second under load (peak), when
 //!   every connection is open, and 5 s / 30 s / AMBIT_SOAK_SETTLE_SECONDS after all closed: fds
-//!   bounded by the connections held and back to idle, RSS back near idle, KiB and MiB per
+//!   bounded by the connections held and back to idle (plus the HBONE connections the pool
+//!   still holds), RSS back near idle once the pool has closed its idle HBONE connections (each
+//!   is a live TLS session with its h2 buffers, kept on purpose for 60 s), KiB and MiB per
 //!   connection against DESIGN's 8 KiB per idle connection.
 //! - with AMBIT_SOAK_ROUNDS > 1 the whole load runs again on the same ztunnels (new client and
 //!   server processes): a leak grows round after round, memory a ztunnel merely keeps for reuse

@@ -10,8 +10,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use waypoint::status::command;
 
+/// jemalloc, tuned to give memory back after a load (`runtime::allocator` says why).
+#[global_allocator]
+static ALLOCATOR: runtime::allocator::Jemalloc = runtime::allocator::Jemalloc;
+
 fn main() -> ExitCode {
     runtime::logging::init();
+    runtime::allocator::tune();
     let args: Vec<OsString> = std::env::args_os().collect();
     if command::is_requested(&args) {
         return command::main(args);
@@ -29,13 +34,16 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
-async fn serve(config: waypoint::Config) -> anyhow::Result<()> {
-    let app = waypoint::app::build(config).await?;
-    app.run_until(async {
-        let signal = runtime::signal::termination_requested().await;
-        tracing::info!(signal, "termination requested");
+fn serve(config: waypoint::Config) -> anyhow::Result<()> {
+    let runtime = runtime::allocator::multi_thread_runtime()
+        .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
+    runtime.block_on(async {
+        let app = waypoint::app::build(config).await?;
+        app.run_until(async {
+            let signal = runtime::signal::termination_requested().await;
+            tracing::info!(signal, "termination requested");
+        })
+        .await;
+        Ok(())
     })
-    .await;
-    Ok(())
 }

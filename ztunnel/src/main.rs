@@ -5,13 +5,16 @@ use anyhow::Context;
 use clap::Parser;
 use ztunnel::config::Config;
 
+/// jemalloc, tuned to give memory back after a load (`runtime::allocator` says why).
+#[global_allocator]
+static ALLOCATOR: runtime::allocator::Jemalloc = runtime::allocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     runtime::logging::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    runtime::allocator::tune();
+    let runtime =
+        runtime::allocator::multi_thread_runtime().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let app = ztunnel::app::build(config).await?;
         app.run_until(async {
