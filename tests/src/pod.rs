@@ -100,6 +100,8 @@ pub struct Pod {
     pub(crate) ip: Ipv4Addr,
     pub(crate) network: NetworkList,
     pub(crate) cni_result: Value,
+    /// How long the CNI ADD chain took (every plugin, ambit-cni's enrollment included).
+    pub(crate) cni_add_time: std::time::Duration,
 }
 
 impl Pod {
@@ -135,6 +137,11 @@ impl Pod {
 
     pub fn netns(&self) -> &Netns {
         &self.netns
+    }
+
+    /// How long the pod's CNI ADD chain took, as the runtime waited for it.
+    pub fn cni_add_duration(&self) -> std::time::Duration {
+        self.cni_add_time
     }
 
     /// The final result of the CNI ADD chain (what kubelet caches).

@@ -109,7 +109,10 @@ impl Cluster {
             exec_in: node.netns.clone(),
             timeout: cni::PLUGIN_TIMEOUT,
         };
-        let added = runner.add(&network, &rt).and_then(|result| {
+        let adding = std::time::Instant::now();
+        let added = runner.add(&network, &rt);
+        let cni_add_time = adding.elapsed();
+        let added = added.and_then(|result| {
             let (ip, _) = cni::result_ipv4(&result, POD_IFNAME).ok_or_else(|| {
                 HarnessError::Invalid(format!(
                     "CNI result for pod {} has no IPv4 for {POD_IFNAME}: {result}",
@@ -137,6 +140,7 @@ impl Cluster {
             ip,
             network,
             cni_result,
+            cni_add_time,
         })
     }
 

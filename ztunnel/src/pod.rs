@@ -96,6 +96,9 @@ async fn try_enroll(agent: &Arc<Agent>, pod: &PodRef, netns: NetNs) -> Result<Re
             "the pod was enrolled again with a new network namespace",
         );
     }
+    // Where an ADD's time goes (logged with the enrollment): waiting for the pod to reach the
+    // cluster view, its certificate, then listeners and TLS set-up.
+    let started = std::time::Instant::now();
     let Some(workload) = wait_for_workload(agent, pod).await else {
         return Err(EnrollError::NotInView {
             pod: name,
@@ -113,6 +116,7 @@ async fn try_enroll(agent: &Arc<Agent>, pod: &PodRef, netns: NetNs) -> Result<Re
             trust_domain: agent.config.trust_domain.clone(),
         });
     };
+    let found = std::time::Instant::now();
     agent.certificates.track(&identity);
     let certificate = match agent.certificates.certificate(&identity).await {
         Ok(certificate) => certificate,
@@ -121,13 +125,20 @@ async fn try_enroll(agent: &Arc<Agent>, pod: &PodRef, netns: NetNs) -> Result<Re
             return Err(EnrollError::Certificate { pod: name, source });
         }
     };
+    let certified = std::time::Instant::now();
     match start(agent, pod, identity.clone(), certificate, netns) {
         Ok(enrolled) => {
+            let millis = |from: std::time::Instant, to: std::time::Instant| {
+                to.duration_since(from).as_secs_f64() * 1e3
+            };
             tracing::info!(
                 pod = %name,
                 uid = %pod.uid,
                 identity = %identity,
                 netns = enrolled.netns.inode(),
+                view_wait_ms = millis(started, found),
+                certificate_ms = millis(found, certified),
+                listeners_ms = millis(certified, std::time::Instant::now()),
                 "pod enrolled: listening on 15001, 15006 and 15008 in its network namespace"
             );
             crate::pod_state::record(&agent.state_dir(), &pod.uid, enrolled.netns.inode());
