@@ -148,6 +148,25 @@ pub fn listen_in(netns: &NetNs, opts: &ListenOptions) -> Result<TcpListener, Soc
     })?
 }
 
+/// Has the kernel move the connections queued at a closing listener (handshakes under way and
+/// connections not accepted yet) to another listener of its `SO_REUSEPORT` group, instead of
+/// resetting them: `net.ipv4.tcp_migrate_req=1` in `netns` (Linux 5.14+). With it, a ztunnel
+/// that hands a pod over to its successor closes its listeners without losing a connection.
+pub fn migrate_queued_connections_on_close(netns: &NetNs) -> io::Result<()> {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    netns
+        .run_in(|| {
+            // /proc/sys/net shows the network namespace of the thread that opens it.
+            std::fs::write(SYSCTL, b"1").map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot set {SYSCTL} in network namespace {}: {e} (Linux 5.14 or later has it)", netns.id()),
+                )
+            })
+        })
+        .map_err(io::Error::other)?
+}
+
 /// Creates a UDP socket bound to `addr` inside `netns` (for the DNS proxy),
 /// non-blocking, with `SO_MARK` `mark`.
 pub fn udp_bind_in(

@@ -53,6 +53,12 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
+    /// Whether the cluster view comes from a Kubernetes API server (`--kubeconfig`,
+    /// `--in-cluster`) rather than manifests.
+    pub fn kubernetes(&self) -> bool {
+        self.kubeconfig.is_some() || self.in_cluster
+    }
+
     /// Which source the flags ask for, with default options.
     pub fn config(&self) -> Result<SourceConfig, SourceError> {
         self.config_with(SnapshotOptions::default(), KubeSourceConfig::default())

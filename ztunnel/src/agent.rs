@@ -40,6 +40,9 @@ pub struct Agent {
     pub limits: NodeLimits,
     /// Serialises ADD, DEL and the reconciler per pod uid.
     pub pod_locks: crate::keyed_lock::KeyedLocks,
+    /// Set once this process serves the node's enrollment socket; a successor that is still
+    /// taking over from the running ztunnel is not ready.
+    pub serves_enrollment: std::sync::atomic::AtomicBool,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
 }
 
@@ -153,6 +156,7 @@ impl Agent {
             rules,
             limits: NodeLimits::default(),
             pod_locks: Default::default(),
+            serves_enrollment: Default::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -197,6 +201,14 @@ impl Agent {
     /// Ambient pods running on this node that ztunnel does not serve yet also make it unready
     /// (right after a restart, or while the CA is down and their enrollment is retried).
     pub fn ready(&self) -> Result<(), String> {
+        if !self
+            .serves_enrollment
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(
+                "taking over from the ztunnel that runs on this node: capturing its pods here too first".into(),
+            );
+        }
         let snapshot = self.snapshot();
         let served: std::collections::HashSet<(String, String)> = self
             .pods()

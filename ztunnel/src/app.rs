@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use capture::enroll::{EnrollListener, EnrollRequest, Reply};
+use capture::enroll::{EnrollListener, EnrollRequest, PendingEnrollListener, Reply};
 use certs::api::{CaClient, NodeToken};
 use certs::{CertificateManager, ManagerConfig, SharedTrustBundle, TrustBundle};
 use discovery::Source;
@@ -42,6 +42,7 @@ pub enum AppError {
 pub struct App {
     agent: Arc<Agent>,
     admin: admin::Addresses,
+    /// Serves the enrollment socket; ends when a successor takes it over.
     enrollment: JoinHandle<()>,
     /// Started on shutdown; waits for every connection's record (see `ProxyContext::record`).
     drain: runtime::DrainTrigger,
@@ -113,12 +114,23 @@ pub async fn build(config: Config) -> Result<App, AppError> {
     // Probes first: running pods keep passing them while the reconcile below re-enrolls.
     tokio::spawn(probes::run(agent.clone()));
 
-    let listener = bind_enroll_socket(&config)?;
     // Pods captured before a restart (or labelled while ztunnel was down) get their listeners
     // back in the background, a few at a time, retried until the CA answers; their redirect
     // rules stayed in place meanwhile, so their connections failed closed, never in clear.
     // New pods are accepted at once: ADD, DEL and the reconciler serialise per pod.
-    tokio::spawn(reconcile::run(agent.clone()));
+    // Beside a running ztunnel (a surge upgrade), this one captures every running pod first
+    // and only then takes the enrollment socket over: the old one stops accepting once it sees
+    // that, so no connection finds nobody listening.
+    let listener = match claim_enroll_socket(&config)? {
+        Claim::Free(listener) => {
+            tokio::spawn(reconcile::run(agent.clone(), None));
+            listener
+        }
+        Claim::BesideRunning(pending) => take_over(&agent, pending).await?,
+    };
+    agent
+        .serves_enrollment
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(
         node = %config.node,
         enroll_socket = %config.enroll_socket.display(),
@@ -152,16 +164,50 @@ impl App {
         self.admin.readiness
     }
 
-    /// Runs until `stop` completes, then stops as [`App::shutdown`] does.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) {
-        stop.await;
-        self.shutdown().await;
+    /// Runs until `stop` completes or a successor takes the node over, then stops as
+    /// [`App::shutdown`] does. Asked to stop while a successor is taking over (Kubernetes
+    /// deletes the old pod as soon as the new one looks ready), it serves until the successor
+    /// has taken over, up to `--drain-timeout`, so that the node's pods are never left
+    /// without a proxy. Handed over under Kubernetes, it then waits for `stop`: exiting by
+    /// itself would have the kubelet restart this old version, which would take the node back.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let enroll_socket = self.agent.config.enroll_socket.clone();
+        let handed_over = tokio::select! {
+            () = &mut stop => {
+                if capture::enroll::successor_pending(&enroll_socket) {
+                    tracing::info!(drain = ?self.agent.config.drain_timeout, "asked to stop while a successor is taking over: serving until it has");
+                    tokio::time::timeout(self.agent.config.drain_timeout, &mut self.enrollment)
+                        .await
+                        .is_ok()
+                } else {
+                    false
+                }
+            }
+            _ = &mut self.enrollment => true,
+        };
+        if handed_over {
+            tracing::info!(
+                pods = self.agent.pods().len(),
+                "handing the node over to the successor: its listeners take every new connection, this process finishes the established ones"
+            );
+        }
+        let kubernetes = self.agent.config.source.kubernetes();
+        self.stop_and_drain().await;
+        if handed_over && kubernetes {
+            tracing::info!("handed over; waiting for the kubelet to stop this pod");
+            stop.await;
+        }
     }
 
     /// Stops accepting pods and connections and lets established connections finish, up to
     /// `--drain-timeout`: a successor (already started, or starting now) serves new ones, and
     /// the enrollment socket file is left for it.
     pub async fn shutdown(self) {
+        self.stop_and_drain().await;
+    }
+
+    async fn stop_and_drain(self) {
         let drain = self.agent.config.drain_timeout;
         tracing::info!(drain = ?drain, "ztunnel stopping: no new connections, draining existing ones");
         self.enrollment.abort();
@@ -178,7 +224,15 @@ impl App {
     }
 }
 
-fn bind_enroll_socket(config: &Config) -> Result<EnrollListener, AppError> {
+/// How this process found the enrollment socket.
+enum Claim {
+    /// Nobody served it: this process does now.
+    Free(EnrollListener),
+    /// Another ztunnel serves it: this one is bound beside it, ready to take over.
+    BesideRunning(PendingEnrollListener),
+}
+
+fn claim_enroll_socket(config: &Config) -> Result<Claim, AppError> {
     let error = |source| AppError::EnrollSocket {
         path: config.enroll_socket.clone(),
         source,
@@ -186,7 +240,53 @@ fn bind_enroll_socket(config: &Config) -> Result<EnrollListener, AppError> {
     if let Some(parent) = config.enroll_socket.parent() {
         std::fs::create_dir_all(parent).map_err(error)?;
     }
-    EnrollListener::bind(&config.enroll_socket).map_err(error)
+    match EnrollListener::bind(&config.enroll_socket) {
+        Ok(listener) => Ok(Claim::Free(listener)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            EnrollListener::bind_successor(&config.enroll_socket)
+                .map(Claim::BesideRunning)
+                .map_err(error)
+        }
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// Captures every running pod beside the running ztunnel (own certificates, own listeners in
+/// each pod, SO_REUSEPORT), then renames the pending socket over the enrollment socket.
+async fn take_over(
+    agent: &Arc<Agent>,
+    pending: PendingEnrollListener,
+) -> Result<EnrollListener, AppError> {
+    let config = &agent.config;
+    tracing::info!(
+        enroll_socket = %config.enroll_socket.display(),
+        timeout = ?config.takeover_timeout,
+        "another ztunnel serves this node: taking over once every running pod is captured here too"
+    );
+    let started = std::time::Instant::now();
+    let (all_captured, captured) = tokio::sync::oneshot::channel();
+    tokio::spawn(reconcile::run(agent.clone(), Some(all_captured)));
+    if tokio::time::timeout(config.takeover_timeout, captured)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?config.takeover_timeout,
+            "not every running pod could be captured in time; taking over anyway (the reconciler keeps retrying; until it succeeds, those pods' new connections are refused once the previous ztunnel stops)"
+        );
+    }
+    let listener = pending
+        .take_over()
+        .map_err(|source| AppError::EnrollSocket {
+            path: config.enroll_socket.clone(),
+            source,
+        })?;
+    tracing::info!(
+        pods = agent.pods().len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "took over from the previous ztunnel: new pods enroll here; it stops accepting and drains"
+    );
+    Ok(listener)
 }
 
 async fn handle_enrollment(agent: &Arc<Agent>, request: EnrollRequest) -> Reply {

@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// When another ztunnel already serves the node (a surge upgrade), how long this one may
+    /// spend capturing the running pods before it takes the enrollment socket over anyway.
+    #[arg(long, env = "TAKEOVER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub takeover_timeout: Duration,
+
     /// Serve DNS for enrolled pods on 15053 in their network namespace and have their port-53
     /// traffic redirected there (`--dns-capture=false` leaves pods' DNS alone).
     #[arg(long, env = "DNS_CAPTURE", default_value_t = true, action = clap::ArgAction::Set)]

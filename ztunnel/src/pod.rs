@@ -193,6 +193,10 @@ fn start(
     netns: NetNs,
 ) -> Result<Arc<EnrolledPod>, StartError> {
     let netns = Arc::new(netns);
+    if let Err(error) = capture::socket::migrate_queued_connections_on_close(&netns) {
+        // Not fatal: only a hand-over to a successor ztunnel may then reset queued connections.
+        tracing::warn!(pod = %format_args!("{}/{}", pod.namespace, pod.name), %error, "connections queued at this pod's listeners will be reset, not handed over, when ztunnel is replaced");
+    }
     let outbound = listen(&netns, ports::OUTBOUND)?;
     let inbound_plaintext = listen(&netns, ports::INBOUND_PLAINTEXT)?;
     let inbound_hbone = listen(&netns, ports::HBONE)?;

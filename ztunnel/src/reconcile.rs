@@ -31,13 +31,20 @@ const GONE_GRACE: Duration = Duration::from_secs(10);
 /// Running pods enrolled at once (each may wait for its certificate).
 const PARALLEL_ENROLLMENTS: usize = 8;
 
-/// Runs forever: a pass now, then on every snapshot change, on retry, and periodically.
-pub async fn run(agent: Arc<Agent>) {
+/// Runs until ztunnel shuts down: a pass now, then on every snapshot change, on retry, and
+/// periodically. `all_captured` is told, once, the number of pods served after the first pass
+/// that captured every running pod (a successor waits for it before it takes over).
+pub async fn run(agent: Arc<Agent>, mut all_captured: Option<tokio::sync::oneshot::Sender<usize>>) {
     let mut snapshots = agent.source.subscribe();
     let mut missing = MissingPods::default();
     let mut retry = FIRST_RETRY;
-    loop {
+    while !agent.shutdown.is_cancelled() {
         let failures = reconcile(&agent, &mut missing).await;
+        if failures == 0 {
+            if let Some(tell) = all_captured.take() {
+                let _ = tell.send(agent.pods().len());
+            }
+        }
         let wait = if failures > 0 {
             tracing::info!(
                 failures,
@@ -54,6 +61,8 @@ pub async fn run(agent: Arc<Agent>) {
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
+            // A process that stops (or handed the node to a successor) captures nothing more.
+            () = agent.shutdown.cancelled() => return,
         }
     }
 }

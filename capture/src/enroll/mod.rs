@@ -31,7 +31,10 @@ mod tests;
 pub(crate) mod wire;
 
 pub use client::EnrollClient;
-pub use server::{connected_pair, serve, EnrollConnection, EnrollListener};
+pub use server::{
+    connected_pair, serve, successor_path, successor_pending, EnrollConnection, EnrollListener,
+    PendingEnrollListener,
+};
 
 /// Where ztunnel listens by default.
 pub const DEFAULT_SOCKET_PATH: &str = "/var/run/ambit/enroll.sock";

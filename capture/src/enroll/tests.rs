@@ -296,3 +296,79 @@ async fn bind_refuses_a_live_socket_and_replaces_a_stale_one() {
     let err = EnrollListener::bind(&file).unwrap_err();
     assert!(err.to_string().contains("not a socket"), "{err}");
 }
+
+/// A handler that answers every request with `Done` and reports which server saw it.
+fn answering(
+    name: &'static str,
+    seen: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> impl Fn(EnrollRequest) -> std::future::Ready<Reply> + Clone + Send + Sync + 'static {
+    move |_request| {
+        let _ = seen.send(name);
+        std::future::ready(Reply::Done)
+    }
+}
+
+#[tokio::test]
+async fn a_successor_takes_the_socket_over_and_the_old_server_stops_after_its_queued_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enroll.sock");
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let old = tokio::spawn(serve(
+        EnrollListener::bind(&path).unwrap(),
+        answering("old", seen_tx.clone()),
+    ));
+
+    // The successor binds beside the path: the running server is told, CNI calls still reach it.
+    assert!(!successor_pending(&path));
+    let pending = EnrollListener::bind_successor(&path).unwrap();
+    assert!(successor_pending(&path));
+    let err = EnrollListener::bind_successor(&path).unwrap_err();
+    assert!(err.to_string().contains("second successor"), "{err}");
+    let call = |path: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            EnrollClient::connect(&path, TIMEOUT)
+                .unwrap()
+                .delete_pod("u1")
+                .unwrap()
+        })
+    };
+    call(path.clone()).await.unwrap();
+    assert_eq!(seen.recv().await, Some("old"));
+
+    // A call queued at the old socket before the rename is still answered by the old server.
+    let early = EnrollClient::connect(&path, TIMEOUT).unwrap();
+    let new = pending.take_over().unwrap();
+    assert!(
+        !successor_pending(&path),
+        "the pending path is gone once renamed"
+    );
+    let new = tokio::spawn(serve(new, answering("new", seen_tx)));
+    tokio::time::timeout(TIMEOUT, old)
+        .await
+        .expect("the old server returns once superseded")
+        .unwrap();
+    tokio::task::spawn_blocking(move || early.delete_pod("u2").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seen.recv().await, Some("old"));
+
+    // Every later call reaches the successor.
+    call(path.clone()).await.unwrap();
+    assert_eq!(seen.recv().await, Some("new"));
+    new.abort();
+}
+
+#[tokio::test]
+async fn a_listener_whose_file_was_removed_is_not_superseded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enroll.sock");
+    let listener = EnrollListener::bind(&path).unwrap();
+    assert!(!listener.is_superseded());
+    std::fs::remove_file(&path).unwrap();
+    assert!(!listener.is_superseded(), "nobody else serves the node");
+    // A stale pending socket (a successor that died) is replaced.
+    let stale = EnrollListener::bind_successor(&path).unwrap();
+    drop(stale);
+    assert!(!successor_pending(&path));
+    let _again = EnrollListener::bind_successor(&path).unwrap();
+}
