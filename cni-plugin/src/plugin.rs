@@ -85,6 +85,12 @@ fn add(call: &PodCall) -> Result<String, CniError> {
                      iptables (iptables-save -t nat) works on the node",
                 ));
             }
+            // ztunnel sets this too, but its container may see /proc/sys read-only; the plugin
+            // runs on the node as root. Without it only a ztunnel hand-over resets connections
+            // queued at that moment, so it is no reason to fail the pod.
+            if let Err(error) = capture::socket::migrate_queued_connections_on_close(&netns) {
+                tracing::warn!(pod = %pod_name, %error, "queued connections of this pod will be reset, not handed over, when ztunnel is replaced");
+            }
             tracing::info!(pod = %pod_name, netns = %netns.id(), ?opts, "pod enrolled and captured");
         }
     }

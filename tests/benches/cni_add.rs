@@ -14,6 +14,11 @@
 //! cluster view, the certificate, listeners and TLS set-up). DESIGN/issue target: ADD → pod
 //! enrolled ≤ 20 ms p99; the bench reports, it does not assert.
 //!
+//! Then the hand-over: with `AMBIT_CNI_BENCH_RUNNING` (default 20) ambient pods running, a
+//! successor ztunnel is started beside the running one (a surge upgrade), a few times; it prints
+//! how long the successor took from its start to the take-over (every running pod captured by
+//! it, the enrollment socket renamed), and how long until the predecessor had exited.
+//!
 //! ```text
 //! cargo bench -p ambit-tests --bench cni_add            # root; AMBIT_CNI_BENCH_PODS (default 100) per series
 //! ```
@@ -56,19 +61,19 @@ fn ambient() -> Labels {
     Labels::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())])
 }
 
-fn pods_per_series() -> Result<usize, String> {
-    match std::env::var("AMBIT_CNI_BENCH_PODS") {
+fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
         Ok(value) => value
             .parse::<usize>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| format!("AMBIT_CNI_BENCH_PODS={value:?}: give a count ≥ 1")),
-        Err(_) => Ok(100),
+            .ok_or_else(|| format!("{name}={value:?}: give a count ≥ 1")),
+        Err(_) => Ok(default),
     }
 }
 
 fn run() -> Result<(), String> {
-    let per_series = pods_per_series()?;
+    let per_series = count_from_env("AMBIT_CNI_BENCH_PODS", 100)?;
     let mut mesh = Mesh::start(1).map_err(|e| format!("starting the mesh: {e}"))?;
     for namespace in ["cni-shared", "cni-fresh"] {
         mesh.cluster
@@ -119,7 +124,72 @@ fn run() -> Result<(), String> {
     }
     let log = mesh.ztunnel(0).log().map_err(|e| e.to_string())?;
     print_report(&series, &log, per_series, started.elapsed());
+    measure_takeover(&mut mesh)
+}
+
+/// Surge hand-overs with running pods: the successor's start → take-over, and → predecessor gone.
+fn measure_takeover(mesh: &mut Mesh) -> Result<(), String> {
+    let running = count_from_env("AMBIT_CNI_BENCH_RUNNING", 20)?;
+    const ROUNDS: usize = 5;
+    let mut pods = Vec::new();
+    for i in 0..running {
+        pods.push(
+            mesh.start_pod(
+                PodSpec::new("cni-shared", &format!("running-{i}"))
+                    .service_account(&format!("sa-running-{}", i % 4)),
+            )
+            .map_err(|e| format!("running pod {i}: {e}"))?,
+        );
+    }
+    let mut ready = Vec::new();
+    let mut took = Vec::new();
+    let mut gone = Vec::new();
+    for round in 0..ROUNDS {
+        let start = Instant::now();
+        let mut predecessor = mesh
+            .replace_ztunnel(0)
+            .map_err(|e| format!("successor {round}: {e}"))?;
+        ready.push(start.elapsed());
+        let log = mesh.ztunnel(0).log().map_err(|e| e.to_string())?;
+        let reported = log
+            .lines()
+            .find(|line| line.contains("took over from the previous ztunnel"))
+            .and_then(|line| field(line, "took_ms"))
+            .ok_or_else(|| format!("successor {round} logged no take-over:\n{log}"))?;
+        took.push(Duration::from_secs_f64(reported / 1e3));
+        predecessor
+            .wait_exit(Duration::from_secs(30))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("predecessor of round {round} did not exit within 30 s"))?;
+        gone.push(start.elapsed());
+    }
+    println!(
+        "\n== hand-over to a successor ztunnel, {running} ambient pods running, {ROUNDS} rounds =="
+    );
+    for (label, values) in [
+        ("take-over (its log)", &took),
+        ("start → ready", &ready),
+        ("start → old exited", &gone),
+    ] {
+        let ms = sorted_ms(values);
+        println!(
+            "  {label:<20} p50 {:>8.1} ms   max {:>8.1} ms",
+            percentile(&ms, 50.0),
+            ms.last().copied().unwrap_or(0.0)
+        );
+    }
+    for pod in &pods {
+        mesh.delete_pod(pod).map_err(|e| e.to_string())?;
+    }
     Ok(())
+}
+
+/// The number `name=` carries in a log line.
+fn field(line: &str, name: &str) -> Option<f64> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[start..];
+    let end = rest.find([' ', ',']).unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
 }
 
 fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
@@ -142,12 +212,7 @@ fn enrollment_phases(log: &str) -> Vec<(&'static str, Vec<f64>)> {
             let mut values: Vec<f64> = log
                 .lines()
                 .filter(|line| line.contains("pod enrolled"))
-                .filter_map(|line| {
-                    let start = line.find(&format!("{field}="))? + field.len() + 1;
-                    let rest = &line[start..];
-                    let end = rest.find([' ', ',']).unwrap_or(rest.len());
-                    rest[..end].trim_matches('"').parse().ok()
-                })
+                .filter_map(|line| self::field(line, field))
                 .collect();
             values.sort_by(f64::total_cmp);
             (*field, values)

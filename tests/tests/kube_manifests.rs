@@ -175,6 +175,28 @@ fn every_manifest_file_passes_server_side_validation_and_the_overlays_build() {
     let rolling = &daemonset["spec"]["updateStrategy"]["rollingUpdate"];
     assert_eq!(rolling["maxSurge"], Value::from(1));
     assert_eq!(rolling["maxUnavailable"], Value::from(0));
+    let containers = daemonset["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    let installer = containers
+        .iter()
+        .find(|c| c["name"] == "install-cni")
+        .unwrap();
+    let args: Vec<&str> = installer["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"--watch") && !args.contains(&"--uninstall-on-exit"),
+        "while two agents run, the old installer must leave ambit-cni in the chain: {args:?}"
+    );
+    assert_eq!(
+        containers.len(),
+        2,
+        "the patch merges into the base's containers"
+    );
 }
 
 /// `ambit-ca serve` on the host as the `ambit-ca` ServiceAccount, stopped on drop.
