@@ -90,7 +90,9 @@ impl Connection {
             idle_since: Mutex::new(Instant::now()),
         });
         let span = tracing::debug_span!("hbone_client_connection", connection = id, %peer);
-        tokio::spawn(drive(connection, config.clone(), state.clone()).instrument(span));
+        config
+            .tasks
+            .spawn(drive(connection, config.clone(), state.clone()).instrument(span));
         debug!(connection = id, %peer, "hbone connection established");
         Ok(Connection { send, state })
     }

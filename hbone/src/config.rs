@@ -106,6 +106,9 @@ pub struct ClientConfig {
     /// Times a request is retried on another connection when the chosen one was going away
     /// (GOAWAY, or the stream was refused before the peer processed it).
     pub max_retries: u32,
+    /// Where each connection's task runs: a process that stops closes its pools and waits
+    /// here (bounded) so the last frames of finished tunnels reach the peer before it exits.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Default for ClientConfig {
@@ -117,6 +120,7 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(60),
             max_streams_per_connection: MAX_CONCURRENT_STREAMS,
             max_retries: 2,
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 }

@@ -172,9 +172,22 @@ pub struct MeshOptions {
     /// Extra arguments for every ztunnel, after the harness's own (e.g. `--cert-ttl 60s`). They
     /// stay in force when a test restarts a ztunnel ([`MeshUnderTest::replace_ztunnel`]).
     pub ztunnel_args: Vec<String>,
+    /// `--drain-timeout` of every ztunnel: how long a stopping or handing-over one lets its
+    /// established connections finish. [`DEFAULT_DRAIN_TIMEOUT`] when unset, so tests that stop
+    /// a ztunnel do not wait long; clap takes the flag once, so `ztunnel_args` cannot override it.
+    pub drain_timeout: Option<Duration>,
 }
 
+/// The harness's `--drain-timeout` unless [`MeshOptions::drain_timeout`] says otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl MeshOptions {
+    /// Sets every ztunnel's `--drain-timeout` (e.g. longer than a test's long-lived connections).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = Some(timeout);
+        self
+    }
+
     /// Adds arguments for every ztunnel of the mesh.
     pub fn ztunnel_args<I, S>(mut self, args: I) -> Self
     where
@@ -276,12 +289,15 @@ impl Mesh {
                 .arg(node.dir().join("enroll.sock"))
                 // Never the machine's resolvers: the fake one of `start_dns_upstream`.
                 .args(["--dns-upstream", &self.dns_upstream().to_string()])
-                .args([
-                    "--manifests-poll-interval",
-                    "100ms",
-                    "--drain-timeout",
-                    "5s",
-                ])
+                .args(["--manifests-poll-interval", "100ms"])
+                .arg("--drain-timeout")
+                .arg(format!(
+                    "{}ms",
+                    self.options
+                        .drain_timeout
+                        .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+                        .as_millis()
+                ))
                 .args(&self.options.ztunnel_args)
                 .args(extra_args),
         )?;

@@ -43,6 +43,9 @@ pub struct Agent {
     /// Set once this process serves the node's enrollment socket; a successor that is still
     /// taking over from the running ztunnel is not ready.
     pub serves_enrollment: std::sync::atomic::AtomicBool,
+    /// The pods' HBONE servers and pooled HBONE client connections: on stop, ztunnel waits for
+    /// them (bounded) so the last frames of finished tunnels reach the peers.
+    pub hbone_tasks: tokio_util::task::TaskTracker,
     pods: Mutex<HashMap<String, Arc<EnrolledPod>>>,
 }
 
@@ -157,6 +160,7 @@ impl Agent {
             limits: NodeLimits::default(),
             pod_locks: Default::default(),
             serves_enrollment: Default::default(),
+            hbone_tasks: tokio_util::task::TaskTracker::new(),
             pods: Mutex::new(HashMap::new()),
         }
     }

@@ -38,6 +38,10 @@ pub enum AppError {
     },
 }
 
+/// How long a stopping ztunnel waits, after its connections drained, for HBONE connections to
+/// close cleanly.
+const HBONE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running node agent.
 pub struct App {
     agent: Arc<Agent>,
@@ -220,6 +224,21 @@ impl App {
                 connections = still_held,
                 "drain timeout reached; closing the remaining connections"
             ),
+        }
+        // A finished tunnel's last frames (END_STREAM, then GOAWAY and TLS close_notify) may
+        // still sit in its HBONE connection's buffers: let the pods' servers close their
+        // connections, and the pools theirs (dropping the pods drops the pools), before the
+        // process exits, or the peers see a reset instead of a clean end.
+        self.agent.pods().clear();
+        self.agent.hbone_tasks.close();
+        if tokio::time::timeout(HBONE_CLOSE_GRACE, self.agent.hbone_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                left = self.agent.hbone_tasks.len(),
+                "HBONE connections still open after the drain; closing them"
+            );
         }
     }
 }

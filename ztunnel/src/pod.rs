@@ -206,7 +206,10 @@ fn start(
     let pool_sockets = sockets.clone();
     let dialer = move |key: &hbone::PoolKey| pool_sockets.connect(key.address);
     let pool = hbone::Pool::new(
-        hbone::ClientConfig::default(),
+        hbone::ClientConfig {
+            tasks: agent.hbone_tasks.clone(),
+            ..hbone::ClientConfig::default()
+        },
         agent.bundle.clone(),
         Arc::new(dialer),
     );
@@ -240,7 +243,9 @@ fn start(
         },
     );
     let stop = enrolled.stop.clone();
-    tokio::spawn(async move { server.serve(inbound_hbone, stop).await });
+    agent
+        .hbone_tasks
+        .spawn(async move { server.serve(inbound_hbone, stop).await });
     tokio::spawn(accept_loop(
         "outbound",
         agent.proxy.clone(),
