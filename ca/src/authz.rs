@@ -71,6 +71,12 @@ pub trait NodeWorkloads: Send + Sync {
         namespace: &str,
         service_account: &str,
     ) -> Result<bool, Refusal>;
+
+    /// Brings the view up to date, for an answer of `false` that may only be the view lagging
+    /// behind a pod that is starting right now. Default: the view is always current.
+    fn refresh(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Who an authenticated principal is: Kubernetes usernames of service accounts
@@ -225,7 +231,15 @@ pub async fn authorise(
             },
         ));
     }
-    match workloads.runs_service_account(&node, identity.namespace(), identity.service_account()) {
+    let mut runs =
+        workloads.runs_service_account(&node, identity.namespace(), identity.service_account());
+    if matches!(runs, Ok(false)) {
+        // The node asks because a pod is starting: the view may not have it yet.
+        workloads.refresh().await;
+        runs =
+            workloads.runs_service_account(&node, identity.namespace(), identity.service_account());
+    }
+    match runs {
         Ok(true) => Ok(node),
         Ok(false) => Err((
             Some(node.clone()),

@@ -21,4 +21,8 @@ impl NodeWorkloads for Source {
         }
         Ok(snapshot.node_runs_service_account(node, namespace, service_account))
     }
+
+    fn refresh(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(Source::refresh(self))
+    }
 }

@@ -66,6 +66,10 @@ pub struct ManagerConfig {
     pub max_backoff_without_certificate: Duration,
     /// How long [`CertificateManager::certificate`] waits for a first certificate.
     pub first_fetch_timeout: Duration,
+    /// How long a certificate outlives the last holder of its identity, still renewed: a pod
+    /// of the same service account started meanwhile (a rolling restart, a Job's next run)
+    /// gets it without a CA round trip. Zero releases it at once.
+    pub keep_after_last_holder: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -75,6 +79,7 @@ impl Default for ManagerConfig {
             max_backoff: Duration::from_secs(60),
             max_backoff_without_certificate: Duration::from_secs(5),
             first_fetch_timeout: Duration::from_secs(10),
+            keep_after_last_holder: Duration::from_secs(30),
         }
     }
 }
@@ -102,8 +107,12 @@ pub struct CertificateStatus {
 }
 
 struct Entry {
-    /// Pods on this node that hold the identity; the certificate is dropped at zero.
+    /// Pods on this node that hold the identity; the certificate is dropped once it has been
+    /// zero for `keep_after_last_holder`.
     holders: usize,
+    /// Counts the times `holders` reached zero: a release scheduled then applies only if no
+    /// holder came and went since.
+    idle_epoch: u64,
     state: watch::Receiver<EntryState>,
     worker: JoinHandle<()>,
 }
@@ -195,22 +204,51 @@ impl CertificateManager {
             identity.clone(),
             Entry {
                 holders: 1,
+                idle_epoch: 0,
                 state: receiver,
                 worker,
             },
         );
     }
 
-    /// Drops one holder; the last one stops renewal and forgets the certificate.
+    /// Drops one holder. Once the last one is gone for `keep_after_last_holder`, renewal
+    /// stops and the certificate is forgotten.
     pub fn untrack(&self, identity: &SpiffeId) {
+        let keep = self.inner.config.keep_after_last_holder;
         let mut entries = self.entries();
-        if let Some(entry) = entries.get_mut(identity) {
-            entry.holders = entry.holders.saturating_sub(1);
-            if entry.holders == 0 {
-                entry.worker.abort();
-                entries.remove(identity);
-                tracing::info!(identity = %identity, "certificate released: no pod on this node holds the identity any more");
+        let Some(entry) = entries.get_mut(identity) else {
+            return;
+        };
+        entry.holders = entry.holders.saturating_sub(1);
+        if entry.holders > 0 {
+            return;
+        }
+        if keep.is_zero() {
+            Self::release(&mut entries, identity);
+            return;
+        }
+        entry.idle_epoch += 1;
+        let epoch = entry.idle_epoch;
+        let inner = Arc::downgrade(&self.inner);
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            let Some(inner) = inner.upgrade() else { return };
+            let manager = CertificateManager { inner };
+            let mut entries = manager.entries();
+            if entries
+                .get(&identity)
+                .is_some_and(|e| e.holders == 0 && e.idle_epoch == epoch)
+            {
+                Self::release(&mut entries, &identity);
             }
+        });
+    }
+
+    fn release(entries: &mut HashMap<SpiffeId, Entry>, identity: &SpiffeId) {
+        if let Some(entry) = entries.remove(identity) {
+            entry.worker.abort();
+            tracing::info!(identity = %identity, "certificate released: no pod on this node holds the identity any more");
         }
     }
 

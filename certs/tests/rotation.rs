@@ -47,6 +47,7 @@ fn fast_config() -> ManagerConfig {
         max_backoff: Duration::from_millis(200),
         max_backoff_without_certificate: Duration::from_millis(200),
         first_fetch_timeout: Duration::from_secs(5),
+        keep_after_last_holder: Duration::ZERO,
     }
 }
 
@@ -225,4 +226,39 @@ async fn the_last_holder_releasing_an_identity_stops_its_renewal() {
     let error = manager.certificate(&id).await.unwrap_err().to_string();
     assert!(error.contains("not managed"), "{error}");
     assert_eq!(source.signed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_pod_of_the_same_identity_started_soon_after_the_last_one_left_reuses_its_certificate() {
+    let (source, id, _) = switchable(Duration::from_secs(60));
+    let config = ManagerConfig {
+        keep_after_last_holder: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let manager = CertificateManager::new(source.clone(), config);
+    manager.track(&id);
+    let first = manager.certificate(&id).await.unwrap().get();
+    manager.untrack(&id);
+
+    // A rolling restart: the next pod comes within the grace and gets the same certificate.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    manager.track(&id);
+    let again = manager.certificate(&id).await.unwrap().get();
+    assert_eq!(
+        again.not_after(),
+        first.not_after(),
+        "no new certificate was issued"
+    );
+    assert_eq!(source.signed.load(Ordering::SeqCst), 1);
+
+    // The release scheduled when the first pod left does not apply to the second one.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(manager.current(&id).is_some(), "a pod holds the identity");
+
+    // Once the last holder has been gone for the grace, the certificate is forgotten.
+    manager.untrack(&id);
+    assert!(manager.current(&id).is_some(), "kept for the grace");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(manager.current(&id).is_none());
+    assert!(manager.status().is_empty());
 }

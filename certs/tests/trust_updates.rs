@@ -256,6 +256,7 @@ fn config() -> ManagerConfig {
         max_backoff: Duration::from_millis(200),
         max_backoff_without_certificate: Duration::from_millis(200),
         first_fetch_timeout: Duration::from_secs(10),
+        ..ManagerConfig::default()
     }
 }
 

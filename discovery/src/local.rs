@@ -90,6 +90,9 @@ pub struct LocalSource {
     config: LocalSourceConfig,
     sender: watch::Sender<Arc<Snapshot>>,
     state: Mutex<PollState>,
+    /// One poll at a time (the poller's and [`Source::refresh`](crate::Source::refresh)'s), so an
+    /// older read can never be published after a newer one.
+    polling: Mutex<()>,
 }
 
 impl LocalSource {
@@ -111,6 +114,7 @@ impl LocalSource {
         Ok(Arc::new(LocalSource {
             config,
             sender,
+            polling: Mutex::new(()),
             state: Mutex::new(PollState {
                 published: contents.fingerprint,
                 settled: contents.fingerprint,
@@ -154,6 +158,7 @@ impl LocalSource {
     /// Checks the files once and publishes a new snapshot if their content changed and loads.
     /// Blocking (reads files); [`LocalSource::run`] calls it off the async workers.
     pub fn poll(&self) -> PollOutcome {
+        let _one_at_a_time = self.polling.lock().unwrap_or_else(PoisonError::into_inner);
         let contents = read_manifests(&self.config.paths);
         let fingerprint = contents.fingerprint;
         {

@@ -184,6 +184,18 @@ impl Source {
         }
     }
 
+    /// Brings the view up to date now rather than at the next poll, for a caller that was just
+    /// told about an object it cannot find yet (a pod's CNI ADD, its certificate request).
+    /// Local mode reads the manifests again; the Kubernetes watch is live already.
+    pub async fn refresh(&self) {
+        if let Source::Local(local) = self {
+            let source = local.source.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || source.poll()).await {
+                tracing::warn!(%error, "manifest refresh did not complete");
+            }
+        }
+    }
+
     /// The snapshot in force.
     pub fn current(&self) -> Arc<Snapshot> {
         match self {

@@ -54,7 +54,10 @@ struct Series {
     namespace: &'static str,
     /// A new service account per pod (a certificate to issue each time).
     fresh_service_account: bool,
+    /// The whole chain's ADD.
     add: Vec<Duration>,
+    /// ambit-cni's own ADD: enrollment (certificate, listeners) and the redirect rules.
+    ambit: Vec<Duration>,
 }
 
 fn ambient() -> Labels {
@@ -86,18 +89,21 @@ fn run() -> Result<(), String> {
             namespace: "cni-plain",
             fresh_service_account: false,
             add: Vec::new(),
+            ambit: Vec::new(),
         },
         Series {
             label: "ambient, shared SA",
             namespace: "cni-shared",
             fresh_service_account: false,
             add: Vec::new(),
+            ambit: Vec::new(),
         },
         Series {
             label: "ambient, new SA",
             namespace: "cni-fresh",
             fresh_service_account: true,
             add: Vec::new(),
+            ambit: Vec::new(),
         },
     ];
     // One warm-up start per series (first certificate, first nft table, page cache).
@@ -117,6 +123,10 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("{} pod {round}: {e}", s.label))?;
             if round > 0 {
                 s.add.push(pod.cni_add_duration());
+                s.ambit.push(
+                    pod.cni_plugin_duration("ambit-cni")
+                        .ok_or("the chain has no ambit-cni")?,
+                );
             }
             mesh.delete_pod(&pod)
                 .map_err(|e| format!("{} pod {round}: delete: {e}", s.label))?;
@@ -223,30 +233,39 @@ fn enrollment_phases(log: &str) -> Vec<(&'static str, Vec<f64>)> {
 fn print_report(series: &[Series], log: &str, per_series: usize, took: Duration) {
     println!("\n== ambit CNI ADD benchmark: {per_series} pod starts per series, interleaved, one node ==");
     println!("(each start: sandbox + CNI ADD of bridge, host-local and ambit-cni; then CNI DEL; {:.0} s in all)\n", took.as_secs_f64());
-    println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>8}   added p50 / p99 over plain",
-        "CNI ADD (ms)", "p50", "p90", "p99", "max"
-    );
-    let plain = sorted_ms(&series[0].add);
-    for s in series {
-        let ms = sorted_ms(&s.add);
-        let added = if std::ptr::eq(s, &series[0]) {
-            "(baseline)".to_string()
-        } else {
-            format!(
-                "+{:.1} / +{:.1} ms",
-                percentile(&ms, 50.0) - percentile(&plain, 50.0),
-                percentile(&ms, 99.0) - percentile(&plain, 99.0)
-            )
-        };
+    for (title, take) in [
+        (
+            "whole chain (ms)",
+            (|s: &Series| &s.add) as fn(&Series) -> &Vec<Duration>,
+        ),
+        ("ambit-cni alone (ms)", |s: &Series| &s.ambit),
+    ] {
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1}   {added}",
-            s.label,
-            percentile(&ms, 50.0),
-            percentile(&ms, 90.0),
-            percentile(&ms, 99.0),
-            ms.last().copied().unwrap_or(0.0)
+            "{title:<22} {:>8} {:>8} {:>8} {:>8}   added p50 / p99 over plain",
+            "p50", "p90", "p99", "max"
         );
+        let plain = sorted_ms(take(&series[0]));
+        for s in series {
+            let ms = sorted_ms(take(s));
+            let added = if std::ptr::eq(s, &series[0]) {
+                "(baseline)".to_string()
+            } else {
+                format!(
+                    "+{:.1} / +{:.1} ms",
+                    percentile(&ms, 50.0) - percentile(&plain, 50.0),
+                    percentile(&ms, 99.0) - percentile(&plain, 99.0)
+                )
+            };
+            println!(
+                "  {:<20} {:>8.1} {:>8.1} {:>8.1} {:>8.1}   {added}",
+                s.label,
+                percentile(&ms, 50.0),
+                percentile(&ms, 90.0),
+                percentile(&ms, 99.0),
+                ms.last().copied().unwrap_or(0.0)
+            );
+        }
+        println!();
     }
     println!("\nztunnel's part of an enrollment (its `pod enrolled` lines, both ambient series):");
     for (field, values) in enrollment_phases(log) {
@@ -261,12 +280,20 @@ fn print_report(series: &[Series], log: &str, per_series: usize, took: Duration)
             values.len()
         );
     }
+    let troubles: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    println!("\nztunnel warnings and errors: {}", troubles.len());
+    for line in troubles.iter().take(5) {
+        println!("  {line}");
+    }
     let worst_ambient_p99 = series[1..]
         .iter()
-        .map(|s| percentile(&sorted_ms(&s.add), 99.0))
+        .map(|s| percentile(&sorted_ms(&s.ambit), 99.0))
         .fold(0.0, f64::max);
     println!(
-        "\ntarget: ADD → pod enrolled ≤ {TARGET_P99_MS} ms p99 (issue 12): {} (worst ambient p99 {worst_ambient_p99:.1} ms)",
+        "\ntarget: ambit-cni's ADD (→ pod enrolled and captured) ≤ {TARGET_P99_MS} ms p99 (issue 12): {} (worst ambient p99 {worst_ambient_p99:.1} ms)",
         if worst_ambient_p99 <= TARGET_P99_MS { "MET" } else { "NOT MET" }
     );
 }

@@ -127,14 +127,28 @@ pub struct CniRunner {
 impl CniRunner {
     /// ADD every plugin in order and return the final result.
     pub fn add(&self, list: &NetworkList, rt: &RuntimeConf) -> Result<Value> {
+        self.add_timed(list, rt).map(|(result, _)| result)
+    }
+
+    /// [`add`](Self::add), also returning how long each plugin took (by its `type`, in order).
+    pub fn add_timed(
+        &self,
+        list: &NetworkList,
+        rt: &RuntimeConf,
+    ) -> Result<(Value, Vec<(String, Duration)>)> {
         let mut prev: Option<Value> = None;
+        let mut times = Vec::new();
         for plugin in &list.plugins {
+            let started = std::time::Instant::now();
             let result = self.invoke("ADD", list, plugin, prev.as_ref(), rt)?;
+            let plugin_type = plugin["type"].as_str().unwrap_or_default().to_string();
+            times.push((plugin_type, started.elapsed()));
             prev = Some(result);
         }
-        prev.ok_or_else(|| {
+        let result = prev.ok_or_else(|| {
             HarnessError::Invalid(format!("CNI list `{}` has no plugins", list.name))
-        })
+        })?;
+        Ok((result, times))
     }
 
     /// DEL every plugin in reverse order with the cached ADD result. Unlike libcni it goes on

@@ -100,8 +100,8 @@ pub struct Pod {
     pub(crate) ip: Ipv4Addr,
     pub(crate) network: NetworkList,
     pub(crate) cni_result: Value,
-    /// How long the CNI ADD chain took (every plugin, ambit-cni's enrollment included).
-    pub(crate) cni_add_time: std::time::Duration,
+    /// How long each plugin of the CNI ADD chain took, by type, in chain order.
+    pub(crate) cni_add_times: Vec<(String, std::time::Duration)>,
 }
 
 impl Pod {
@@ -141,7 +141,15 @@ impl Pod {
 
     /// How long the pod's CNI ADD chain took, as the runtime waited for it.
     pub fn cni_add_duration(&self) -> std::time::Duration {
-        self.cni_add_time
+        self.cni_add_times.iter().map(|(_, took)| *took).sum()
+    }
+
+    /// How long the plugin of type `plugin` took in the pod's CNI ADD (e.g. `ambit-cni`).
+    pub fn cni_plugin_duration(&self, plugin: &str) -> Option<std::time::Duration> {
+        self.cni_add_times
+            .iter()
+            .find(|(name, _)| name == plugin)
+            .map(|(_, took)| *took)
     }
 
     /// The final result of the CNI ADD chain (what kubelet caches).

@@ -109,19 +109,18 @@ impl Cluster {
             exec_in: node.netns.clone(),
             timeout: cni::PLUGIN_TIMEOUT,
         };
-        let adding = std::time::Instant::now();
-        let added = runner.add(&network, &rt);
-        let cni_add_time = adding.elapsed();
-        let added = added.and_then(|result| {
-            let (ip, _) = cni::result_ipv4(&result, POD_IFNAME).ok_or_else(|| {
-                HarnessError::Invalid(format!(
-                    "CNI result for pod {} has no IPv4 for {POD_IFNAME}: {result}",
-                    spec.name
-                ))
-            })?;
-            Ok((result, ip))
-        });
-        let (cni_result, ip) = match added {
+        let added = runner
+            .add_timed(&network, &rt)
+            .and_then(|(result, cni_add_times)| {
+                let (ip, _) = cni::result_ipv4(&result, POD_IFNAME).ok_or_else(|| {
+                    HarnessError::Invalid(format!(
+                        "CNI result for pod {} has no IPv4 for {POD_IFNAME}: {result}",
+                        spec.name
+                    ))
+                })?;
+                Ok((result, ip, cni_add_times))
+            });
+        let (cni_result, ip, cni_add_times) = match added {
             Ok(added) => added,
             Err(error) => {
                 let _ = runner.del(&network, &rt, None);
@@ -140,7 +139,7 @@ impl Cluster {
             ip,
             network,
             cni_result,
-            cni_add_time,
+            cni_add_times,
         })
     }
 

@@ -163,11 +163,19 @@ pub fn enrolled_reply(agent: &Agent) -> Reply {
 async fn wait_for_workload(agent: &Agent, pod: &PodRef) -> Option<Arc<discovery::Workload>> {
     let deadline = tokio::time::Instant::now() + POD_APPEAR_TIMEOUT;
     let mut snapshots = agent.source.subscribe();
+    let mut refreshed = false;
     loop {
         if let Some(workload) = agent.snapshot().workload(&pod.namespace, &pod.name) {
             if is_same_pod(workload, pod) {
                 return Some(workload.clone());
             }
+        }
+        if !refreshed {
+            // The pod is starting now, so the view may only lag behind it: look once at once
+            // instead of waiting for the next poll.
+            refreshed = true;
+            agent.source.refresh().await;
+            continue;
         }
         if tokio::time::timeout_at(deadline, snapshots.changed())
             .await
