@@ -538,3 +538,34 @@ fn iptables_checks_the_ipv6_rules_too() {
     // IPv4-only mode ignores the IPv6 table.
     backend.clone().ipv4_only().check(env.pod.netns()).unwrap();
 }
+
+/// A capture table whose chains were made differently (say by an older release, with another
+/// priority) cannot be refilled in place: apply replaces it whole, and the rules are right.
+#[test]
+fn nft_apply_replaces_a_table_whose_chains_differ() {
+    let env = Pod::new();
+    let netns = env.pod.netns();
+    let script = "table inet ambit {\n\tchain output {\n\t\ttype nat hook output priority 0; policy accept;\n\t}\n}\n";
+    let out = Command::new("ip")
+        .args(["netns", "exec", env.pod.name(), "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(script.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let backend = Nftables::default();
+    backend.apply(netns, &env.options()).unwrap();
+    backend.check(netns).unwrap();
+    let listing = Flavor::tool(&env.pod, "nft", &["list", "table", "inet", "ambit"]);
+    assert!(
+        listing.contains("hook output priority -100"),
+        "the chain is ambit's, not the old one: {listing}"
+    );
+}
