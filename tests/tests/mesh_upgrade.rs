@@ -714,6 +714,92 @@ fn a_plain_restart_refuses_new_connections_in_the_gap_and_serves_them_in_mtls_on
     }
 }
 
+/// Kubernetes deletes the old pod as soon as the new one looks ready, and on the node's shared
+/// readiness port that may be the old agent answering. Told to stop while its successor is
+/// still capturing the pods (here: waiting for a CA that is down, up to its
+/// `--takeover-timeout`), the old agent keeps serving until the take-over, then drains.
+#[test]
+fn a_ztunnel_told_to_stop_while_its_successor_waits_for_the_ca_serves_until_the_take_over() {
+    const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(4);
+    let Shop {
+        mut mesh,
+        frontend,
+        cart,
+        echo: _cart_echo,
+    } = Shop::start().unwrap();
+    let target = cart.addr(8080);
+    mesh.ca.stop().unwrap();
+    let predecessor = nix::unistd::Pid::from_raw(mesh.ztunnel(0).pid() as i32);
+
+    let (successor, served_after_sigterm) = thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            // Once the successor is bound beside it (it starts at once), the old one is told
+            // to stop; it must go on serving new connections.
+            thread::sleep(Duration::from_secs(1));
+            nix::sys::signal::kill(predecessor, Signal::SIGTERM).unwrap();
+            let mut served = Vec::new();
+            let until = Instant::now() + TAKEOVER_TIMEOUT - Duration::from_millis(1500);
+            let mut round = 0;
+            while Instant::now() < until {
+                let marker = format!("WHILE-PENDING-{round}");
+                served.push((marker.clone(), attempt(&frontend, target, &marker)));
+                round += 1;
+                thread::sleep(Duration::from_millis(200));
+            }
+            served
+        });
+        let timeout = format!("{}ms", TAKEOVER_TIMEOUT.as_millis());
+        let successor = mesh.spawn_ztunnel_with(0, &["--takeover-timeout", &timeout]);
+        (successor, client.join().unwrap())
+    });
+    let successor = successor.unwrap();
+    let mut old = std::mem::replace(&mut mesh.ztunnels_mut()[0], successor);
+    assert!(
+        served_after_sigterm.len() >= 5,
+        "too few attempts: {served_after_sigterm:?}"
+    );
+    for (marker, outcome) in &served_after_sigterm {
+        assert!(
+            outcome.served(marker),
+            "the old ztunnel, told to stop while its successor was pending, refused a \
+             connection: {outcome:?}\nold:\n{}",
+            tail(&old)
+        );
+    }
+    old.wait_for_log(
+        "asked to stop while a successor is taking over",
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    old.wait_for_log(HANDING_OVER, Duration::from_secs(5))
+        .unwrap();
+    let status = old.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old ztunnel exits 0 after the hand-over: {status:?}\n{}",
+        tail(&old)
+    );
+    mesh.ztunnel(0)
+        .wait_for_log(
+            "not every running pod could be captured in time",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+
+    // The successor took over without the pod (no certificate): its connections fail closed
+    // until the CA is back, then the reconciler captures it without anything else changing.
+    let refused = attempt(&frontend, target, "NO-CERTIFICATE-YET");
+    assert!(refused.failed_fast(), "{refused:?}");
+    mesh.ca = mesh.spawn_ca().unwrap();
+    mesh.wait_until_enrolled(0, &["frontend-0"]).unwrap();
+    let back = attempt(&frontend, target, "CA-BACK");
+    assert!(
+        back.served("CA-BACK"),
+        "{back:?}\n{}",
+        tail(&mesh.ztunnels[0])
+    );
+}
+
 #[test]
 fn log_times_read_as_seconds_since_the_epoch() {
     let at = |line: &str| log_time(line).map(|t| (t * 1e6).round() as i64);

@@ -177,8 +177,10 @@ impl App {
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let enroll_socket = self.agent.config.enroll_socket.clone();
+        let mut asked_to_stop = false;
         let handed_over = tokio::select! {
             () = &mut stop => {
+                asked_to_stop = true;
                 if capture::enroll::successor_pending(&enroll_socket) {
                     tracing::info!(drain = ?self.agent.config.drain_timeout, "asked to stop while a successor is taking over: serving until it has");
                     tokio::time::timeout(self.agent.config.drain_timeout, &mut self.enrollment)
@@ -198,7 +200,7 @@ impl App {
         }
         let kubernetes = self.agent.config.source.kubernetes();
         self.stop_and_drain().await;
-        if handed_over && kubernetes {
+        if handed_over && kubernetes && !asked_to_stop {
             tracing::info!("handed over; waiting for the kubelet to stop this pod");
             stop.await;
         }
