@@ -285,6 +285,7 @@ fn soak(
     let pods = topology.pods();
     std::thread::sleep(Duration::from_secs(2));
     let idle = usage::sample(&pids, &pods)?;
+    let heap_idle = heap(mesh);
 
     let mut check = Check::default();
     let mut rounds = Vec::new();
@@ -304,6 +305,7 @@ fn soak(
     let settled_at = Duration::from_secs(settle_seconds);
     std::thread::sleep(settled_at.saturating_sub(Duration::from_secs(30)));
     let settled = usage::sample(&pids, &pods)?;
+    let heap_settled = heap(mesh);
     let samples = Samples {
         idle,
         rounds,
@@ -347,9 +349,37 @@ fn soak(
     );
     println!();
     print!("{}", usage::table(&samples));
+    for (node, (idle, settled)) in heap_idle.iter().zip(&heap_settled).enumerate() {
+        println!(
+            "node {node} heap (allocated / resident MiB): idle {idle}, {settle_seconds} s after all closed {settled}"
+        );
+    }
     println!();
     print!("{}", check.report());
     Ok(check.passed())
+}
+
+/// Each ztunnel's heap as its metrics report it (`ambit_heap_*_bytes`), as "allocated / resident".
+fn heap(mesh: &Mesh) -> Vec<String> {
+    (0..mesh.ztunnels.len())
+        .map(|node| {
+            let metrics = mesh
+                .http_get_on_node(node, 15020, "/metrics")
+                .unwrap_or_default();
+            let mib = |name: &str| {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map_or("?".to_string(), |bytes| format!("{:.1}", bytes / 1048576.0))
+            };
+            format!(
+                "{} / {}",
+                mib("ambit_heap_allocated_bytes "),
+                mib("ambit_heap_resident_bytes ")
+            )
+        })
+        .collect()
 }
 
 /// One round: servers and clients started afresh, the load, samples until 30 s after the last

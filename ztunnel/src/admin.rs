@@ -102,6 +102,14 @@ pub fn start(agent: &Arc<Agent>, registry: Arc<Registry>) -> Result<Addresses, A
 
 fn scrape(agent: &Agent, registry: &Registry) -> Reply {
     refresh_certificate_expiry(agent);
+    if let Ok(heap) = runtime::allocator::heap_stats() {
+        let gauge = |bytes: usize| i64::try_from(bytes).unwrap_or(i64::MAX);
+        agent
+            .metrics
+            .heap_allocated_bytes
+            .set(gauge(heap.allocated));
+        agent.metrics.heap_resident_bytes.set(gauge(heap.resident));
+    }
     Reply::text(StatusCode::OK, metrics::encode(registry))
 }
 

@@ -88,6 +88,9 @@ pub struct NodeMetrics {
     /// Seconds until each workload certificate on this node expires; refreshed on scrape.
     pub certificate_expiry_seconds: Family<IdentityLabels, Gauge>,
     pub enrolled_pods: Gauge,
+    /// The allocator's heap (`runtime::allocator::HeapStats`); refreshed on scrape.
+    pub heap_allocated_bytes: Gauge,
+    pub heap_resident_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +103,8 @@ impl NodeMetrics {
         let metrics = NodeMetrics {
             certificate_expiry_seconds: Family::default(),
             enrolled_pods: Gauge::default(),
+            heap_allocated_bytes: Gauge::default(),
+            heap_resident_bytes: Gauge::default(),
         };
         registry.register(
             "ambit_certificate_expiry_seconds",
@@ -110,6 +115,16 @@ impl NodeMetrics {
             "ambit_enrolled_pods",
             "Pods of this node currently enrolled in the mesh",
             metrics.enrolled_pods.clone(),
+        );
+        registry.register(
+            "ambit_heap_allocated_bytes",
+            "Bytes in live heap allocations (what ztunnel itself still uses)",
+            metrics.heap_allocated_bytes.clone(),
+        );
+        registry.register(
+            "ambit_heap_resident_bytes",
+            "Bytes of physical memory the allocator maps: live data, its metadata and freed pages not yet returned",
+            metrics.heap_resident_bytes.clone(),
         );
         metrics
     }
