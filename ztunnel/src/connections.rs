@@ -67,9 +67,19 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.table.lock().remove(&self.id);
+        let mut live = self.table.lock();
+        live.remove(&self.id);
+        // A wave of connections leaves the map's capacity behind (~2 MiB at 10 000); give it
+        // back once the table is mostly empty. Halving at a quarter keeps this amortised O(1).
+        if live.capacity() > SHRINK_ABOVE_CAPACITY && live.len() < live.capacity() / 4 {
+            let keep = live.len() * 2;
+            live.shrink_to(keep);
+        }
     }
 }
+
+/// Below this capacity the table never shrinks: a node's usual load keeps its table.
+const SHRINK_ABOVE_CAPACITY: usize = 1024;
 
 impl ConnectionTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
@@ -199,6 +209,27 @@ spec:
             table.is_empty(),
             "registrations leave the table when dropped"
         );
+    }
+
+    #[test]
+    fn the_table_gives_a_wave_of_connections_memory_back_once_it_has_passed() {
+        let table = ConnectionTable::default();
+        let pod = CancellationToken::new();
+        let wave: Vec<Registration> = (0..10_000)
+            .map(|_| table.register(to("cart-0", 8080), &pod))
+            .collect();
+        let at_peak = table.lock().capacity();
+        assert!(at_peak >= 10_000);
+        let steady: Vec<Registration> = (0..10)
+            .map(|_| table.register(to("cart-0", 8080), &pod))
+            .collect();
+        drop(wave);
+        let after = table.lock().capacity();
+        assert!(
+            after <= SHRINK_ABOVE_CAPACITY,
+            "capacity {after} after the wave (peak {at_peak})"
+        );
+        assert_eq!(table.len(), steady.len(), "the live connections stay");
     }
 
     #[test]
