@@ -88,17 +88,8 @@ const THREAD_CACHE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub fn multi_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(use_the_shared_arena)
         .on_thread_park(flush_thread_cache_if_due)
         .build()
-}
-
-/// jemalloc gives each new thread one of 4 × CPUs arenas in turn. A task's memory is freed on
-/// whichever worker it last ran, so after a load every arena keeps partly used pages of its
-/// own that none of them can return. The runtime's threads share arena 0 (the main thread's)
-/// instead: the thread caches take most allocations off its lock.
-fn use_the_shared_arena() {
-    let _ = b"thread.arena\0".name().write(0u32);
 }
 
 thread_local! {
@@ -151,19 +142,6 @@ mod tests {
             stats.resident >= stats.allocated || stats.allocated == 0,
             "{stats:?}"
         );
-    }
-
-    #[test]
-    fn runtime_threads_share_one_arena() {
-        let runtime = multi_thread_runtime().expect("a runtime");
-        let arena: u32 = runtime
-            .block_on(async {
-                tokio::spawn(async { b"thread.arena\0".name().read() })
-                    .await
-                    .expect("the task ran")
-            })
-            .expect("readable");
-        assert_eq!(arena, 0);
     }
 
     #[test]
