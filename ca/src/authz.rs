@@ -51,6 +51,9 @@ pub enum Refusal {
 /// What [`NodeAuthenticator::authenticate`] returns: a node name, or why not.
 pub type Authentication<'a> = Pin<Box<dyn Future<Output = Result<String, Refusal>> + Send + 'a>>;
 
+/// What [`NodeWorkloads::refresh`] returns: done once the view is as fresh as it gets.
+pub type Refreshing<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Maps a presented token to the node it belongs to. Asynchronous because in Kubernetes mode
 /// this asks the API server (TokenReview).
 pub trait NodeAuthenticator: Send + Sync {
@@ -74,7 +77,7 @@ pub trait NodeWorkloads: Send + Sync {
 
     /// Brings the view up to date, for an answer of `false` that may only be the view lagging
     /// behind a pod that is starting right now. Default: the view is always current.
-    fn refresh(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn refresh(&self) -> Refreshing<'_> {
         Box::pin(std::future::ready(()))
     }
 }
@@ -326,6 +329,57 @@ mod tests {
                 "{refusal}"
             );
         }
+    }
+
+    /// A view that learns of `shop/cart` on node-a only when refreshed (a pod that just
+    /// started, the manifests not polled yet).
+    #[derive(Default)]
+    struct LaggingView {
+        refreshed: std::sync::atomic::AtomicBool,
+    }
+
+    impl NodeWorkloads for LaggingView {
+        fn runs_service_account(&self, node: &str, ns: &str, sa: &str) -> Result<bool, Refusal> {
+            let fresh = self.refreshed.load(std::sync::atomic::Ordering::SeqCst);
+            Ok(fresh && node == "node-a" && ns == "shop" && sa == "cart")
+        }
+
+        fn refresh(&self) -> Refreshing<'_> {
+            self.refreshed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    async fn node_a_asks(view: &LaggingView, service_account: &str) -> Result<String, Refusal> {
+        let identity = SpiffeId::new("cluster.local", "shop", service_account).unwrap();
+        authorise(
+            &Principal("node-a"),
+            view,
+            "cluster.local",
+            Some("t"),
+            &identity,
+        )
+        .await
+        .map_err(|(_, refusal)| refusal)
+    }
+
+    #[tokio::test]
+    async fn a_lagging_view_is_refreshed_before_a_node_is_refused() {
+        let view = LaggingView::default();
+        assert!(
+            node_a_asks(&view, "cart").await.is_ok(),
+            "the pod is in the fresh view"
+        );
+        let other = LaggingView::default();
+        assert!(matches!(
+            node_a_asks(&other, "waypoint").await,
+            Err(Refusal::NoPodOnNode { .. })
+        ));
+        assert!(
+            other.refreshed.load(std::sync::atomic::Ordering::SeqCst),
+            "refused only after looking again"
+        );
     }
 
     #[test]

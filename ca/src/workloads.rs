@@ -3,7 +3,7 @@
 
 use discovery::Source;
 
-use crate::authz::{NodeWorkloads, Refusal};
+use crate::authz::{NodeWorkloads, Refreshing, Refusal};
 
 /// Either source (`--manifests` or the Kubernetes API): the snapshot in force answers.
 impl NodeWorkloads for Source {
@@ -22,7 +22,7 @@ impl NodeWorkloads for Source {
         Ok(snapshot.node_runs_service_account(node, namespace, service_account))
     }
 
-    fn refresh(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn refresh(&self) -> Refreshing<'_> {
         Box::pin(Source::refresh(self))
     }
 }

@@ -133,15 +133,23 @@ mod tests {
         assert!(background_thread::read().expect("readable"));
     }
 
+    // This test binary allocates as the real binaries do, so the heap figures are its own.
+    #[global_allocator]
+    static TEST_ALLOCATOR: Jemalloc = Jemalloc;
+
     #[test]
     fn heap_stats_count_live_allocations() {
-        // Test binaries run on the system allocator, so this reads jemalloc's own (empty or
-        // nearly) heap: the figures are there and consistent, not a particular size.
-        let stats = heap_stats().expect("jemalloc's statistics answer");
+        const BLOCK: usize = 8 << 20;
+        let before = heap_stats().expect("jemalloc's statistics answer");
+        let block = vec![1u8; BLOCK];
+        let holding = heap_stats().expect("jemalloc's statistics answer");
+        // Other tests allocate in parallel: the block's size is a lower bound, not an equality.
         assert!(
-            stats.resident >= stats.allocated || stats.allocated == 0,
-            "{stats:?}"
+            holding.allocated >= before.allocated + BLOCK - (1 << 20),
+            "{before:?} → {holding:?} while holding {} bytes",
+            block.len()
         );
+        assert!(holding.resident >= holding.allocated, "{holding:?}");
     }
 
     #[test]

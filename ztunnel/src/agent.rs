@@ -220,14 +220,6 @@ impl Agent {
     /// Ambient pods running on this node that ztunnel does not serve yet also make it unready
     /// (right after a restart, or while the CA is down and their enrollment is retried).
     pub fn ready(&self) -> Result<(), String> {
-        if !self
-            .serves_enrollment
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Err(
-                "taking over from the ztunnel that runs on this node: capturing its pods here too first".into(),
-            );
-        }
         let snapshot = self.snapshot();
         let served: std::collections::HashSet<(String, String)> = self
             .pods()
@@ -240,17 +232,31 @@ impl Agent {
             .filter(|w| !served.contains(&(w.namespace.clone(), w.name.clone())))
             .map(|w| format!("{}/{}", w.namespace, w.name))
             .collect();
-        readiness(&self.certificates.status(), &unserved, SystemTime::now())
+        readiness(
+            self.serves_enrollment
+                .load(std::sync::atomic::Ordering::Acquire),
+            &self.certificates.status(),
+            &unserved,
+            SystemTime::now(),
+        )
     }
 }
 
-/// The readiness decision over the certificates' status at `now` and the ambient pods of the
-/// node that are not served yet.
+/// The readiness decision: whether this process serves the node's enrollment socket yet (a
+/// successor still taking over does not), the certificates' status at `now` and the ambient
+/// pods of the node that are not served yet.
 pub fn readiness(
+    serves_enrollment: bool,
     statuses: &[CertificateStatus],
     unserved: &[String],
     now: SystemTime,
 ) -> Result<(), String> {
+    if !serves_enrollment {
+        return Err(
+            "taking over from the ztunnel that runs on this node: capturing its pods here too first"
+                .into(),
+        );
+    }
     if let Some(first) = unserved.first() {
         return Err(format!(
             "{} ambient pod(s) of this node not captured yet (first: {first}); their connections are refused until then — see the log for why (CA reachable?)",
@@ -307,10 +313,13 @@ mod tests {
     #[test]
     fn readiness_needs_every_certificate_valid_now() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert!(readiness(&[], &[], now).is_ok(), "no pods: ready");
+        assert!(readiness(true, &[], &[], now).is_ok(), "no pods: ready");
+        let taking_over = readiness(false, &[], &[], now).unwrap_err();
+        assert!(taking_over.contains("taking over"), "{taking_over}");
         let valid = status(Some(now + Duration::from_secs(60)), None);
-        assert!(readiness(std::slice::from_ref(&valid), &[], now).is_ok());
+        assert!(readiness(true, std::slice::from_ref(&valid), &[], now).is_ok());
         let waiting = readiness(
+            true,
             &[valid.clone(), status(None, Some("connection refused"))],
             &[],
             now,
@@ -323,6 +332,7 @@ mod tests {
         );
         assert!(waiting.contains("connection refused"), "{waiting}");
         let expired = readiness(
+            true,
             &[
                 valid,
                 status(Some(now - Duration::from_secs(30)), Some("CA unreachable")),
