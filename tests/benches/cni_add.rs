@@ -26,21 +26,14 @@
 
 use std::time::{Duration, Instant};
 
-use ambit_tests::{Labels, Mesh, MeshUnderTest, PodSpec, NEEDS_ROOT};
+use ambit_tests::bench::env;
+use ambit_tests::{AccessLine, Labels, Mesh, MeshUnderTest, PodSpec};
 
 const TARGET_P99_MS: f64 = 20.0;
 
 fn main() {
-    // `cargo test --all-targets` runs benches once without `--bench`: nothing to measure then.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("cni_add: a benchmark; run it with `cargo bench -p ambit-tests --bench cni_add` (as root)");
+    if !ambit_tests::bench::entered("cni_add") {
         return;
-    }
-    if ambit_tests::require_root().is_err() {
-        eprintln!(
-            "cni_add bench: {NEEDS_ROOT} (sudo -E cargo bench -p ambit-tests --bench cni_add)"
-        );
-        std::process::exit(1);
     }
     if let Err(error) = run() {
         eprintln!("cni_add bench failed: {error}");
@@ -64,14 +57,11 @@ fn ambient() -> Labels {
     Labels::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())])
 }
 
+/// A count ≥ 1 from the environment.
 fn count_from_env(name: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| format!("{name}={value:?}: give a count ≥ 1")),
-        Err(_) => Ok(default),
+    match env(name, default)? {
+        0 => Err(format!("{name}=0: give a count ≥ 1")),
+        count => Ok(count),
     }
 }
 
@@ -196,10 +186,7 @@ fn measure_takeover(mesh: &mut Mesh) -> Result<(), String> {
 
 /// The number `name=` carries in a log line.
 fn field(line: &str, name: &str) -> Option<f64> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &line[start..];
-    let end = rest.find([' ', ',']).unwrap_or(rest.len());
-    rest[..end].trim_matches('"').parse().ok()
+    AccessLine::parse(line).get(name)?.parse().ok()
 }
 
 fn percentile(sorted_ms: &[f64], p: f64) -> f64 {

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ambit_tests::{Labels, Mesh, MeshUnderTest, Pod, PodSpec, Process, TestApp, NEEDS_ROOT};
+use ambit_tests::{Labels, Mesh, MeshUnderTest, Pod, PodSpec, Process, TestApp};
 
 const PORT: u16 = 8080;
 const ROUNDS: usize = 3;
@@ -42,16 +42,8 @@ const TARGET_RSS_MB: f64 = 12.0;
 const RSS_SETTLE_SLACK_MB: f64 = 1.0;
 
 fn main() {
-    // `cargo test --all-targets` runs benches once without `--bench`: nothing to measure then.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("mesh_l4: a benchmark; run it with `cargo bench -p ambit-tests --bench mesh_l4` (as root)");
+    if !ambit_tests::bench::entered("mesh_l4") {
         return;
-    }
-    if ambit_tests::require_root().is_err() {
-        eprintln!(
-            "mesh_l4 bench: {NEEDS_ROOT} (sudo -E cargo bench -p ambit-tests --bench mesh_l4)"
-        );
-        std::process::exit(1);
     }
     if let Err(error) = run() {
         eprintln!("mesh_l4 bench failed: {error}");

@@ -43,7 +43,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec, Process, ProcessSpec, TestApp, NEEDS_ROOT};
+use ambit_tests::bench::env;
+use ambit_tests::{Mesh, MeshUnderTest, Pod, PodSpec, Process, ProcessSpec, TestApp};
 use checks::{Check, ConnRecord};
 use usage::{RoundSamples, Samples, Usage};
 
@@ -62,15 +63,6 @@ struct Config {
     reverse_percent: usize,
     settle_seconds: u64,
     rounds: usize,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(text) => text
-            .parse()
-            .map_err(|_| format!("{name}: cannot parse {text:?}")),
-    }
 }
 
 impl Config {
@@ -101,16 +93,8 @@ impl Config {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs benches once without `--bench`: nothing to measure then.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("mesh_soak: a benchmark; run it with `cargo bench -p ambit-tests --bench mesh_soak` (as root)");
+    if !ambit_tests::bench::entered("mesh_soak") {
         return;
-    }
-    if ambit_tests::require_root().is_err() {
-        eprintln!(
-            "mesh_soak bench: {NEEDS_ROOT} (sudo -E cargo bench -p ambit-tests --bench mesh_soak)"
-        );
-        std::process::exit(1);
     }
     match Config::from_env().and_then(|config| run(&config)) {
         Ok(true) => {}

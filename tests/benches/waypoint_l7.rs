@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ambit_tests::manifests::{to_yaml_documents, write_atomic};
-use ambit_tests::{Cluster, Netns, Process, ProcessSpec, NEEDS_ROOT};
+use ambit_tests::{Cluster, Netns, Process, ProcessSpec};
 
 use report::Fields;
 use setup::*;
@@ -82,16 +82,8 @@ fn main() -> std::process::ExitCode {
     if args.get(1).map(String::as_str) == Some("__role") {
         return roles::main(&args[2..]);
     }
-    // `cargo test --all-targets` runs benches once without `--bench`: nothing to measure then.
-    if !args.iter().any(|a| a == "--bench") {
-        println!("waypoint_l7: a benchmark; run it with `cargo bench -p ambit-tests --bench waypoint_l7` (as root)");
+    if !ambit_tests::bench::entered("waypoint_l7") {
         return std::process::ExitCode::SUCCESS;
-    }
-    if ambit_tests::require_root().is_err() {
-        eprintln!(
-            "waypoint_l7 bench: {NEEDS_ROOT} (sudo -E cargo bench -p ambit-tests --bench waypoint_l7)"
-        );
-        return std::process::ExitCode::FAILURE;
     }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod bench;
 pub mod capture;
 pub mod cluster;
 pub mod cmd;

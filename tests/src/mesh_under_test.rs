@@ -98,12 +98,7 @@ pub trait MeshUnderTest {
 
     /// The `connection complete` lines node `node`'s ztunnel has logged so far.
     fn access_log(&self, node: usize) -> Result<Vec<AccessLine>> {
-        Ok(self.ztunnels()[node]
-            .log()?
-            .lines()
-            .filter(|line| line.contains("access:") && line.contains("connection complete"))
-            .map(AccessLine::parse)
-            .collect())
+        Ok(AccessLine::all_in(&self.ztunnels()[node].log()?))
     }
 
     /// Waits until node `node`'s ztunnel logged an access line matching `matches`.

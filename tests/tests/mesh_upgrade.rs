@@ -198,41 +198,30 @@ fn accepted_after_stopping(old: &Process) -> Vec<String> {
         .find(|l| l.contains(DRAINING))
         .and_then(log_time)
         .expect("the predecessor logged when it stopped accepting");
-    log.lines()
-        .filter(|l| l.contains("access:") && l.contains("connection complete"))
-        .filter(|l| {
-            let ended = log_time(l).expect("access lines start with their time");
-            let lasted = AccessLine::parse(l)
+    AccessLine::all_in(&log)
+        .into_iter()
+        .filter(|line| {
+            let ended = log_time(&line.raw).expect("access lines start with their time");
+            let lasted = line
                 .get("duration")
                 .and_then(|d| d.strip_suffix("ms")?.parse::<f64>().ok())
                 .expect("access lines carry their duration");
             ended - lasted / 1000.0 > stopping + ACCEPT_SLACK
         })
-        .map(str::to_string)
+        .map(|line| line.raw)
         .collect()
 }
 
 /// Seconds since the epoch of a log line's leading RFC 3339 UTC time
 /// (`2026-12-04T21:20:36.168429Z …`).
 fn log_time(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
-    let mut hms = time.split(':');
-    let (h, min) = (
-        hms.next()?.parse::<f64>().ok()?,
-        hms.next()?.parse::<f64>().ok()?,
-    );
-    let sec = hms.next()?.parse::<f64>().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+    let stamp = humantime::parse_rfc3339(line.split_whitespace().next()?).ok()?;
+    Some(
+        stamp
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64(),
+    )
 }
 
 /// Starts a successor on `node` without signalling the running ztunnel, and checks both sides
@@ -282,13 +271,9 @@ fn access_lines(processes: &[&Process]) -> Vec<(usize, AccessLine)> {
         .iter()
         .enumerate()
         .flat_map(|(index, process)| {
-            process
-                .log()
-                .unwrap()
-                .lines()
-                .filter(|l| l.contains("access:") && l.contains("connection complete"))
-                .map(|l| (index, AccessLine::parse(l)))
-                .collect::<Vec<_>>()
+            AccessLine::all_in(&process.log().unwrap())
+                .into_iter()
+                .map(move |line| (index, line))
         })
         .collect()
 }
@@ -729,14 +714,14 @@ fn a_ztunnel_told_to_stop_while_its_successor_waits_for_the_ca_serves_until_the_
     } = Shop::start().unwrap();
     let target = cart.addr(8080);
     mesh.ca.stop().unwrap();
-    let predecessor = nix::unistd::Pid::from_raw(mesh.ztunnel(0).pid() as i32);
 
     let (successor, served_after_sigterm) = thread::scope(|scope| {
+        let predecessor = &mesh.ztunnels[0];
         let client = scope.spawn(|| {
             // Once the successor is bound beside it (it starts at once), the old one is told
             // to stop; it must go on serving new connections.
             thread::sleep(Duration::from_secs(1));
-            nix::sys::signal::kill(predecessor, Signal::SIGTERM).unwrap();
+            predecessor.signal(Signal::SIGTERM).unwrap();
             let mut served = Vec::new();
             let until = Instant::now() + TAKEOVER_TIMEOUT - Duration::from_millis(1500);
             let mut round = 0;

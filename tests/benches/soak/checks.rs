@@ -168,11 +168,7 @@ pub fn data(
 
 /// `connection complete` lines a ztunnel logged after `offset`.
 pub fn access_lines(ztunnel: &Process, offset: u64) -> Result<Vec<AccessLine>, String> {
-    Ok(log_after(ztunnel, offset)?
-        .lines()
-        .filter(|line| line.contains("access:") && line.contains("connection complete"))
-        .map(AccessLine::parse)
-        .collect())
+    Ok(AccessLine::all_in(&log_after(ztunnel, offset)?))
 }
 
 fn log_after(ztunnel: &Process, offset: u64) -> Result<String, String> {

@@ -129,6 +129,11 @@ impl WayReport {
     }
 }
 
+/// The long-lived connection of a loop, or the problem (when it happened) to report.
+fn connect(way: &Way, t0: Instant) -> Result<TcpStream, String> {
+    connect_from(way.client, way.target()).map_err(|error| format!("{}: connect: {error}", at(t0)))
+}
+
 /// The byte at `offset` of the verified stream: a hash of the position, so a lost, repeated or
 /// reordered chunk shows at its first byte.
 fn pattern_byte(offset: u64) -> u8 {
@@ -153,12 +158,10 @@ pub struct StreamReport {
 /// to stop, then half-closes; the reader checks every echoed byte and reads to the echo's end.
 fn stream_loop(way: &Way, stop: &AtomicBool, t0: Instant) -> StreamReport {
     let mut report = StreamReport::default();
-    let stream = match connect_from(way.client, way.target()) {
+    let stream = match connect(way, t0) {
         Ok(stream) => stream,
-        Err(error) => {
-            report
-                .problems
-                .push(format!("{}: connect: {error}", at(t0)));
+        Err(problem) => {
+            report.problems.push(problem);
             return report;
         }
     };
@@ -270,12 +273,10 @@ pub struct KeepAliveReport {
 /// close (half-close, the echo's end).
 fn keepalive_loop(way: &Way, stop: &AtomicBool, t0: Instant) -> KeepAliveReport {
     let mut report = KeepAliveReport::default();
-    let mut stream = match connect_from(way.client, way.target()) {
+    let mut stream = match connect(way, t0) {
         Ok(stream) => stream,
-        Err(error) => {
-            report
-                .problems
-                .push(format!("{}: connect: {error}", at(t0)));
+        Err(problem) => {
+            report.problems.push(problem);
             return report;
         }
     };
