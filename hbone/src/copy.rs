@@ -12,11 +12,85 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::config::CopyBuffers;
+
+/// The reading end of a copy. A socket reads into the copy's buffer (the provided methods); an
+/// end that already holds what it received in chunks of its own, like an HTTP/2 stream's DATA
+/// frames, hands those over instead, so the bytes are written on without being copied.
+pub trait CopyRead: AsyncRead + Unpin {
+    /// Whether [`CopyRead::poll_read_chunk`] is used instead of `poll_read`.
+    const HOLDS_CHUNKS: bool = false;
+
+    /// The next chunk this end received (possibly empty), `None` at end of input. Called only
+    /// when `HOLDS_CHUNKS`.
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        let _ = cx;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this end reads into the copy's buffer, not in chunks",
+        )))
+    }
+
+    /// `n` bytes of its chunks were written on: an HTTP/2 stream gives that much receive window
+    /// back only now, so a slow writer holds the sender back.
+    fn consumed(&mut self, n: usize) -> io::Result<()> {
+        let _ = n;
+        Ok(())
+    }
+}
+
+/// Bytes waiting to be written, that a [`CopyWrite`] may take by value instead of copying.
+pub trait Unsent: Buf {
+    /// Removes the first `n` bytes and returns them without copying.
+    fn take_front(&mut self, n: usize) -> Bytes;
+}
+
+impl Unsent for BytesMut {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl Unsent for Bytes {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+/// The writing end of a copy. A socket copies from `data` into the kernel (the provided method);
+/// an HTTP/2 stream takes the bytes by value and hands them to its connection as they are.
+pub trait CopyWrite: AsyncWrite + Unpin {
+    /// Writes from the front of `data` and removes what it wrote; returns how much that was.
+    fn poll_write_unsent<B: Unsent>(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut B,
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self).poll_write(cx, data.chunk()))?;
+        data.advance(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Sockets and in-memory pipes read into the copy's buffer and write from it.
+macro_rules! copies_through_buffer {
+    ($($end:ty),* $(,)?) => {
+        $(
+            impl CopyRead for $end {}
+            impl CopyWrite for $end {}
+        )*
+    };
+}
+
+copies_through_buffer!(
+    tokio::net::TcpStream,
+    tokio::net::UnixStream,
+    tokio::io::DuplexStream
+);
 
 /// Which way bytes were moving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +157,8 @@ pub async fn copy_bidirectional<D, U>(
     buffers: &CopyBuffers,
 ) -> CopyReport
 where
-    D: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    D: CopyRead + CopyWrite,
+    U: CopyRead + CopyWrite,
 {
     let mut down_up = Transfer::new(buffers);
     let mut up_down = Transfer::new(buffers);
@@ -123,15 +197,19 @@ where
 /// buffer back (unless the direction is moving bulk data, see [`Transfer::poll_fill`]), so a
 /// connection that sits idle between messages holds no copy memory at all: with thousands of
 /// mostly quiet tunnels per node, that is most of a connection's cost. Buffers are not zeroed
-/// (`BytesMut` spare capacity), so taking one again is a plain allocation.
+/// (`BytesMut` spare capacity), so taking one again is a plain allocation. A reader that holds
+/// chunks ([`CopyRead::HOLDS_CHUNKS`]) needs no buffer: its chunks are written on as they are.
 struct Transfer {
+    /// Read but not yet written (from a reader without chunks). Written bytes leave its front;
+    /// once it is empty its allocation is reused for the next read, unless a writer took the
+    /// bytes by value and still holds them.
     buf: BytesMut,
+    /// The reader's chunk not yet written.
+    chunk: Bytes,
     /// Bytes of the next read: `initial`, doubled while reads keep filling it, up to `max`.
     read_size: usize,
     initial: usize,
     max: usize,
-    /// Unwritten bytes are `buf[start..]`.
-    start: usize,
     read_eof: bool,
     needs_flush: bool,
     done: bool,
@@ -152,10 +230,10 @@ impl Transfer {
         let initial = buffers.initial.max(1);
         Transfer {
             buf: BytesMut::new(),
+            chunk: Bytes::new(),
             read_size: initial,
             initial,
             max: buffers.max.max(initial),
-            start: 0,
             read_eof: false,
             needs_flush: false,
             done: false,
@@ -165,6 +243,10 @@ impl Transfer {
         }
     }
 
+    fn unwritten(&self) -> bool {
+        !self.buf.is_empty() || !self.chunk.is_empty()
+    }
+
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -172,14 +254,14 @@ impl Transfer {
         writer: &mut W,
     ) -> Poll<Result<(), Failure>>
     where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
+        R: CopyRead + ?Sized,
+        W: CopyWrite + ?Sized,
     {
         if self.done {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.start == self.buf.len() && !self.read_eof {
+            if !self.unwritten() && !self.read_eof {
                 match self.poll_fill(cx, reader) {
                     Poll::Ready(result) => result?,
                     Poll::Pending => {
@@ -194,16 +276,23 @@ impl Transfer {
                     }
                 }
             }
-            while self.start < self.buf.len() {
-                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.start..]))
-                    .map_err(|e| (Operation::Write, e))?;
+            while self.unwritten() {
+                let from_chunk = !self.chunk.is_empty();
+                let written = if from_chunk {
+                    writer.poll_write_unsent(cx, &mut self.chunk)
+                } else {
+                    writer.poll_write_unsent(cx, &mut self.buf)
+                };
+                let n = ready!(written).map_err(|e| (Operation::Write, e))?;
                 if n == 0 {
                     return Poll::Ready(Err((
                         Operation::Write,
                         io::Error::new(io::ErrorKind::WriteZero, "peer accepted no more bytes"),
                     )));
                 }
-                self.start += n;
+                if from_chunk {
+                    reader.consumed(n).map_err(|e| (Operation::Read, e))?;
+                }
                 self.bytes += n as u64;
                 self.needs_flush = true;
             }
@@ -222,19 +311,32 @@ impl Transfer {
         }
     }
 
-    /// Reads the next chunk into an empty buffer (everything before was written).
+    /// Reads the next bytes, everything before having been written.
     fn poll_fill<R>(&mut self, cx: &mut Context<'_>, reader: &mut R) -> Poll<Result<(), Failure>>
     where
-        R: AsyncRead + Unpin + ?Sized,
+        R: CopyRead + ?Sized,
     {
+        if R::HOLDS_CHUNKS {
+            return match ready!(reader.poll_read_chunk(cx)) {
+                Ok(Some(chunk)) => {
+                    self.chunk = chunk;
+                    Poll::Ready(Ok(()))
+                }
+                Ok(None) => {
+                    self.read_eof = true;
+                    Poll::Ready(Ok(()))
+                }
+                Err(e) => Poll::Ready(Err((Operation::Read, e))),
+            };
+        }
         if self.full_reads >= FULL_READS_TO_GROW && self.read_size < self.max {
             self.read_size = (self.read_size * 2).min(self.max);
             self.full_reads = 0;
             // A larger allocation, not a copy: the buffer holds nothing unwritten.
             self.buf = BytesMut::new();
         }
-        self.buf.clear();
-        self.start = 0;
+        // Empty, so this reuses the allocation (none of it is unwritten) when no writer still
+        // holds part of it.
         self.buf.reserve(self.read_size);
         let capacity = self.buf.capacity();
         let read = match poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf) {
@@ -371,6 +473,122 @@ mod tests {
         assert!(err.to_string().contains("writing to upstream failed"));
     }
 
+    #[test]
+    fn chunks_are_written_on_without_a_copy_and_their_window_given_back_as_written() {
+        let chunks = [Bytes::from(vec![1u8; 70_000]), Bytes::from(vec![2u8; 5])];
+        let addresses: Vec<*const u8> = chunks.iter().map(|c| c.as_ptr()).collect();
+        let mut reader = ChunkReader {
+            chunks: chunks.into_iter().collect(),
+            consumed: 0,
+        };
+        // Takes at most 30 000 bytes per write, as a tunnel short of send window does.
+        let mut writer = TakingWriter {
+            taken: Vec::new(),
+            per_write: 30_000,
+        };
+        let mut t = Transfer::new(&CopyBuffers::default());
+        let done = t.poll(
+            &mut Context::from_waker(std::task::Waker::noop()),
+            &mut reader,
+            &mut writer,
+        );
+        assert!(matches!(done, Poll::Ready(Ok(()))));
+        assert_eq!(t.bytes, 70_005);
+        assert_eq!(
+            reader.consumed, 70_005,
+            "every written byte's window released"
+        );
+        let sizes: Vec<usize> = writer.taken.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [30_000, 30_000, 10_000, 5]);
+        // The pieces are the reader's own memory, in order: nothing was copied.
+        assert_eq!(writer.taken[0].as_ptr(), addresses[0]);
+        assert_eq!(writer.taken[1].as_ptr(), addresses[0].wrapping_add(30_000));
+        assert_eq!(writer.taken[3].as_ptr(), addresses[1]);
+        assert_eq!(t.buf.capacity(), 0, "a chunk reader needs no copy buffer");
+    }
+
+    #[test]
+    fn a_socket_read_is_handed_to_a_taking_writer_by_value() {
+        let mut reader = ScriptedReader::new([Step::Bytes(1000)]);
+        let mut writer = TakingWriter {
+            taken: Vec::new(),
+            per_write: usize::MAX,
+        };
+        let mut t = Transfer::new(&CopyBuffers::default());
+        assert!(t
+            .poll(
+                &mut Context::from_waker(std::task::Waker::noop()),
+                &mut reader,
+                &mut writer,
+            )
+            .is_pending());
+        assert_eq!(writer.taken.len(), 1);
+        assert_eq!(&writer.taken[0][..], &[1u8; 1000][..]);
+    }
+
+    /// Hands out its chunks, then ends.
+    struct ChunkReader {
+        chunks: std::collections::VecDeque<Bytes>,
+        consumed: usize,
+    }
+
+    impl AsyncRead for ChunkReader {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            panic!("a chunk reader is not read through a buffer")
+        }
+    }
+
+    impl CopyRead for ChunkReader {
+        const HOLDS_CHUNKS: bool = true;
+
+        fn poll_read_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+            Poll::Ready(Ok(self.chunks.pop_front()))
+        }
+
+        fn consumed(&mut self, n: usize) -> io::Result<()> {
+            self.consumed += n;
+            Ok(())
+        }
+    }
+
+    /// Takes up to `per_write` bytes by value per write and keeps them.
+    struct TakingWriter {
+        taken: Vec<Bytes>,
+        per_write: usize,
+    }
+
+    impl AsyncWrite for TakingWriter {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            panic!("a taking writer is not written by copy")
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl CopyWrite for TakingWriter {
+        fn poll_write_unsent<B: Unsent>(
+            &mut self,
+            _cx: &mut Context<'_>,
+            data: &mut B,
+        ) -> Poll<io::Result<usize>> {
+            let n = data.remaining().min(self.per_write);
+            self.taken.push(data.take_front(n));
+            Poll::Ready(Ok(n))
+        }
+    }
+
     fn poll_once(
         t: &mut Transfer,
         reader: &mut ScriptedReader,
@@ -393,6 +611,12 @@ mod tests {
 
     /// A reader that follows a script, then pauses forever.
     struct ScriptedReader(std::collections::VecDeque<Step>);
+
+    impl CopyRead for ScriptedReader {}
+    impl CopyRead for RecordingReader {}
+    impl CopyWrite for Vec<u8> {}
+    impl CopyRead for FailingWriter {}
+    impl CopyWrite for FailingWriter {}
 
     impl ScriptedReader {
         fn new(steps: impl IntoIterator<Item = Step>) -> Self {

@@ -7,18 +7,19 @@ use std::io;
 use std::time::Duration;
 
 use h2::Reason;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use crate::config::{CopyBuffers, ServerConfig};
-use crate::copy::{copy_bidirectional, CopyError, CopyReport, Direction, Operation};
+use crate::copy::{
+    copy_bidirectional, CopyError, CopyRead, CopyReport, CopyWrite, Direction, Operation,
+};
 use crate::request::InboundRequest;
 use crate::server::{Refusal, Responder, Service};
 
 /// Decides what to do with a tunnel and connects its upstream.
 pub trait Handler: Send + Sync + 'static {
     /// The connected upstream (a TCP stream to the workload, usually).
-    type Upstream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Upstream: CopyRead + CopyWrite + Send + 'static;
     /// Whatever `finished` needs later, e.g. the resolved workloads for the access log.
     type Context: Send + 'static;
 

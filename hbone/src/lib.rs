@@ -7,7 +7,9 @@
 //! - [`Pool`] opens tunnels: it keeps connections per [`PoolKey`], dials through a pluggable
 //!   [`Dialer`], and never dials twice at once for a key.
 //! - [`H2Stream`] is one tunnel as `AsyncRead + AsyncWrite`; [`copy_bidirectional`] joins two
-//!   byte streams with bounded buffers and half-close in both directions.
+//!   byte streams with bounded buffers and half-close in both directions. Through a tunnel it
+//!   copies no bytes itself ([`CopyRead`], [`CopyWrite`]): DATA frames are written on as they
+//!   arrived, and what a socket read is handed to h2 by value.
 //!
 //! ```text
 //! // inbound (ztunnel, port 15008 in the pod's netns)
@@ -39,7 +41,9 @@ mod tap;
 
 pub use client::Connection;
 pub use config::{ClientConfig, CopyBuffers, H2Settings, KeepAlive, ServerConfig};
-pub use copy::{copy_bidirectional, CopyError, CopyReport, Direction, Operation};
+pub use copy::{
+    copy_bidirectional, CopyError, CopyRead, CopyReport, CopyWrite, Direction, Operation, Unsent,
+};
 pub use error::{status_meaning, ConnectError, ServeError, TunnelError};
 pub use forward::{Forward, Handler};
 pub use pool::{Dialer, Pool, PoolKey, TcpDialer};

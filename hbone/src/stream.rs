@@ -12,9 +12,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::copy::{CopyRead, CopyWrite, Unsent};
 
 /// Held by a stream for as long as it occupies a slot of a pooled connection; dropping it
 /// frees the slot.
@@ -80,6 +82,75 @@ impl H2Stream {
                 io::ErrorKind::BrokenPipe,
                 "write after the tunnel's send side was closed",
             )),
+        }
+    }
+}
+
+/// In a copy the tunnel moves no bytes itself: a received DATA frame is written on as it is,
+/// and what the other end read is handed to h2 by value (its connection task encrypts from it).
+impl CopyRead for H2Stream {
+    const HOLDS_CHUNKS: bool = true;
+
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.pending.is_empty() {
+            // Left over from `poll_read`: its window is still held, like a chunk's.
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+        }
+        if self.read_eof {
+            return Poll::Ready(Ok(None));
+        }
+        match ready!(self.recv.poll_data(cx)) {
+            Some(Ok(data)) => Poll::Ready(Ok(Some(data))),
+            None => {
+                self.read_eof = true;
+                Poll::Ready(Ok(None))
+            }
+            Some(Err(e)) => match e.reason() {
+                // A reset with NO_ERROR after the peer finished sending is a clean end.
+                Some(Reason::NO_ERROR) if e.is_reset() => {
+                    self.read_eof = true;
+                    Poll::Ready(Ok(None))
+                }
+                _ => Poll::Ready(Err(h2_to_io(e))),
+            },
+        }
+    }
+
+    fn consumed(&mut self, n: usize) -> io::Result<()> {
+        self.recv
+            .flow_control()
+            .release_capacity(n)
+            .map_err(h2_to_io)
+    }
+}
+
+impl CopyWrite for H2Stream {
+    fn poll_write_unsent<B: Unsent>(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut B,
+    ) -> Poll<io::Result<usize>> {
+        let len = data.remaining();
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if self.write_closed {
+            return Poll::Ready(Err(ready!(self.write_error(cx))));
+        }
+        loop {
+            let capacity = self.send.capacity();
+            if capacity > 0 {
+                let n = capacity.min(len);
+                return match self.send.send_data(data.take_front(n), false) {
+                    Ok(()) => Poll::Ready(Ok(n)),
+                    Err(_) => Poll::Ready(Err(ready!(self.write_error(cx)))),
+                };
+            }
+            self.send.reserve_capacity(len);
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Poll::Ready(Err(ready!(self.write_error(cx)))),
+            }
         }
     }
 }

@@ -5,9 +5,11 @@
 //! namespace: client → ztunnel 15001 → HBONE/mTLS → ztunnel 15008 → server) are measured in the
 //! same run, rounds alternating raw/mesh so machine noise hits both. Servers are `ambit-testapp
 //! http --body-bytes 1024` (keep-alive); the load generators are the `throughput`, `latency`
-//! and `connrate` modes of `ambit-testapp`, run inside the client pods. ztunnel RSS is read
-//! from /proc. Only ratios against the raw baseline mean anything: absolute figures depend on
-//! the machine.
+//! and `connrate` modes of `ambit-testapp`, run inside the client pods; throughput also with 8
+//! and 100 parallel connections. Last, the mesh pair holds 1 000 and then 10 000 idle tunnelled
+//! connections (`soak-client`/`soak-server`: each connection exchanges one hello, then waits),
+//! for ztunnel's memory per idle connection. ztunnel RSS is read from /proc. Only ratios against
+//! the raw baseline mean anything: absolute figures depend on the machine.
 //!
 //! ```text
 //! cargo bench -p ambit-tests --bench mesh_l4        # needs root (network namespaces)
@@ -29,6 +31,12 @@ const LATENCY_SECONDS: &str = "2";
 const LATENCY_RATE: &str = "1000";
 const CONNRATE_SECONDS: &str = "2";
 const CONNRATE_CONCURRENCY: &str = "8";
+/// Parallel downloads besides the one-stream figure: a few streams, then many connections
+/// (each its own tunnel; the pool multiplexes them over one HBONE connection).
+const PARALLEL_DOWNLOADS: [&str; 2] = ["8", "100"];
+/// Idle tunnelled connections held at once, for memory per connection.
+const IDLE_CONNECTIONS: [usize; 2] = [1_000, 10_000];
+const IDLE_PORT: u16 = 9000;
 const SETTLE: Duration = Duration::from_secs(5);
 /// Idle period before the load, for RSS and the ztunnels' idle CPU.
 const IDLE_SAMPLE: Duration = Duration::from_secs(2);
@@ -38,6 +46,7 @@ const TARGET_THROUGHPUT_RATIO: f64 = 0.55;
 const TARGET_ADDED_P50_MS: f64 = 0.12;
 const TARGET_CONNRATE_RATIO: f64 = 0.47;
 const TARGET_RSS_MB: f64 = 12.0;
+const TARGET_KIB_PER_IDLE_CONNECTION: f64 = 8.0;
 /// "Back to idle": within this much of the idle figure.
 const RSS_SETTLE_SLACK_MB: f64 = 1.0;
 
@@ -235,6 +244,90 @@ fn alternate(
     Ok((raw, mesh))
 }
 
+/// ztunnel memory around `connections` idle tunnelled connections held at once.
+struct Held {
+    connections: usize,
+    /// Per node: just before, with all open (2 s after the last opened), 5 s after all closed.
+    before: Vec<Memory>,
+    held: Vec<Memory>,
+    after: Vec<Memory>,
+    fds_after: Vec<u64>,
+    /// (held − before) RSS per connection, per node.
+    kib_per_connection: Vec<f64>,
+}
+
+/// Opens `connections` tunnelled connections from the mesh pair's client to a `soak-server` on
+/// its server (each sends one hello the server answers, then waits), measures both ztunnels
+/// with every connection open, closes them and measures again after SETTLE.
+fn hold_idle(pair: &Pair, ztunnel_pids: &[u32], connections: usize) -> BenchResult<Held> {
+    let measure =
+        || -> BenchResult<Vec<Memory>> { ztunnel_pids.iter().map(|&p| memory_mb(p)).collect() };
+    let ramp_seconds = (connections / 2_000).max(1);
+    // Long enough to sample once all are open; no message after the hello (interval > seconds).
+    let seconds = ramp_seconds + 8;
+    let mut server = pair
+        .server
+        .spawn(
+            ambit_tests::ProcessSpec::new(app().path())
+                .name(format!("idle-server-{connections}"))
+                .args(["soak-server", "--listen", &format!("0.0.0.0:{IDLE_PORT}")])
+                .args(["--expect", &connections.to_string()]),
+        )
+        .map_err(|e| e.to_string())?;
+    server
+        .wait_for_log("listening on", Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let before = measure()?;
+    let mut client = pair
+        .client
+        .spawn(
+            ambit_tests::ProcessSpec::new(app().path())
+                .name(format!("idle-client-{connections}"))
+                .arg("soak-client")
+                .args(["--connect", &pair.server.addr(IDLE_PORT).to_string()])
+                .args(["--connections", &connections.to_string()])
+                .args(["--seconds", &seconds.to_string()])
+                .args(["--ramp-seconds", &ramp_seconds.to_string()])
+                .args(["--interval-ms", &((seconds + 60) * 1000).to_string()]),
+        )
+        .map_err(|e| e.to_string())?;
+    client
+        .wait_for_log("connections open after", Duration::from_secs(seconds))
+        .map_err(|e| format!("{connections} idle connections never were all open: {e}"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let held = measure()?;
+    let finished = Duration::from_secs(seconds + 30);
+    let status = client.wait_exit(finished).map_err(|e| e.to_string())?;
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!(
+            "the idle-connection client ({connections}) failed: {status:?}\n{}",
+            client.log().unwrap_or_default()
+        ));
+    }
+    server
+        .wait_exit(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(SETTLE);
+    let after = measure()?;
+    let fds_after = ztunnel_pids
+        .iter()
+        .map(|&p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count() as u64))
+        .collect();
+    let kib_per_connection = held
+        .iter()
+        .zip(&before)
+        .map(|(h, b)| (h.rss - b.rss) * 1e6 / 1024.0 / connections as f64)
+        .collect();
+    Ok(Held {
+        connections,
+        before,
+        held,
+        after,
+        fds_after,
+        kib_per_connection,
+    })
+}
+
 fn median_of(rounds: &[BTreeMap<String, f64>], key: &str) -> f64 {
     let mut values: Vec<f64> = rounds.iter().filter_map(|r| r.get(key).copied()).collect();
     median(&mut values)
@@ -272,6 +365,8 @@ impl Table {
 }
 
 fn run() -> BenchResult<()> {
+    // ztunnel and the clients inherit it: 10 000 idle connections need ~10 000 fds each.
+    ambit_tests::bench::raise_nofile(1 << 17)?;
     let setup_started = Instant::now();
     let mut mesh = Mesh::start(2).map_err(|e| format!("starting the mesh: {e}"))?;
     mesh.cluster
@@ -291,7 +386,8 @@ fn run() -> BenchResult<()> {
                     .on_node(1)
                     .service_account("server")
                     .label("app", "server")
-                    .port(PORT),
+                    .port(PORT)
+                    .port(IDLE_PORT),
             )
             .map_err(|e| format!("{label} server pod: {e}"))?;
         let http = server
@@ -379,6 +475,21 @@ fn run() -> BenchResult<()> {
     let (tp_raw, tp_mesh) = alternate(&pairs, &ztunnel_pids, ticks, |pair| {
         run_load(pair, "throughput", &["--seconds", THROUGHPUT_SECONDS])
     })?;
+    let mut parallel = Vec::new();
+    for connections in PARALLEL_DOWNLOADS {
+        parallel.push(alternate(&pairs, &ztunnel_pids, ticks, |pair| {
+            run_load(
+                pair,
+                "throughput",
+                &[
+                    "--seconds",
+                    THROUGHPUT_SECONDS,
+                    "--connections",
+                    connections,
+                ],
+            )
+        })?);
+    }
     let (lat_raw, lat_mesh) = alternate(&pairs, &ztunnel_pids, ticks, |pair| {
         run_load(
             pair,
@@ -408,6 +519,10 @@ fn run() -> BenchResult<()> {
         .iter()
         .map(|&p| memory_mb(p))
         .collect::<BenchResult<_>>()?;
+    let mut held = Vec::new();
+    for connections in IDLE_CONNECTIONS {
+        held.push(hold_idle(&meshed, &ztunnel_pids, connections)?);
+    }
 
     // The table.
     let mut table = Table::header();
@@ -425,6 +540,20 @@ fn run() -> BenchResult<()> {
         &format!(">= {TARGET_THROUGHPUT_RATIO:.2}x"),
         verdict(tp_ratio >= TARGET_THROUGHPUT_RATIO),
     );
+    for (connections, (raw_rounds, mesh_rounds)) in PARALLEL_DOWNLOADS.iter().zip(&parallel) {
+        let (r, m) = (
+            median_of(raw_rounds, "mb_per_s"),
+            median_of(mesh_rounds, "mb_per_s"),
+        );
+        table.row(
+            &format!("throughput, {connections} connections (MB/s)"),
+            &format!("{r:.0}"),
+            &format!("{m:.0}"),
+            &format!("{:.2}x", m / r),
+            "(no target)",
+            "",
+        );
+    }
     for (key, name, target) in [
         ("p50_us", "p50", true),
         ("p90_us", "p90", false),
@@ -500,6 +629,31 @@ fn run() -> BenchResult<()> {
         );
     }
 
+    for hold in &held {
+        for (node, per) in hold.kib_per_connection.iter().enumerate() {
+            table.row(
+                &format!(
+                    "ztunnel node {node}, {} idle connections (KiB each)",
+                    hold.connections
+                ),
+                "-",
+                &format!("{per:.1}"),
+                &format!("{:.1} MB held", hold.held[node].rss - hold.before[node].rss),
+                &format!("<= {TARGET_KIB_PER_IDLE_CONNECTION:.0} KiB"),
+                verdict(*per <= TARGET_KIB_PER_IDLE_CONNECTION),
+            );
+            let after = hold.after[node].rss - hold.before[node].rss;
+            table.row(
+                &format!("  {}s after they closed (MB over before)", SETTLE.as_secs()),
+                "-",
+                &format!("{after:+.1}"),
+                &format!("{:.0} fds open", hold.fds_after[node]),
+                &format!("<= +{RSS_SETTLE_SLACK_MB:.0} MB"),
+                verdict(after <= RSS_SETTLE_SLACK_MB),
+            );
+        }
+    }
+
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -520,7 +674,9 @@ fn run() -> BenchResult<()> {
         "topology: 2 nodes; client pod on node 0, server pod (ambit-testapp http, 1 KiB bodies) on node 1; raw pair in a non-ambient namespace, mesh pair in an ambient one (HBONE, mTLS)"
     );
     println!(
-        "method: {ROUNDS} rounds per metric, raw and mesh alternating (raw,mesh / mesh,raw); medians shown; throughput {THROUGHPUT_SECONDS}s after 0.3s warm-up; latency open-loop {LATENCY_RATE} req/s for {LATENCY_SECONDS}s on one keep-alive connection, measured from scheduled send time; connrate {CONNRATE_SECONDS}s with {CONNRATE_CONCURRENCY} client threads"
+        "method: {ROUNDS} rounds per metric, raw and mesh alternating (raw,mesh / mesh,raw); medians shown; throughput {THROUGHPUT_SECONDS}s after 0.3s warm-up; latency open-loop {LATENCY_RATE} req/s for {LATENCY_SECONDS}s on one keep-alive connection, measured from scheduled send time; connrate {CONNRATE_SECONDS}s with {CONNRATE_CONCURRENCY} client threads; parallel throughput with {} connections; then {} idle tunnelled connections held (mesh only; one hello each, RSS 2 s after the last opened against just before)",
+        PARALLEL_DOWNLOADS.join(" and "),
+        IDLE_CONNECTIONS.map(|n| n.to_string()).join(" and then "),
     );
     println!();
     print!("{}", table.0);
@@ -528,8 +684,11 @@ fn run() -> BenchResult<()> {
     println!();
     println!("CPU cost per unit of work (sums over all rounds; machine = every busy CPU, including anything else running):");
     // CPU seconds × factor / units = the figure in `unit`.
+    let (tp8, tp100) = (&parallel[0], &parallel[1]);
     for (what, unit, factor, key, raw_rounds, mesh_rounds) in [
         ("throughput", "ms/MB", 1e9, "bytes", &tp_raw, &tp_mesh),
+        ("tput x8", "ms/MB", 1e9, "bytes", &tp8.0, &tp8.1),
+        ("tput x100", "ms/MB", 1e9, "bytes", &tp100.0, &tp100.1),
         ("latency", "us/request", 1e6, "count", &lat_raw, &lat_mesh),
         (
             "connrate",

@@ -26,3 +26,15 @@ pub fn env<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
             .map_err(|_| format!("{name}: cannot parse {text:?}")),
     }
 }
+
+/// Lifts RLIMIT_NOFILE (soft and, as root, hard) to at least `want` before anything is spawned:
+/// ztunnel and the load generators inherit it. Returns the limit now in force (soft, hard).
+pub fn raise_nofile(want: u64) -> Result<(u64, u64), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    let target = want.max(soft).max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| e.to_string())?;
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())
+}

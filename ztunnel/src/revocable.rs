@@ -34,6 +34,11 @@ impl<S> Revocable<S> {
     }
 }
 
+/// In a copy it reads into and writes from the copy's buffer, so every read and write passes
+/// the revocation check.
+impl<S: AsyncRead + Unpin> hbone::CopyRead for Revocable<S> {}
+impl<S: AsyncWrite + Unpin> hbone::CopyWrite for Revocable<S> {}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Revocable<S> {
     fn poll_read(
         self: Pin<&mut Self>,

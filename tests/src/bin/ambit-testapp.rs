@@ -8,7 +8,7 @@
 //! ambit-testapp http-get --connect ADDR [--path PATH] [--timeout-ms MS] [--body]
 //! ambit-testapp dns-query --server ADDR --name NAME [--type A|AAAA] [--tcp] [--timeout-ms MS]
 //! ambit-testapp dns-server --listen ADDR [--answer NAME=IP]...
-//! ambit-testapp throughput --connect ADDR [--seconds S] [--warmup-ms MS]
+//! ambit-testapp throughput --connect ADDR [--connections C] [--seconds S] [--warmup-ms MS]
 //! ambit-testapp latency --connect ADDR [--rate R] [--seconds S] [--warmup N]
 //! ambit-testapp connrate --connect ADDR [--count N] [--seconds S] [--concurrency C]
 //! ambit-testapp soak-server --listen ADDR [--report FILE] [--expect N]
@@ -23,8 +23,9 @@
 //!
 //! The last three are load generators against an `http` server, for benchmarks; each prints
 //! one line of `key=value`:
-//! - `throughput`: one connection downloads an endless body (`?bytes=…`); after a warm-up it
-//!   counts the bytes received in S seconds → `bytes=… elapsed_us=… mb_per_s=…` (MB = 10^6).
+//! - `throughput`: C connections (default 1) each download an endless body (`?bytes=…`); after
+//!   a warm-up it counts the bytes all received in the same S seconds → `bytes=… connections=…
+//!   elapsed_us=… mb_per_s=…` (MB = 10^6).
 //! - `latency`: one keep-alive connection, requests sent open-loop on a fixed schedule (R per
 //!   second, pipelined if a response is late); each latency is measured from the request's
 //!   *scheduled* send time to the end of its response, so a stall counts against every request
@@ -388,12 +389,43 @@ fn seconds(args: &[String], default: f64) -> AppResult<Duration> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("--seconds: {e}"))
 }
 
-/// One connection, an endless download: bytes per second after a warm-up (slow start, the
-/// tunnel's buffers growing).
+/// C connections (default 1), each an endless download: bytes per second over one common
+/// window after a warm-up (slow start, the tunnel's buffers growing), summed over connections.
 fn throughput(args: &[String]) -> AppResult<()> {
     let duration = seconds(args, 2.0)?;
     let warmup = Duration::from_millis(parsed(args, "--warmup-ms", 300)?);
-    let (stream, _) = connect(args)?;
+    let connections: usize = parsed(args, "--connections", 1)?;
+    if connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    let mut streams = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        streams.push(connect(args)?.0);
+    }
+    // Every connection counts the bytes it reads in [from, until): the same window for all.
+    let from = Instant::now() + warmup;
+    let until = from + duration;
+    let downloads: Vec<thread::JoinHandle<AppResult<u64>>> = streams
+        .into_iter()
+        .map(|stream| thread::spawn(move || download(stream, from, until)))
+        .collect();
+    let mut counted = 0u64;
+    for download in downloads {
+        counted += download
+            .join()
+            .map_err(|_| "a download thread panicked")??;
+    }
+    let elapsed = until.saturating_duration_since(from);
+    println!(
+        "bytes={counted} connections={connections} elapsed_us={} mb_per_s={:.1}",
+        elapsed.as_micros(),
+        counted as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    Ok(())
+}
+
+/// Downloads an endless body on `stream`, counting what arrives between `from` and `until`.
+fn download(stream: TcpStream, from: Instant, until: Instant) -> AppResult<u64> {
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     writer
         .write_all(b"GET /?bytes=1000000000000000 HTTP/1.1\r\nhost: bench\r\n\r\n")
@@ -401,31 +433,19 @@ fn throughput(args: &[String]) -> AppResult<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     read_response_head(&mut reader)?;
     let mut buf = vec![0u8; 256 * 1024];
-    let first = Instant::now();
     let mut counted = 0u64;
-    let mut started: Option<Instant> = None;
     loop {
         let n = reader.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
         if n == 0 {
             return Err("the server ended the download early".into());
         }
         let now = Instant::now();
-        match started {
-            None if now - first >= warmup => started = Some(now),
-            None => {}
-            Some(start) => {
-                counted += n as u64;
-                if now - start >= duration {
-                    let elapsed = now - start;
-                    println!(
-                        "bytes={counted} elapsed_us={} mb_per_s={:.1}",
-                        elapsed.as_micros(),
-                        counted as f64 / elapsed.as_secs_f64() / 1e6
-                    );
-                    // Closing with unread data resets the connection: the download stops.
-                    return Ok(());
-                }
-            }
+        if now >= until {
+            // Closing with unread data resets the connection: the download stops.
+            return Ok(counted);
+        }
+        if now >= from {
+            counted += n as u64;
         }
     }
 }
