@@ -20,6 +20,7 @@ use tracing::{debug, warn, Instrument};
 use crate::config::{ClientConfig, H2Settings};
 use crate::error::{handshake_failure_in, ConnectError, TunnelError};
 use crate::keepalive::{keep_alive, KeepAliveFailure};
+use crate::read_ahead::ReadAhead;
 use crate::request::ConnectRequest;
 use crate::stream::{H2Stream, StreamSlot};
 use crate::tap::{Tapped, TlsErrorSlot};
@@ -65,7 +66,7 @@ impl Connection {
         let _ = tcp.set_nodelay(true);
         let tls_stream = TlsConnector::from(tls)
             // SNI is disabled in the config; the name only satisfies the API.
-            .connect(ServerName::IpAddress(peer.ip().into()), tcp)
+            .connect(ServerName::IpAddress(peer.ip().into()), ReadAhead::new(tcp))
             .await
             .map_err(|e| ConnectError::Handshake {
                 address: peer,
@@ -281,7 +282,8 @@ fn client_builder(h2: &H2Settings) -> h2::client::Builder {
     builder
 }
 
-type ClientH2 = h2::client::Connection<Tapped<tokio_rustls::client::TlsStream<TcpStream>>, Bytes>;
+type ClientH2 =
+    h2::client::Connection<Tapped<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>, Bytes>;
 
 /// Drives the connection until it closes, PINGing the peer if configured.
 async fn drive(mut connection: ClientH2, config: ClientConfig, state: Arc<ConnectionState>) {

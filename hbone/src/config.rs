@@ -100,6 +100,10 @@ pub struct ClientConfig {
     pub keepalive: Option<KeepAlive>,
     /// A pooled connection with no streams for this long is closed.
     pub idle_timeout: Duration,
+    /// A key's second and further idle connections close after this much shorter time: one
+    /// stays warm for the next tunnel, the rest of a burst's connections (each holding its TLS
+    /// session and h2 stream table sized for the burst) go soon after the burst.
+    pub surplus_idle_timeout: Duration,
     /// Streams per pooled connection before another connection is opened; the peer's
     /// SETTINGS_MAX_CONCURRENT_STREAMS lowers it further.
     pub max_streams_per_connection: u32,
@@ -118,6 +122,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             keepalive: Some(KeepAlive::default()),
             idle_timeout: Duration::from_secs(60),
+            surplus_idle_timeout: Duration::from_secs(2),
             max_streams_per_connection: MAX_CONCURRENT_STREAMS,
             max_retries: 2,
             tasks: tokio_util::task::TaskTracker::new(),

@@ -34,6 +34,7 @@ mod forward;
 pub mod fuzzing;
 mod keepalive;
 mod pool;
+mod read_ahead;
 mod request;
 mod server;
 mod stream;

@@ -224,7 +224,8 @@ impl Pool {
         if self.inner.reaper_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let period = (self.inner.config.idle_timeout / 2)
+        let config = &self.inner.config;
+        let period = (config.idle_timeout.min(config.surplus_idle_timeout) / 2)
             .clamp(Duration::from_millis(10), Duration::from_secs(30));
         let pool = Arc::downgrade(&self.inner);
         tokio::spawn(reap(pool, period));
@@ -326,7 +327,8 @@ async fn dial(
     let _ = report.send(Some(outcome));
 }
 
-/// Closes connections idle for longer than the idle timeout, and forgets dead ones.
+/// Closes connections idle for longer than the idle timeout (the surplus idle timeout for all
+/// but one idle connection of a key), and forgets dead ones.
 async fn reap(pool: Weak<Inner>, period: Duration) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,20 +338,34 @@ async fn reap(pool: Weak<Inner>, period: Duration) {
             return;
         };
         let now = Instant::now();
-        let idle_timeout = inner.config.idle_timeout;
+        let (idle_timeout, surplus_timeout) = (
+            inner.config.idle_timeout,
+            inner
+                .config
+                .surplus_idle_timeout
+                .min(inner.config.idle_timeout),
+        );
         let mut entries = inner.lock();
         entries.retain(|key, entry| {
+            let mut one_kept_idle = false;
             entry.connections.retain(|connection| {
                 if !connection.is_open() {
                     return false;
                 }
-                match connection.idle_for(now) {
-                    Some(idle) if idle >= idle_timeout => {
-                        debug!(connection = connection.id(), peer = %key.address, idle_ms = idle.as_millis() as u64, "closing idle hbone connection");
-                        false
-                    }
-                    _ => true,
+                let Some(idle) = connection.idle_for(now) else {
+                    return true;
+                };
+                let limit = if one_kept_idle {
+                    surplus_timeout
+                } else {
+                    idle_timeout
+                };
+                if idle >= limit {
+                    debug!(connection = connection.id(), peer = %key.address, idle_ms = idle.as_millis() as u64, surplus = one_kept_idle, "closing idle hbone connection");
+                    return false;
                 }
+                one_kept_idle = true;
+                true
             });
             !entry.connections.is_empty() || entry.dialing.is_some()
         });

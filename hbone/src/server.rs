@@ -26,6 +26,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::ServerConfig;
 use crate::error::ServeError;
 use crate::keepalive::{keep_alive, KeepAliveFailure};
+use crate::read_ahead::ReadAhead;
 use crate::request::{header_string, validate, InboundRequest, BAGGAGE, FORWARDED, TRACEPARENT};
 use crate::stream::{h2_to_io, H2Stream};
 
@@ -243,7 +244,7 @@ impl<S: Service> Server<S> {
             let tls = self
                 .inner
                 .tls
-                .accept(tcp)
+                .accept(ReadAhead::new(tcp))
                 .await
                 .map_err(|e| ServeError::Handshake {
                     peer,

@@ -262,7 +262,7 @@ struct Held {
 fn hold_idle(pair: &Pair, ztunnel_pids: &[u32], connections: usize) -> BenchResult<Held> {
     let measure =
         || -> BenchResult<Vec<Memory>> { ztunnel_pids.iter().map(|&p| memory_mb(p)).collect() };
-    let ramp_seconds = (connections / 2_000).max(1);
+    let ramp_seconds = (connections as u64 / 2_000).max(1);
     // Long enough to sample once all are open; no message after the hello (interval > seconds).
     let seconds = ramp_seconds + 8;
     let mut server = pair

@@ -238,3 +238,49 @@ async fn idle_connections_are_closed() {
     round_trip(&mut s, b"2").await;
     assert_eq!(server.accepts(), 2);
 }
+
+#[tokio::test]
+async fn after_a_burst_one_idle_connection_stays_warm_and_the_rest_close_soon() {
+    let mesh = Mesh::new();
+    let server_config = ServerConfig {
+        h2: H2Settings {
+            max_concurrent_streams: 2,
+            ..H2Settings::default()
+        },
+        ..server_config()
+    };
+    let server = TestServer::start(&mesh, server_config, false).await;
+    let echo = echo_server().await;
+    let config = ClientConfig {
+        idle_timeout: Duration::from_secs(60),
+        surplus_idle_timeout: Duration::from_millis(200),
+        ..client_config()
+    };
+    let pool = mesh.pool(config);
+    let key = mesh.key(server.address);
+    // A burst of 6 tunnels needs 3 connections.
+    let mut burst = Vec::new();
+    for i in 0..6u8 {
+        let mut s = pool
+            .connect(&key, &mesh.client_cert, &ConnectRequest::new(echo))
+            .await
+            .unwrap();
+        round_trip(&mut s, &[i]).await;
+        burst.push(s);
+    }
+    assert_eq!(pool.open_connections(&key), 3);
+    drop(burst);
+    eventually(
+        "the burst's surplus connections are closed",
+        Duration::from_secs(3),
+        || pool.open_connections(&key) == 1 && server.ended.lock().unwrap().len() == 2,
+    )
+    .await;
+    // The one kept is used: no new dial.
+    let mut s = pool
+        .connect(&key, &mesh.client_cert, &ConnectRequest::new(echo))
+        .await
+        .unwrap();
+    round_trip(&mut s, b"again").await;
+    assert_eq!(server.accepts(), 3);
+}

@@ -427,6 +427,8 @@ async fn client_connection(
         seq += 1;
         next = (next + plan.interval).max(Instant::now());
     }
+    // Idle until the end: the half-close comes at S seconds, not after the last message.
+    sleep_until(ends_at).await;
     stream
         .shutdown()
         .await
