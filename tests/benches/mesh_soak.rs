@@ -572,7 +572,7 @@ fn round(
             servers_left.push(server.pod.name().to_string());
         }
     }
-    let load = load_started.elapsed();
+    let took = load_started.elapsed();
     let closed_at = Instant::now();
     let pods = topology.pods();
     let at = |seconds: u64| {
@@ -689,6 +689,6 @@ fn round(
             after5,
             after30,
         },
-        load,
+        took,
     ))
 }
