@@ -6,6 +6,8 @@
 //! in the small pieces rustls asks for: one extra copy of the ciphertext (cheap, cache-hot)
 //! against a few times fewer system calls. The buffer is given back whenever the socket has
 //! nothing more to read, so an idle HBONE connection holds none. Writes go straight through.
+//! (`tokio::io::BufReader` would do the reading, but keeps its buffer for the connection's
+//! life: 64 KiB on each of hundreds of mostly idle pooled connections.)
 
 use std::io;
 use std::pin::Pin;

@@ -84,23 +84,16 @@ impl H2Stream {
             )),
         }
     }
-}
 
-/// In a copy the tunnel moves no bytes itself: a received DATA frame is written on as it is,
-/// and what the other end read is handed to h2 by value (its connection task encrypts from it).
-impl CopyRead for H2Stream {
-    const HOLDS_CHUNKS: bool = true;
-
-    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        if !self.pending.is_empty() {
-            // Left over from `poll_read`: its window is still held, like a chunk's.
-            return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
-        }
+    /// The next DATA frame's payload (possibly empty), `None` once the peer finished sending.
+    /// Its window is still held: the caller releases it as the bytes are consumed.
+    fn poll_next_data(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         if self.read_eof {
             return Poll::Ready(Ok(None));
         }
         match ready!(self.recv.poll_data(cx)) {
             Some(Ok(data)) => Poll::Ready(Ok(Some(data))),
+            // END_STREAM: the peer half-closed.
             None => {
                 self.read_eof = true;
                 Poll::Ready(Ok(None))
@@ -114,6 +107,53 @@ impl CopyRead for H2Stream {
                 _ => Poll::Ready(Err(h2_to_io(e))),
             },
         }
+    }
+
+    /// Sends up to `len` bytes, as many as h2 grants send capacity for (the peer's window,
+    /// capped by our send buffer), waiting for at least one; `take(n)` gives the first `n`.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        take: impl FnOnce(usize) -> Bytes,
+    ) -> Poll<io::Result<usize>> {
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if self.write_closed {
+            return Poll::Ready(Err(ready!(self.write_error(cx))));
+        }
+        loop {
+            let capacity = self.send.capacity();
+            if capacity > 0 {
+                let n = capacity.min(len);
+                return match self.send.send_data(take(n), false) {
+                    Ok(()) => Poll::Ready(Ok(n)),
+                    Err(_) => Poll::Ready(Err(ready!(self.write_error(cx)))),
+                };
+            }
+            // Ask for room for this write; h2 grants it as the peer's window and our send
+            // buffer allow, and wakes us then.
+            self.send.reserve_capacity(len);
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Poll::Ready(Err(ready!(self.write_error(cx)))),
+            }
+        }
+    }
+}
+
+/// In a copy the tunnel moves no bytes itself: a received DATA frame is written on as it is,
+/// and what the other end read is handed to h2 by value (its connection task encrypts from it).
+impl CopyRead for H2Stream {
+    const HOLDS_CHUNKS: bool = true;
+
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.pending.is_empty() {
+            // Left over from `poll_read`: its window is still held, like a chunk's.
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+        }
+        self.poll_next_data(cx)
     }
 
     fn consumed(&mut self, n: usize) -> io::Result<()> {
@@ -130,28 +170,7 @@ impl CopyWrite for H2Stream {
         cx: &mut Context<'_>,
         data: &mut B,
     ) -> Poll<io::Result<usize>> {
-        let len = data.remaining();
-        if len == 0 {
-            return Poll::Ready(Ok(0));
-        }
-        if self.write_closed {
-            return Poll::Ready(Err(ready!(self.write_error(cx))));
-        }
-        loop {
-            let capacity = self.send.capacity();
-            if capacity > 0 {
-                let n = capacity.min(len);
-                return match self.send.send_data(data.take_front(n), false) {
-                    Ok(()) => Poll::Ready(Ok(n)),
-                    Err(_) => Poll::Ready(Err(ready!(self.write_error(cx)))),
-                };
-            }
-            self.send.reserve_capacity(len);
-            match ready!(self.send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Poll::Ready(Err(ready!(self.write_error(cx)))),
-            }
-        }
+        self.poll_send(cx, data.remaining(), |n| data.take_front(n))
     }
 }
 
@@ -167,32 +186,15 @@ impl AsyncRead for H2Stream {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending.split_to(n));
                 // Give the window back only for what the reader consumed: back-pressure.
-                this.recv
-                    .flow_control()
-                    .release_capacity(n)
-                    .map_err(h2_to_io)?;
+                this.consumed(n)?;
                 return Poll::Ready(Ok(()));
             }
             if this.read_eof || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => this.pending = data,
-                None => {
-                    // END_STREAM: the peer half-closed.
-                    this.read_eof = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Some(Err(e)) => {
-                    return Poll::Ready(match e.reason() {
-                        // A reset with NO_ERROR after the peer finished sending is a clean end.
-                        Some(Reason::NO_ERROR) if e.is_reset() => {
-                            this.read_eof = true;
-                            Ok(())
-                        }
-                        _ => Err(h2_to_io(e)),
-                    });
-                }
+            match ready!(this.poll_next_data(cx))? {
+                Some(data) => this.pending = data,
+                None => return Poll::Ready(Ok(())),
             }
         }
     }
@@ -204,33 +206,7 @@ impl AsyncWrite for H2Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let this = &mut *self;
-        if this.write_closed {
-            return Poll::Ready(Err(ready!(this.write_error(cx))));
-        }
-        loop {
-            let capacity = this.send.capacity();
-            if capacity > 0 {
-                let n = capacity.min(buf.len());
-                return match this
-                    .send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                {
-                    Ok(()) => Poll::Ready(Ok(n)),
-                    Err(_) => Poll::Ready(Err(ready!(this.write_error(cx)))),
-                };
-            }
-            // Ask for room for this write; h2 grants it as the peer's window and our send
-            // buffer allow, and wakes us then.
-            this.send.reserve_capacity(buf.len());
-            match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Poll::Ready(Err(ready!(this.write_error(cx)))),
-            }
-        }
+        self.poll_send(cx, buf.len(), |n| Bytes::copy_from_slice(&buf[..n]))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
