@@ -292,6 +292,12 @@ impl Transfer {
                 }
                 if from_chunk {
                     reader.consumed(n).map_err(|e| (Operation::Read, e))?;
+                    if self.chunk.is_empty() {
+                        // A `Bytes` advanced to its end still holds the allocation it was cut
+                        // from: h2's read buffer, shared with other streams' frames. Held
+                        // until the next chunk, a quiet tunnel would pin one such buffer each.
+                        self.chunk = Bytes::new();
+                    }
                 }
                 self.bytes += n as u64;
                 self.needs_flush = true;
@@ -480,6 +486,7 @@ mod tests {
         let mut reader = ChunkReader {
             chunks: chunks.into_iter().collect(),
             consumed: 0,
+            then_pause: false,
         };
         // Takes at most 30 000 bytes per write, as a tunnel short of send window does.
         let mut writer = TakingWriter {
@@ -508,6 +515,30 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_tunnel_holds_no_reference_to_the_receive_buffer_its_last_chunk_came_from() {
+        // h2 cuts DATA payloads out of one read buffer shared by every stream's frames.
+        let receive_buffer = Bytes::from(vec![3u8; 16 * 1024]);
+        let mut reader = ChunkReader {
+            chunks: [receive_buffer.slice(100..400)].into_iter().collect(),
+            consumed: 0,
+            then_pause: true,
+        };
+        let mut socket = Vec::new();
+        let mut t = Transfer::new(&CopyBuffers::default());
+        let poll = t.poll(
+            &mut Context::from_waker(std::task::Waker::noop()),
+            &mut reader,
+            &mut socket,
+        );
+        assert!(poll.is_pending(), "waiting for the next message");
+        assert_eq!(socket.len(), 300);
+        assert!(
+            receive_buffer.is_unique(),
+            "the paused copy still pins the receive buffer"
+        );
+    }
+
+    #[test]
     fn a_socket_read_is_handed_to_a_taking_writer_by_value() {
         let mut reader = ScriptedReader::new([Step::Bytes(1000)]);
         let mut writer = TakingWriter {
@@ -526,10 +557,11 @@ mod tests {
         assert_eq!(&writer.taken[0][..], &[1u8; 1000][..]);
     }
 
-    /// Hands out its chunks, then ends.
+    /// Hands out its chunks, then ends (or, with `then_pause`, waits for more forever).
     struct ChunkReader {
         chunks: std::collections::VecDeque<Bytes>,
         consumed: usize,
+        then_pause: bool,
     }
 
     impl AsyncRead for ChunkReader {
@@ -546,7 +578,10 @@ mod tests {
         const HOLDS_CHUNKS: bool = true;
 
         fn poll_read_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-            Poll::Ready(Ok(self.chunks.pop_front()))
+            match self.chunks.pop_front() {
+                None if self.then_pause => Poll::Pending,
+                next => Poll::Ready(Ok(next)),
+            }
         }
 
         fn consumed(&mut self, n: usize) -> io::Result<()> {
