@@ -223,6 +223,9 @@ struct Transfer {
 /// Reads that must fill the buffer in a row before it doubles.
 const FULL_READS_TO_GROW: u8 = 4;
 
+/// The least spare room of the current allocation that a read goes into rather than a new one.
+const TAIL_WORTH_READING: usize = 4096;
+
 type Failure = (Operation, io::Error);
 
 impl Transfer {
@@ -342,8 +345,12 @@ impl Transfer {
             self.buf = BytesMut::new();
         }
         // Empty, so this reuses the allocation (none of it is unwritten) when no writer still
-        // holds part of it.
-        self.buf.reserve(self.read_size);
+        // holds part of it. When a taking writer holds the front (an h2 stream sending the last
+        // read), the rest of that allocation takes the next read if a message fits: otherwise
+        // every small message would cost a second allocation, for the read that finds nothing.
+        if self.buf.capacity() < self.read_size.min(TAIL_WORTH_READING) {
+            self.buf.reserve(self.read_size);
+        }
         let capacity = self.buf.capacity();
         let read = match poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf) {
             Poll::Ready(read) => read.map_err(|e| (Operation::Read, e))?,
@@ -555,6 +562,30 @@ mod tests {
             .is_pending());
         assert_eq!(writer.taken.len(), 1);
         assert_eq!(&writer.taken[0][..], &[1u8; 1000][..]);
+    }
+
+    #[test]
+    fn small_messages_to_a_taking_writer_share_one_allocation() {
+        let mut reader = ScriptedReader::new([Step::Bytes(300), Step::Bytes(300), Step::Pause]);
+        let mut writer = TakingWriter {
+            taken: Vec::new(),
+            per_write: usize::MAX,
+        };
+        let mut t = Transfer::new(&CopyBuffers::default());
+        assert!(t
+            .poll(
+                &mut Context::from_waker(std::task::Waker::noop()),
+                &mut reader,
+                &mut writer,
+            )
+            .is_pending());
+        assert_eq!(writer.taken.len(), 2);
+        assert_eq!(
+            writer.taken[1].as_ptr(),
+            writer.taken[0].as_ptr().wrapping_add(300),
+            "the second message was read into the rest of the first one's allocation"
+        );
+        assert_eq!(t.buf.capacity(), 0, "and the paused copy let go of it");
     }
 
     /// Hands out its chunks, then ends (or, with `then_pause`, waits for more forever).

@@ -553,6 +553,9 @@ fn round(
                 .all(|p| p.log().is_ok_and(|l| l.contains("connections open after")))
         {
             all_open = Some((load_started.elapsed(), now.clone()));
+            for (node, heap) in heap(mesh).iter().enumerate() {
+                println!("node {node} heap with all open (allocated / resident MiB): {heap}");
+            }
         }
         let mut finished = true;
         for client in &mut clients {
