@@ -198,7 +198,11 @@ mod tests {
         peer.write_all(&[8u8; 300]).await.unwrap();
         let n = reader.read(&mut piece).await.unwrap();
         assert_eq!(&piece[..n], &[8u8; 300][..]);
-        assert_eq!(reader.buf.capacity(), 0, "after the pause, reads go straight through");
+        assert_eq!(
+            reader.buf.capacity(),
+            0,
+            "after the pause, reads go straight through"
+        );
     }
 
     #[test]
