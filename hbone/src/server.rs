@@ -191,6 +191,26 @@ impl<S: Service> Server<S> {
     /// and its in-flight streams run until they finish or the drain timeout passes. Returns
     /// when all connections have closed.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        self.serve_placed(listener, shutdown, None).await
+    }
+
+    /// [`Server::serve`], with each connection served on one of `workers` (the least loaded)
+    /// from its TLS handshake to its end, together with every task its streams spawn.
+    pub async fn serve_on(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        workers: &runtime::Workers,
+    ) {
+        self.serve_placed(listener, shutdown, Some(workers)).await
+    }
+
+    async fn serve_placed(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        workers: Option<&runtime::Workers>,
+    ) {
         let local = listener.local_addr().ok();
         let mut connections = JoinSet::new();
         loop {
@@ -206,12 +226,37 @@ impl<S: Service> Server<S> {
                         };
                         let server = self.clone();
                         let token = shutdown.child_token();
-                        connections.spawn(async move {
+                        let Some(workers) = workers else {
+                            connections.spawn(async move {
+                                let _permit = permit;
+                                if let Err(e) = server.serve_connection(tcp, token).await {
+                                    log_connection_error(&e);
+                                }
+                            });
+                            continue;
+                        };
+                        // The socket moves to the worker's own I/O driver: left registered with
+                        // this runtime's, every readiness event would be a cross-thread wake-up.
+                        let tcp = match tcp.into_std() {
+                            Ok(tcp) => tcp,
+                            Err(e) => {
+                                warn!(%peer, error = %e, "cannot hand an accepted connection to a worker");
+                                continue;
+                            }
+                        };
+                        let placement = workers.place();
+                        let handle = placement.handle.clone();
+                        connections.spawn_on(async move {
                             let _permit = permit;
-                            if let Err(e) = server.serve_connection(tcp, token).await {
+                            let _placement = placement;
+                            let served = match TcpStream::from_std(tcp) {
+                                Ok(tcp) => server.serve_connection(tcp, token).await,
+                                Err(e) => Err(ServeError::Socket(e)),
+                            };
+                            if let Err(e) = served {
                                 log_connection_error(&e);
                             }
-                        });
+                        }, &handle);
                     }
                     Err(e) => {
                         // Usually out of file descriptors; back off instead of spinning.

@@ -97,7 +97,7 @@ thread_local! {
 }
 
 /// Runs on a worker about to park. The first park of a thread only starts the clock.
-fn flush_thread_cache_if_due() {
+pub(crate) fn flush_thread_cache_if_due() {
     let now = Instant::now();
     let due = LAST_FLUSH.with(|last| match last.get() {
         Some(at) if now.duration_since(at) < THREAD_CACHE_FLUSH_INTERVAL => false,

@@ -54,6 +54,8 @@ pub enum AppError {
     OtlpEndpoint(#[from] traces::EndpointError),
     #[error("--trace-sampling: {0}")]
     Sampling(String),
+    #[error("cannot start the worker threads: {0}; lower --worker-threads or raise the process's thread limit")]
+    Workers(std::io::Error),
 }
 
 /// A running waypoint.
@@ -65,6 +67,8 @@ pub struct App {
     admin: admin::Endpoints,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// Serve the HBONE connections; stopped once the server has drained.
+    workers: Arc<runtime::Workers>,
     /// Sends the last spans once requests have drained.
     span_export: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
@@ -127,11 +131,20 @@ pub async fn build(config: Config) -> Result<App, AppError> {
     let state = SharedState::new(Compiled::compile(source.current()));
     tokio::spawn(state::follow(source.clone(), state.clone()));
 
-    let pool = hbone::Pool::new(
-        hbone::ClientConfig::default(),
-        trust.clone(),
-        Arc::new(hbone::TcpDialer),
+    let workers = Arc::new(
+        match config.worker_threads {
+            Some(count) => runtime::Workers::start("waypoint-worker", count),
+            None => runtime::Workers::per_core("waypoint-worker"),
+        }
+        .map_err(AppError::Workers)?,
     );
+    let new_pool = || {
+        hbone::Pool::new(
+            hbone::ClientConfig::default(),
+            trust.clone(),
+            Arc::new(hbone::TcpDialer),
+        )
+    };
     let mut registry = Registry::default();
     let (tracer, span_export) = match otlp_endpoint {
         None => (None, None),
@@ -161,7 +174,12 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         gateway: config.gateway.clone(),
         identity: identity.clone(),
         state,
-        upstreams: Upstreams::new(pool, identity.clone(), certificate.clone()),
+        upstreams: Upstreams::new(
+            workers.count(),
+            new_pool,
+            identity.clone(),
+            certificate.clone(),
+        ),
         balancer: Balancer::default(),
         metrics: RequestMetrics::register(&mut registry),
         settings: ProxySettings {
@@ -195,7 +213,9 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         },
     );
     let token = shutdown.clone();
-    let server = tokio::spawn(async move { server.serve(listener, token).await });
+    let serving_workers = workers.clone();
+    let server =
+        tokio::spawn(async move { server.serve_on(listener, token, &serving_workers).await });
     let admin = admin::start(
         &proxy,
         Arc::new(registry),
@@ -210,6 +230,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         gateway = %config.gateway,
         identity = %identity,
         hbone = %hbone_address,
+        workers = workers.count(),
         admin = %admin.admin,
         "waypoint ready"
     );
@@ -220,6 +241,7 @@ pub async fn build(config: Config) -> Result<App, AppError> {
         admin,
         shutdown,
         server,
+        workers,
         span_export,
     })
 }
@@ -275,6 +297,9 @@ impl App {
         if let Err(error) = self.server.await {
             tracing::warn!(%error, "HBONE server task ended abnormally");
         }
+        // Every connection has ended: what is left on the workers (idle upstream connections,
+        // the pools' reapers) goes with them.
+        drop(self.workers);
         if let Some((stop, task)) = self.span_export {
             stop.cancel();
             if let Err(error) = task.await {

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 
 #[derive(Parser, Debug, Clone)]
@@ -90,6 +91,11 @@ pub struct Config {
     /// This waypoint's pod (`service.instance.id` of its spans).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// Threads that serve connections, each one a connection's whole life (default: one per
+    /// core). Discovery, certificates and the admin endpoints run beside them.
+    #[arg(long, env = "WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub worker_threads: Option<usize>,
 }
 
 /// `namespace/name` of a Gateway.

@@ -4,6 +4,10 @@
 //! connections through `hbone::Pool`; inside them HTTP connections are pooled per endpoint:
 //! HTTP/1.1 connections are reused once their response ended, one HTTP/2 connection carries
 //! every concurrent request to an h2c endpoint.
+//!
+//! The waypoint serves each downstream connection on one worker thread (`runtime::Workers`);
+//! each worker has its own lane here (HBONE pool and HTTP connections), so a request and the
+//! upstream connections it uses are driven by the same thread.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,24 +73,44 @@ struct EndpointConnections {
 
 /// The waypoint's way out. Cheap to share.
 pub struct Upstreams {
-    hbone: hbone::Pool,
+    /// One per worker thread ([`runtime::current_worker`]); the first serves any other thread.
+    lanes: Vec<Lane>,
     identity: SpiffeId,
     certificate: CurrentCertificate,
+}
+
+/// One worker's upstream connections: tunnels and the HTTP connections inside them, driven
+/// by tasks of that worker.
+struct Lane {
+    hbone: hbone::Pool,
     connections: Mutex<HashMap<SocketAddr, EndpointConnections>>,
 }
 
 impl Upstreams {
+    /// `workers` lanes (at least one), each with its own pool from `new_pool`.
     pub fn new(
-        hbone: hbone::Pool,
+        workers: usize,
+        new_pool: impl Fn() -> hbone::Pool,
         identity: SpiffeId,
         certificate: CurrentCertificate,
     ) -> Arc<Self> {
+        let lanes = (0..workers.max(1))
+            .map(|_| Lane {
+                hbone: new_pool(),
+                connections: Mutex::new(HashMap::new()),
+            })
+            .collect();
         Arc::new(Upstreams {
-            hbone,
+            lanes,
             identity,
             certificate,
-            connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The calling worker's lane.
+    fn lane(&self) -> &Lane {
+        let index = runtime::current_worker().unwrap_or(0);
+        &self.lanes[index % self.lanes.len()]
     }
 
     /// Sends `request` (origin-form URI, Host header set; for HTTP/2 the URI carries the
@@ -155,6 +179,7 @@ impl Upstreams {
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
         let existing = self
+            .lane()
             .lock()
             .get(&endpoint.addr)
             .and_then(|c| c.http2.clone())
@@ -172,7 +197,7 @@ impl Upstreams {
                         tracing::debug!(%error, "upstream HTTP/2 connection ended");
                     }
                 });
-                self.lock().entry(endpoint.addr).or_default().http2 = Some(sender.clone());
+                self.lane().lock().entry(endpoint.addr).or_default().http2 = Some(sender.clone());
                 sender
             }
         };
@@ -188,7 +213,7 @@ impl Upstreams {
     }
 
     fn idle_http1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
-        let mut connections = self.lock();
+        let mut connections = self.lane().lock();
         let idle = &mut connections.get_mut(&addr)?.idle_http1;
         while let Some(sender) = idle.pop() {
             if sender.is_ready() && !sender.is_closed() {
@@ -198,8 +223,10 @@ impl Upstreams {
         None
     }
 
+    /// Returns `sender` to the lane of the calling worker: the one whose task drives its
+    /// connection, since a body is read to its end on the worker that sent the request.
     fn give_back(&self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
-        let mut connections = self.lock();
+        let mut connections = self.lane().lock();
         let idle = &mut connections.entry(addr).or_default().idle_http1;
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(sender);
@@ -221,7 +248,7 @@ impl Upstreams {
         request.forwarded_for = Some(client);
         match tokio::time::timeout(
             TUNNEL_TIMEOUT,
-            self.hbone.connect(&key, &self.certificate, &request),
+            self.lane().hbone.connect(&key, &self.certificate, &request),
         )
         .await
         {
@@ -239,9 +266,13 @@ impl Upstreams {
 
     /// Drops pooled connections to endpoints that `keep` no longer wants.
     pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.lock().retain(|addr, _| keep(addr));
+        for lane in &self.lanes {
+            lane.lock().retain(|addr, _| keep(addr));
+        }
     }
+}
 
+impl Lane {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, EndpointConnections>> {
         self.connections
             .lock()

@@ -216,3 +216,81 @@ async fn keepalive_detects_a_dead_peer() {
     assert!(read.is_err(), "{read:?}");
     assert_eq!(pool.open_connections(&key), 0);
 }
+
+/// Forwards like [`TestHandler`], noting which worker thread each tunnel was served on.
+struct WorkerNotingHandler {
+    workers_seen: Arc<std::sync::Mutex<Vec<Option<usize>>>>,
+}
+
+impl hbone::Handler for WorkerNotingHandler {
+    type Upstream = TcpStream;
+    type Context = ();
+
+    async fn connect(
+        &self,
+        request: &hbone::InboundRequest,
+    ) -> Result<(TcpStream, ()), hbone::Refusal> {
+        self.workers_seen
+            .lock()
+            .unwrap()
+            .push(runtime::current_worker());
+        TcpStream::connect(request.authority)
+            .await
+            .map(|stream| (stream, ()))
+            .map_err(|e| hbone::Refusal::unavailable(e.to_string()))
+    }
+
+    fn finished(&self, _: hbone::InboundRequest, _: (), _: hbone::CopyReport) {}
+}
+
+#[tokio::test]
+async fn connections_served_on_workers_each_stay_on_one_and_drain_on_shutdown() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let workers_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = WorkerNotingHandler {
+        workers_seen: workers_seen.clone(),
+    };
+    let server = hbone::Server::forwarding(server_config(), mesh.server_tls(), handler);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let workers = Arc::new(runtime::Workers::start("hbone-test", 2).unwrap());
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn({
+        let (shutdown, workers) = (shutdown.clone(), workers.clone());
+        async move { server.serve_on(listener, shutdown, &workers).await }
+    });
+
+    // Two clients (two pools, so two HBONE connections), two tunnels each.
+    let (first, second) = (mesh.pool(client_config()), mesh.pool(client_config()));
+    let key = mesh.key(address);
+    let mut tunnels = Vec::new();
+    for pool in [&first, &second, &first, &second] {
+        let mut tunnel = pool
+            .connect(&key, &mesh.client_cert, &ConnectRequest::new(echo))
+            .await
+            .unwrap();
+        assert_eq!(round_trip(&mut tunnel, b"ping").await, b"ping");
+        tunnels.push(tunnel);
+    }
+    let seen = workers_seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [Some(0), Some(1), Some(0), Some(1)],
+        "each connection on the least loaded worker, its tunnels with it"
+    );
+
+    shutdown.cancel();
+    eventually("the clients saw GOAWAY", Duration::from_secs(3), || {
+        first.open_connections(&key) + second.open_connections(&key) == 0
+    })
+    .await;
+    // In-flight tunnels still work during the drain, and serve waits for them.
+    assert_eq!(round_trip(&mut tunnels[0], b"draining").await, b"draining");
+    assert!(!serving.is_finished());
+    drop(tunnels);
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .expect("serve returns once drained")
+        .unwrap();
+}
