@@ -24,9 +24,10 @@
 //! - Envoy-plain: the 20 routes as a plain HTTP/1.1 reverse proxy to the backend over TCP: no
 //!   TLS, no HTTP/2 anywhere. Cheaper by construction; shown because it is what "Envoy ≈ 60 µs"
 //!   usually means, not as the like-for-like peer.
-//! - Both proxies: 2 worker threads (tokio's default on this 2-core box; Envoy `--concurrency
-//!   2`), one access line per request, the request takes rule 15 (14 rules fail before it on
-//!   path or header; Gateway API precedence and Envoy's first-match order are the same list).
+//! - Both proxies: 2 worker threads, each connection served on one of them (the waypoint's
+//!   default of one per core on this 2-core box; Envoy `--concurrency 2`), one access line per
+//!   request, the request takes rule 15 (14 rules fail before it on path or header; Gateway
+//!   API precedence and Envoy's first-match order are the same list).
 //! - loadgen (this binary, `__role loadgen`): open loop at 2 000 req/s over 16 keep-alive
 //!   HTTP/1.1 connections (for HBONE: 16 CONNECT streams in one HBONE connection, as ztunnel
 //!   multiplexes a pod's connections); latency from each request's scheduled time to its last
