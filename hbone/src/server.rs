@@ -229,33 +229,23 @@ impl<S: Service> Server<S> {
                         let Some(workers) = workers else {
                             connections.spawn(async move {
                                 let _permit = permit;
-                                if let Err(e) = server.serve_connection(tcp, token).await {
-                                    log_connection_error(&e);
-                                }
+                                log_if_failed(server.serve_connection(tcp, token).await);
                             });
                             continue;
-                        };
-                        // The socket moves to the worker's own I/O driver: left registered with
-                        // this runtime's, every readiness event would be a cross-thread wake-up.
-                        let tcp = match tcp.into_std() {
-                            Ok(tcp) => tcp,
-                            Err(e) => {
-                                warn!(%peer, error = %e, "cannot hand an accepted connection to a worker");
-                                continue;
-                            }
                         };
                         let placement = workers.place();
                         let handle = placement.handle.clone();
                         connections.spawn_on(async move {
                             let _permit = permit;
                             let _placement = placement;
-                            let served = match TcpStream::from_std(tcp) {
+                            // The socket moves to the worker's own I/O driver: left registered
+                            // with the accepting runtime's, every readiness event would be a
+                            // cross-thread wake-up.
+                            let served = match tcp.into_std().and_then(TcpStream::from_std) {
                                 Ok(tcp) => server.serve_connection(tcp, token).await,
                                 Err(e) => Err(ServeError::Socket(e)),
                             };
-                            if let Err(e) = served {
-                                log_connection_error(&e);
-                            }
+                            log_if_failed(served);
                         }, &handle);
                     }
                     Err(e) => {
@@ -491,8 +481,12 @@ fn server_builder(config: &ServerConfig) -> h2::server::Builder {
     builder
 }
 
-fn log_connection_error(error: &ServeError) {
-    match error {
+/// The accept loop's record of a connection that ended with an error.
+fn log_if_failed(served: Result<(), ServeError>) {
+    let Err(error) = served else {
+        return;
+    };
+    match &error {
         ServeError::Handshake { .. } | ServeError::PeerIdentity { .. } => {
             warn!(error = %error, "hbone connection refused")
         }

@@ -141,7 +141,7 @@ mod tests {
                 .unwrap();
             tx.send((outer, inner)).unwrap();
         });
-        let (outer, inner) = rx.recv().unwrap();
+        let (outer, inner) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(outer.0, Some(placement.worker));
         assert_eq!(outer, inner, "a spawned task stays on its worker's thread");
         assert_eq!(current_worker(), None, "the test's own thread is no worker");
@@ -174,8 +174,9 @@ mod tests {
             std::future::pending::<()>().await;
         });
         drop(workers);
-        assert!(
-            rx.recv().is_err(),
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
             "the pending task was dropped with its worker's runtime"
         );
     }

@@ -217,8 +217,9 @@ async fn keepalive_detects_a_dead_peer() {
     assert_eq!(pool.open_connections(&key), 0);
 }
 
-/// Forwards like [`TestHandler`], noting which worker thread each tunnel was served on.
+/// A [`TestHandler`] that notes which worker thread each tunnel was served on.
 struct WorkerNotingHandler {
+    forward: TestHandler,
     workers_seen: Arc<std::sync::Mutex<Vec<Option<usize>>>>,
 }
 
@@ -234,13 +235,12 @@ impl hbone::Handler for WorkerNotingHandler {
             .lock()
             .unwrap()
             .push(runtime::current_worker());
-        TcpStream::connect(request.authority)
-            .await
-            .map(|stream| (stream, ()))
-            .map_err(|e| hbone::Refusal::unavailable(e.to_string()))
+        self.forward.connect(request).await
     }
 
-    fn finished(&self, _: hbone::InboundRequest, _: (), _: hbone::CopyReport) {}
+    fn finished(&self, request: hbone::InboundRequest, context: (), report: hbone::CopyReport) {
+        self.forward.finished(request, context, report)
+    }
 }
 
 #[tokio::test]
@@ -248,7 +248,12 @@ async fn connections_served_on_workers_each_stay_on_one_and_drain_on_shutdown() 
     let mesh = Mesh::new();
     let echo = echo_server().await;
     let workers_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (finished, _reports) = tokio::sync::mpsc::unbounded_channel();
     let handler = WorkerNotingHandler {
+        forward: TestHandler {
+            deny: false,
+            finished,
+        },
         workers_seen: workers_seen.clone(),
     };
     let server = hbone::Server::forwarding(server_config(), mesh.server_tls(), handler);
